@@ -1,0 +1,294 @@
+//! The epoll backend, written over [`EpollKernel`] so that the same translation runs on the
+//! real Linux kernel ([`LinuxEpoll`](crate::kernel::LinuxEpoll)) and on the simulated one
+//! ([`EpollSim`](crate::sim::EpollSim)).
+//!
+//! Fds carry the core's token in `epoll_data`. Enabled fds are level-triggered
+//! ([`Registration::oneshot`] false) or `EPOLLONESHOT`; a disabled fd keeps its registration
+//! and its token, armed `EPOLLONESHOT` with no events, so a hang-up or error is reported once,
+//! to the right watcher (the original library cleared the data pointer here and crashed). Files
+//! epoll cannot poll (`EPERM`) are reported as [`FdMode::Emulated`]. Timers: one `timerfd` per
+//! clock, armed with an absolute time (`TFD_TIMER_ABSTIME`, so system-clock deadlines follow
+//! wall-clock steps) and never read: re-arming resets it. Wake: an `eventfd`, drained when it
+//! is reported.
+
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Backend, BackendEvent, FdMode, KernelError, Registration, Token};
+use crate::error::Errno;
+use crate::interest::Readiness;
+use crate::timer::Clock;
+use crate::waker::Notify;
+
+/// `EPOLLIN`.
+pub const EPOLLIN: u32 = 0x001;
+/// `EPOLLOUT`.
+pub const EPOLLOUT: u32 = 0x004;
+/// `EPOLLERR`.
+pub const EPOLLERR: u32 = 0x008;
+/// `EPOLLHUP`.
+pub const EPOLLHUP: u32 = 0x010;
+/// `EPOLLRDHUP`.
+pub const EPOLLRDHUP: u32 = 0x2000;
+/// `EPOLLONESHOT`.
+pub const EPOLLONESHOT: u32 = 1 << 30;
+/// `EPOLLET`.
+pub const EPOLLET: u32 = 1 << 31;
+
+/// `epoll_ctl` operations.
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+pub enum CtlOp {
+    /// `EPOLL_CTL_ADD`
+    Add,
+    /// `EPOLL_CTL_MOD`
+    Mod,
+    /// `EPOLL_CTL_DEL`
+    Del,
+}
+
+impl CtlOp {
+    fn call(self) -> &'static str {
+        match self {
+            CtlOp::Add => "epoll_ctl(ADD)",
+            CtlOp::Mod => "epoll_ctl(MOD)",
+            CtlOp::Del => "epoll_ctl(DEL)",
+        }
+    }
+}
+
+/// The system calls the epoll backend uses, so it can run on the real kernel or a simulated
+/// one. Each method mirrors one call; errors are the call's errno.
+pub trait EpollKernel: Send + Sync + 'static {
+    /// A kernel object the backend owns (epoll instance, timerfd); closed when dropped.
+    type Fd: AsRawFd + Send + Sync + 'static;
+    /// An eventfd, shared with wakers (which write to it from any thread).
+    type EventFd: AsRawFd + Notify;
+    /// A buffer of `(events, data)` pairs filled by `epoll_wait`.
+    type Buffer: Send + 'static;
+
+    /// `epoll_create1(EPOLL_CLOEXEC)`.
+    fn epoll_create(&self) -> Result<Self::Fd, Errno>;
+    /// `epoll_ctl(ep, op, fd, {events, data})`.
+    fn epoll_ctl(
+        &self,
+        ep: &Self::Fd,
+        op: CtlOp,
+        fd: RawFd,
+        events: u32,
+        data: u64,
+    ) -> Result<(), Errno>;
+    /// A buffer with room for `capacity` events.
+    fn buffer(&self, capacity: usize) -> Result<Self::Buffer, Errno>;
+    /// `epoll_wait(ep, buf, capacity, timeout)`, replacing the buffer's contents.
+    fn epoll_wait(
+        &self,
+        ep: &Self::Fd,
+        buf: &mut Self::Buffer,
+        timeout: Option<Duration>,
+    ) -> Result<(), Errno>;
+    /// The `(events, data)` pairs of the last wait.
+    fn buffer_events(buf: &Self::Buffer) -> impl Iterator<Item = (u32, u64)> + '_;
+    /// `timerfd_create(clock, TFD_CLOEXEC | TFD_NONBLOCK)`.
+    fn timerfd_create(&self, clock: Clock) -> Result<Self::Fd, Errno>;
+    /// `timerfd_settime(fd, TFD_TIMER_ABSTIME, deadline)`; `None` disarms.
+    fn timerfd_settime(&self, fd: &Self::Fd, deadline: Option<u64>) -> Result<(), Errno>;
+    /// `clock_gettime(clock)` in nanoseconds.
+    fn clock_now(&self, clock: Clock) -> u64;
+    /// `eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)`.
+    fn eventfd_create(&self) -> Result<Self::EventFd, Errno>;
+    /// Read (and so reset) the eventfd counter.
+    fn eventfd_read(&self, fd: &Self::EventFd) -> Result<u64, Errno>;
+}
+
+const TOKEN_CLOCK: [u64; 2] = [Token::RESERVED, Token::RESERVED + 1];
+const TOKEN_WAKE: u64 = Token::RESERVED + 2;
+
+/// The epoll backend over kernel `K`.
+pub struct Epoll<K: EpollKernel> {
+    kernel: K,
+    ep: K::Fd,
+    timers: [K::Fd; 2],
+    wake: Arc<K::EventFd>,
+}
+
+impl<K: EpollKernel> Epoll<K> {
+    /// Create the epoll instance, one timerfd per clock and the wake eventfd on `kernel`.
+    /// Everything created so far is closed again if a later step fails.
+    pub fn with_kernel(kernel: K) -> Result<Self, KernelError> {
+        let err = |call| move |errno| KernelError { call, errno };
+        let ep = kernel.epoll_create().map_err(err("epoll_create1"))?;
+        let mono = kernel
+            .timerfd_create(Clock::Monotonic)
+            .map_err(err("timerfd_create"))?;
+        let sys = kernel
+            .timerfd_create(Clock::System)
+            .map_err(err("timerfd_create"))?;
+        let wake = kernel.eventfd_create().map_err(err("eventfd"))?;
+        let add = |fd: RawFd, token: u64| {
+            kernel
+                .epoll_ctl(&ep, CtlOp::Add, fd, EPOLLIN, token)
+                .map_err(err("epoll_ctl(ADD)"))
+        };
+        add(mono.as_raw_fd(), TOKEN_CLOCK[0])?;
+        add(sys.as_raw_fd(), TOKEN_CLOCK[1])?;
+        add(wake.as_raw_fd(), TOKEN_WAKE)?;
+        Ok(Epoll {
+            kernel,
+            ep,
+            timers: [mono, sys],
+            wake: Arc::new(wake),
+        })
+    }
+
+    /// The kernel this backend runs on.
+    pub fn kernel(&self) -> &K {
+        &self.kernel
+    }
+
+    fn events_for(reg: Registration) -> u32 {
+        let mut ev = 0;
+        if reg.interest.is_read() {
+            ev |= EPOLLIN | EPOLLRDHUP;
+        }
+        if reg.interest.is_write() {
+            ev |= EPOLLOUT;
+        }
+        if reg.oneshot || reg.interest.is_empty() {
+            ev |= EPOLLONESHOT;
+        }
+        ev
+    }
+
+    fn readiness(events: u32) -> Readiness {
+        let mut r = Readiness::EMPTY;
+        if events & EPOLLIN != 0 {
+            r |= Readiness::READABLE;
+        }
+        if events & EPOLLOUT != 0 {
+            r |= Readiness::WRITABLE;
+        }
+        if events & EPOLLRDHUP != 0 {
+            r |= Readiness::READ_CLOSED;
+        }
+        if events & EPOLLHUP != 0 {
+            r |= Readiness::HANGUP;
+        }
+        if events & EPOLLERR != 0 {
+            r |= Readiness::ERROR;
+        }
+        r
+    }
+
+    fn ctl(&self, op: CtlOp, fd: RawFd, events: u32, data: u64) -> Result<(), KernelError> {
+        self.kernel
+            .epoll_ctl(&self.ep, op, fd, events, data)
+            .map_err(|errno| KernelError {
+                call: op.call(),
+                errno,
+            })
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Epoll<crate::kernel::LinuxEpoll> {
+    /// The epoll backend on the running Linux kernel.
+    pub fn new() -> Result<Self, KernelError> {
+        Self::with_kernel(crate::kernel::LinuxEpoll)
+    }
+}
+
+impl<K: EpollKernel> Backend for Epoll<K> {
+    type Events = K::Buffer;
+
+    fn new_events(&self, capacity: usize) -> Result<K::Buffer, KernelError> {
+        self.kernel.buffer(capacity).map_err(|errno| KernelError {
+            call: "malloc",
+            errno,
+        })
+    }
+
+    fn notifier(&self) -> Arc<dyn Notify> {
+        self.wake.clone()
+    }
+
+    fn add_fd(
+        &self,
+        fd: BorrowedFd<'_>,
+        token: Token,
+        reg: Registration,
+    ) -> Result<FdMode, KernelError> {
+        match self.ctl(CtlOp::Add, fd.as_raw_fd(), Self::events_for(reg), token.0) {
+            Ok(()) => Ok(FdMode::Native),
+            // epoll(7): EPERM "The target file fd does not support epoll" (regular files,
+            // directories).
+            Err(KernelError {
+                errno: Errno::PERM, ..
+            }) => Ok(FdMode::Emulated),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn modify_fd(
+        &self,
+        fd: BorrowedFd<'_>,
+        token: Token,
+        _from: Registration,
+        to: Registration,
+    ) -> Result<(), KernelError> {
+        self.ctl(CtlOp::Mod, fd.as_raw_fd(), Self::events_for(to), token.0)
+    }
+
+    fn remove_fd(
+        &self,
+        fd: BorrowedFd<'_>,
+        _token: Token,
+        _current: Registration,
+    ) -> Result<(), KernelError> {
+        self.ctl(CtlOp::Del, fd.as_raw_fd(), 0, 0)
+    }
+
+    fn now(&self, clock: Clock) -> u64 {
+        self.kernel.clock_now(clock)
+    }
+
+    fn set_deadline(&self, clock: Clock, deadline: Option<u64>) -> Result<(), KernelError> {
+        self.kernel
+            .timerfd_settime(&self.timers[clock.index()], deadline)
+            .map_err(|errno| KernelError {
+                call: "timerfd_settime",
+                errno,
+            })
+    }
+
+    fn wait(&self, events: &mut K::Buffer, timeout: Option<Duration>) -> Result<(), KernelError> {
+        match self.kernel.epoll_wait(&self.ep, events, timeout) {
+            Ok(()) => Ok(()),
+            Err(Errno::INTR) => Ok(()),
+            Err(errno) => Err(KernelError {
+                call: "epoll_wait",
+                errno,
+            }),
+        }
+    }
+
+    fn for_each_event(&self, events: &K::Buffer, mut f: impl FnMut(BackendEvent)) {
+        for (ev, data) in K::buffer_events(events) {
+            match data {
+                TOKEN_WAKE => {
+                    // Reset the counter so the level-triggered eventfd stops reporting. A
+                    // failure (EAGAIN: already drained) leaves nothing to do.
+                    let _ = self.kernel.eventfd_read(&self.wake);
+                    f(BackendEvent::Wake);
+                }
+                d if d == TOKEN_CLOCK[0] => f(BackendEvent::Clock(Clock::Monotonic)),
+                d if d == TOKEN_CLOCK[1] => f(BackendEvent::Clock(Clock::System)),
+                d if d >= Token::RESERVED => {}
+                d => f(BackendEvent::Fd {
+                    token: Token(d),
+                    ready: Self::readiness(ev),
+                }),
+            }
+        }
+    }
+}

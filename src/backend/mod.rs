@@ -1,0 +1,141 @@
+//! The `Backend` trait: what the portable loop core asks of an OS facility (or a simulation).
+//!
+//! A backend registers fds with the kernel, keeps one deadline per clock, waits, and reports
+//! what happened as [`BackendEvent`]s. It knows nothing of watchers, priorities or handlers:
+//! the core owns all of that and hands the backend only [`Token`]s, which come back with every
+//! fd event. Backends: [`Epoll`] (Linux, over any [`EpollKernel`](epoll::EpollKernel), real or
+//! simulated) and, with the `sim` feature, [`Sim`] (virtual time, deterministic).
+
+use std::os::fd::BorrowedFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::Errno;
+use crate::interest::{Interest, Readiness};
+use crate::timer::Clock;
+use crate::waker::Notify;
+
+pub mod epoll;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
+
+pub use epoll::Epoll;
+#[cfg(any(test, feature = "sim"))]
+pub use sim::Sim;
+
+/// The core's name for an fd registration; the backend stores it with the registration (in
+/// `epoll_data`, kqueue's `udata`) and reports it with every event. It encodes the watcher's
+/// slot index and generation, so an event that outlives its watcher is recognised and
+/// dropped. Values with the top bit set are reserved for a backend's own objects.
+#[derive(Copy, Clone, PartialEq, Eq, Hash, Debug)]
+pub struct Token(pub u64);
+
+impl Token {
+    /// The first value a backend may use for its own objects (timers, wake channel).
+    pub const RESERVED: u64 = 1 << 63;
+}
+
+/// How an fd should be armed in the kernel.
+#[derive(Copy, Clone, PartialEq, Eq, Hash, Debug)]
+pub struct Registration {
+    /// The directions to report. Empty means "disabled": the kernel may still report an
+    /// error or hang-up once (epoll always does), and the backend must arrange that such a
+    /// report is not repeated until the next change.
+    pub interest: Interest,
+    /// Disarm after each report (the threaded flavour), instead of level-triggered reports
+    /// while ready (the single-threaded flavour).
+    pub oneshot: bool,
+}
+
+/// Whether the kernel polls an fd or the loop must treat it as always ready.
+#[derive(Copy, Clone, PartialEq, Eq, Hash, Debug)]
+pub enum FdMode {
+    /// The kernel reports readiness.
+    Native,
+    /// The kernel cannot poll this fd (a regular file or directory): nothing was registered.
+    Emulated,
+}
+
+/// A failed kernel call.
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+pub struct KernelError {
+    /// The call, as a short name such as `"epoll_ctl(ADD)"`.
+    pub call: &'static str,
+    /// What it answered.
+    pub errno: Errno,
+}
+
+/// One thing a wait reported.
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+pub enum BackendEvent {
+    /// A registered fd is ready.
+    Fd {
+        /// The registration's token.
+        token: Token,
+        /// What is ready.
+        ready: Readiness,
+    },
+    /// A clock reached the deadline last set for it.
+    Clock(Clock),
+    /// The notifier was poked (the wake channel was drained by the backend).
+    Wake,
+}
+
+/// An OS event facility (or a simulation of one) under the loop core.
+///
+/// Every method takes `&self`; the core serialises the calls that change registrations (it
+/// makes them with its state locked) and makes at most one `wait` at a time per events buffer.
+/// No method may allocate after construction and `new_events`, and none may block except
+/// `wait`.
+pub trait Backend: Send + Sync + 'static {
+    /// The buffer a wait fills.
+    type Events: Send + 'static;
+
+    /// A buffer for up to `capacity` events per wait (called while building the loop).
+    fn new_events(&self, capacity: usize) -> Result<Self::Events, KernelError>;
+
+    /// The handle that interrupts `wait` from any thread.
+    fn notifier(&self) -> Arc<dyn Notify>;
+
+    /// Register `fd` under `token`. `Ok(FdMode::Emulated)` means the kernel cannot poll it and
+    /// nothing was registered.
+    fn add_fd(
+        &self,
+        fd: BorrowedFd<'_>,
+        token: Token,
+        reg: Registration,
+    ) -> Result<FdMode, KernelError>;
+
+    /// Change a native registration from `from` to `to`.
+    fn modify_fd(
+        &self,
+        fd: BorrowedFd<'_>,
+        token: Token,
+        from: Registration,
+        to: Registration,
+    ) -> Result<(), KernelError>;
+
+    /// Remove a native registration currently armed as `current`.
+    fn remove_fd(
+        &self,
+        fd: BorrowedFd<'_>,
+        token: Token,
+        current: Registration,
+    ) -> Result<(), KernelError>;
+
+    /// The current time on `clock`, in nanoseconds on the backend's scale.
+    fn now(&self, clock: Clock) -> u64;
+
+    /// Report [`BackendEvent::Clock`] once `clock` reaches `deadline` (`None`: never).
+    /// Replaces the previous deadline of that clock.
+    fn set_deadline(&self, clock: Clock, deadline: Option<u64>) -> Result<(), KernelError>;
+
+    /// Wait until something is ready or `timeout` passes (`None`: no limit,
+    /// `Some(ZERO)`: do not block), filling `events`. An interrupted wait returns `Ok` with
+    /// nothing in `events`.
+    fn wait(&self, events: &mut Self::Events, timeout: Option<Duration>)
+    -> Result<(), KernelError>;
+
+    /// Hand every event of the last wait to `f`, translating the backend's own objects.
+    fn for_each_event(&self, events: &Self::Events, f: impl FnMut(BackendEvent));
+}

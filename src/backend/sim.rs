@@ -1,0 +1,302 @@
+//! The `Sim` backend: a deterministic backend with virtual time, for testing the loop core and
+//! for programs to test their own handlers without a kernel.
+//!
+//! It implements [`Backend`] directly over the simulated world: registrations live in a table,
+//! readiness comes from the world's simulated fds, deadlines are compared with the virtual
+//! clocks. A wait with nothing ready jumps virtual time to the next deadline (or to the end of
+//! its timeout) instead of sleeping, so "run until the timer fires" takes no real time; a wait
+//! with no deadline and no timeout sleeps for real until another thread changes the world or
+//! wakes the loop. Reports follow epoll's rules (level-triggered or one-shot, errors and
+//! hang-ups always reported, a disabled registration reports an error or hang-up once), so the
+//! behavioural suite passes unchanged on `Sim`, `Epoll<EpollSim>` and the real kernel.
+//!
+//! ```
+//! use dasynq::{EventLoop, FnHandler, Interest, Rearm, FdOptions};
+//! use dasynq::sim::Sim;
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let sim = Sim::new();
+//! let lp = EventLoop::<FnHandler, Sim>::builder().build_with(sim.clone())?;
+//! let (r, w) = sim.pipe()?;
+//! lp.add_fd(r, Interest::READ, FdOptions::new(), FnHandler::new(|_, _| Rearm::Remove))?;
+//! sim.write(&w, 1)?;
+//! assert_eq!(lp.poll(), 1);
+//! # Ok(()) }
+//! ```
+
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Backend, BackendEvent, FdMode, KernelError, Registration, Token};
+use crate::error::Errno;
+use crate::interest::Readiness;
+use crate::kernel::sim::{Objects, SimCall, SimWorld};
+use crate::timer::Clock;
+use crate::waker::Notify;
+
+const MAX_REGISTRATIONS: usize = 8192;
+
+#[derive(Copy, Clone, Debug)]
+struct SimReg {
+    fd: RawFd,
+    token: Token,
+    reg: Registration,
+    /// Disarmed after a one-shot report until the next change.
+    fired: bool,
+}
+
+/// The `Sim` backend's own tables.
+#[derive(Debug)]
+pub struct SimTables {
+    regs: Vec<SimReg>,
+    scratch: Vec<(u64, usize)>,
+    deadlines: [Option<u64>; 2],
+    notified: bool,
+}
+
+/// The deterministic simulated backend. Cloning gives another handle to the same world: keep
+/// one to drive the simulation while the loop owns the other.
+pub type Sim = SimWorld<SimTables>;
+
+struct SimNotifier(Sim);
+
+impl Notify for SimNotifier {
+    fn notify(&self) {
+        self.0.change(|_, x| x.notified = true);
+    }
+}
+
+impl Sim {
+    /// A new simulated world with no fds, for the `Sim` backend.
+    pub fn new() -> Self {
+        let mut regs = Vec::new();
+        regs.reserve_exact(MAX_REGISTRATIONS);
+        let mut scratch = Vec::new();
+        scratch.reserve_exact(MAX_REGISTRATIONS);
+        SimWorld::with_tables(SimTables {
+            regs,
+            scratch,
+            deadlines: [None, None],
+            notified: false,
+        })
+    }
+
+    /// Registrations the backend holds (for checking that nothing leaked).
+    pub fn registered(&self) -> usize {
+        self.lock().1.regs.len()
+    }
+
+    /// The deadline currently set for `clock`.
+    pub fn deadline(&self, clock: Clock) -> Option<u64> {
+        self.lock().1.deadlines[clock.index()]
+    }
+}
+
+impl Default for Sim {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn kerr(call: &'static str) -> impl Fn(Errno) -> KernelError {
+    move |errno| KernelError { call, errno }
+}
+
+impl SimTables {
+    fn find(&self, fd: RawFd) -> Option<usize> {
+        self.regs.iter().position(|r| r.fd == fd)
+    }
+
+    fn collect(&mut self, o: &Objects, out: &mut Vec<BackendEvent>) {
+        out.clear();
+        self.regs.retain(|r| o.is_open(r.fd));
+        self.scratch.clear();
+        for (i, r) in self.regs.iter().enumerate() {
+            if r.fired {
+                continue;
+            }
+            let ready = o.readiness(r.fd).unwrap_or_default();
+            if ready.intersects(Readiness::mask_for(r.reg.interest)) {
+                let changed = o.get(r.fd).map_or(0, |x| x.changed);
+                self.scratch.push((changed, i));
+            }
+        }
+        self.scratch.sort_unstable();
+        let room = out.capacity();
+        if self.notified && out.len() < room {
+            self.notified = false;
+            out.push(BackendEvent::Wake);
+        }
+        for c in Clock::ALL {
+            if let Some(d) = self.deadlines[c.index()] {
+                if o.now(c) >= d && out.len() < room {
+                    // Like a timerfd: stays due until the deadline is set again.
+                    out.push(BackendEvent::Clock(c));
+                }
+            }
+        }
+        for &(_, i) in &self.scratch {
+            if out.len() >= room {
+                break;
+            }
+            let r = &mut self.regs[i];
+            let ready = o.readiness(r.fd).unwrap_or_default();
+            out.push(BackendEvent::Fd {
+                token: r.token,
+                ready: ready & Readiness::mask_for(r.reg.interest),
+            });
+            if r.reg.oneshot || r.reg.interest.is_empty() {
+                r.fired = true;
+            }
+        }
+    }
+
+    fn next_deadline(&self, o: &Objects) -> Option<u64> {
+        let now = o.now(Clock::Monotonic);
+        Clock::ALL
+            .iter()
+            .filter_map(|&c| {
+                let d = self.deadlines[c.index()]?;
+                Some(now.saturating_add(d.saturating_sub(o.now(c))))
+            })
+            .min()
+    }
+}
+
+impl Backend for Sim {
+    type Events = Vec<BackendEvent>;
+
+    fn new_events(&self, capacity: usize) -> Result<Vec<BackendEvent>, KernelError> {
+        let mut v = Vec::new();
+        v.try_reserve_exact(capacity.max(1))
+            .map_err(|_| KernelError {
+                call: "malloc",
+                errno: Errno::NOMEM,
+            })?;
+        Ok(v)
+    }
+
+    fn notifier(&self) -> Arc<dyn Notify> {
+        Arc::new(SimNotifier(self.clone()))
+    }
+
+    fn add_fd(
+        &self,
+        fd: BorrowedFd<'_>,
+        token: Token,
+        reg: Registration,
+    ) -> Result<FdMode, KernelError> {
+        let fd = fd.as_raw_fd();
+        self.change(|o, x| {
+            o.check(SimCall::SimAddFd).map_err(kerr("sim_add_fd"))?;
+            let obj = o.get(fd).filter(|obj| obj.open).ok_or(KernelError {
+                call: "sim_add_fd",
+                errno: Errno::BADF,
+            })?;
+            if obj.kind == crate::kernel::sim::Kind::File {
+                return Ok(FdMode::Emulated);
+            }
+            if x.find(fd).is_some() {
+                return Err(KernelError {
+                    call: "sim_add_fd",
+                    errno: Errno::EXIST,
+                });
+            }
+            if x.regs.len() == x.regs.capacity() {
+                return Err(KernelError {
+                    call: "sim_add_fd",
+                    errno: Errno::NOSPC,
+                });
+            }
+            x.regs.push(SimReg {
+                fd,
+                token,
+                reg,
+                fired: false,
+            });
+            Ok(FdMode::Native)
+        })
+    }
+
+    fn modify_fd(
+        &self,
+        fd: BorrowedFd<'_>,
+        token: Token,
+        _from: Registration,
+        to: Registration,
+    ) -> Result<(), KernelError> {
+        let fd = fd.as_raw_fd();
+        self.change(|o, x| {
+            o.check(SimCall::SimModifyFd)
+                .map_err(kerr("sim_modify_fd"))?;
+            let i = x.find(fd).ok_or(KernelError {
+                call: "sim_modify_fd",
+                errno: Errno::NOENT,
+            })?;
+            x.regs[i] = SimReg {
+                fd,
+                token,
+                reg: to,
+                fired: false,
+            };
+            Ok(())
+        })
+    }
+
+    fn remove_fd(
+        &self,
+        fd: BorrowedFd<'_>,
+        _token: Token,
+        _current: Registration,
+    ) -> Result<(), KernelError> {
+        let fd = fd.as_raw_fd();
+        self.change(|o, x| {
+            o.check(SimCall::SimRemoveFd)
+                .map_err(kerr("sim_remove_fd"))?;
+            let i = x.find(fd).ok_or(KernelError {
+                call: "sim_remove_fd",
+                errno: Errno::NOENT,
+            })?;
+            x.regs.swap_remove(i);
+            Ok(())
+        })
+    }
+
+    fn now(&self, clock: Clock) -> u64 {
+        self.lock().0.now(clock)
+    }
+
+    fn set_deadline(&self, clock: Clock, deadline: Option<u64>) -> Result<(), KernelError> {
+        self.change(|o, x| {
+            o.check(SimCall::SimSetDeadline)
+                .map_err(kerr("sim_set_deadline"))?;
+            x.deadlines[clock.index()] = deadline;
+            Ok(())
+        })
+    }
+
+    fn wait(
+        &self,
+        events: &mut Vec<BackendEvent>,
+        timeout: Option<Duration>,
+    ) -> Result<(), KernelError> {
+        self.lock()
+            .0
+            .check(SimCall::SimWait)
+            .map_err(kerr("sim_wait"))?;
+        self.wait_with(timeout, |o, x, timed_out| {
+            x.collect(o, events);
+            if !events.is_empty() || timed_out || timeout == Some(Duration::ZERO) {
+                return Ok(());
+            }
+            Err(x.next_deadline(o))
+        });
+        Ok(())
+    }
+
+    fn for_each_event(&self, events: &Vec<BackendEvent>, mut f: impl FnMut(BackendEvent)) {
+        for e in events {
+            f(*e);
+        }
+    }
+}

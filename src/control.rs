@@ -1,0 +1,194 @@
+//! The operations on watchers ([`Control`]) and the handler's view of the loop ([`Cx`]).
+//!
+//! `Control` is implemented by the event loop; handlers reach the same operations through
+//! `Cx`, which never names the backend or lock flavour. Registration is the only fallible
+//! operation (it returns the handler and fd on failure); everything else returns `()` or a
+//! caller mistake.
+
+use core::ops::Deref;
+use std::os::fd::OwnedFd;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::backend::KernelError;
+use crate::error::{Rejected, UsageError};
+use crate::handler::Handler;
+use crate::id::{Priority, WatchId};
+use crate::interest::{Half, Interest};
+use crate::options::{BidiOptions, FdOptions};
+use crate::timer::{Clock, Deadline};
+use crate::waker::Waker;
+
+/// How full the loop's pools are.
+#[derive(Copy, Clone, PartialEq, Eq, Debug, Default)]
+pub struct Usage {
+    /// Watcher slots in use (including kernel deregistrations still pending).
+    pub watchers: usize,
+    /// Watcher slots in all.
+    pub watchers_capacity: usize,
+    /// Timer slots in use.
+    pub timers: usize,
+    /// Timer slots in all.
+    pub timers_capacity: usize,
+    /// Wake slots in use.
+    pub wakers: usize,
+    /// Wake slots in all.
+    pub wakers_capacity: usize,
+}
+
+/// Kernel errors the loop absorbed in operations that cannot fail.
+///
+/// Enabling, disabling, re-arming and removing never fail; when the kernel refuses one of them
+/// (which a healthy kernel does not do), the loop keeps its own state exact, counts the error
+/// here, and retries the kernel change before every later wait (at least every 10 ms while
+/// one is outstanding). Until a retry succeeds: an fd that should be enabled gets no events, an
+/// fd that should be disabled has its readiness ignored, a timer fires on time through the
+/// wait timeout instead of the timer fd, and an fd whose deregistration failed stays open,
+/// registered and holding its slot (its handler is already gone; `on_removed` got no fd).
+#[derive(Copy, Clone, PartialEq, Eq, Debug, Default)]
+pub struct KernelFaults {
+    /// Kernel calls that failed.
+    pub count: u64,
+    /// The most recent failure.
+    pub last: Option<KernelError>,
+}
+
+/// The operations on a loop's watchers, available on the loop itself and, in handlers, on
+/// [`Cx`].
+///
+/// Only registration (`add_*`) can fail: for a full pool, a kernel refusal or an invalid
+/// argument, and it then hands back the handler and fd. The other operations cannot fail; they
+/// report a [`UsageError`] (and do nothing) only for an id that names no live watcher of the
+/// right kind. None of them allocates.
+pub trait Control<H: Handler> {
+    /// Watch `fd` for `interest` (read, write or both); one handler call per event, with the
+    /// combined readiness. The loop owns `fd` from now on, so it cannot be closed while
+    /// registered; `on_removed` hands it back. Regular files are emulated as always ready
+    /// unless `options` refuse emulation.
+    fn add_fd(
+        &self,
+        fd: OwnedFd,
+        interest: Interest,
+        options: FdOptions,
+        handler: H,
+    ) -> Result<WatchId, Rejected<H>>;
+
+    /// Watch `fd` with independent read and write halves: each has its own priority, its own
+    /// enabled state and its own dispatch ([`Event::Read`](crate::Event::Read) and
+    /// [`Event::Write`](crate::Event::Write)); the two never run at the same time. A handler
+    /// returning [`Rearm::Remove`](crate::Rearm::Remove) removes its half; the watcher is
+    /// removed when both halves are.
+    fn add_bidi(
+        &self,
+        fd: OwnedFd,
+        options: BidiOptions,
+        handler: H,
+    ) -> Result<WatchId, Rejected<H>>;
+
+    /// Register a timer on `clock`, enabled and not armed ([`arm_timer`](Self::arm_timer)
+    /// starts it).
+    fn add_timer(
+        &self,
+        clock: Clock,
+        priority: Priority,
+        handler: H,
+    ) -> Result<WatchId, Rejected<H>>;
+
+    /// Register a wake watcher, enabled, and get a [`Waker`] for it that any thread can use.
+    fn add_wake(&self, priority: Priority, handler: H) -> Result<(WatchId, Waker), Rejected<H>>;
+
+    /// Remove a watcher. If its handler is not running, `on_removed` runs now, on this thread;
+    /// if it is running, the removal completes (and `on_removed` runs) when it returns, whatever
+    /// it returns. A pending event is dropped.
+    fn remove(&self, id: WatchId) -> Result<(), UsageError>;
+
+    /// Enable or disable a watcher (both halves of a bidirectional one). Enabling a watcher
+    /// whose event is already queued does nothing more; disabling drops a queued event (an
+    /// fd's error or hang-up, a timer's expirations and a wake are kept for when it is
+    /// enabled again). Inside its own handler, enabling takes effect if the handler returns
+    /// [`Rearm::Noop`](crate::Rearm::Noop).
+    fn set_enabled(&self, id: WatchId, enabled: bool) -> Result<(), UsageError>;
+
+    /// Shorthand for `set_enabled(id, true)`.
+    fn enable(&self, id: WatchId) -> Result<(), UsageError> {
+        self.set_enabled(id, true)
+    }
+
+    /// Shorthand for `set_enabled(id, false)`.
+    fn disable(&self, id: WatchId) -> Result<(), UsageError> {
+        self.set_enabled(id, false)
+    }
+
+    /// Enable or disable one half of a bidirectional fd watcher.
+    fn set_half_enabled(&self, id: WatchId, half: Half, enabled: bool) -> Result<(), UsageError>;
+
+    /// Change which directions an fd watcher waits for (not for bidirectional watchers, whose
+    /// halves are enabled separately). `interest` must not be empty.
+    fn set_interest(&self, id: WatchId, interest: Interest) -> Result<(), UsageError>;
+
+    /// Arm (or re-arm) a timer: first expiry at `deadline`, then every `interval` if given
+    /// (`None` or zero: one-shot). Periodic timers keep their phase: expiries are at
+    /// `deadline + k * interval`, and missed ones are counted. Arming resets the expiration
+    /// count, drops a queued expiry and enables the timer. Deadlines in the past expire at
+    /// once; deadlines too far to represent never expire.
+    fn arm_timer(
+        &self,
+        id: WatchId,
+        deadline: Deadline,
+        interval: Option<Duration>,
+    ) -> Result<(), UsageError>;
+
+    /// Stop a timer: it stops counting and a queued expiry is dropped. It stays registered
+    /// and can be armed again.
+    fn stop_timer(&self, id: WatchId) -> Result<(), UsageError>;
+
+    /// Another [`Waker`] for a wake watcher.
+    fn waker(&self, id: WatchId) -> Result<Waker, UsageError>;
+
+    /// Make the running `run`/`poll` call return after the current handler; if none is
+    /// running, the next one returns at once.
+    fn stop(&self);
+
+    /// The loop's monotonic time (virtual time on the `Sim` backend).
+    fn now(&self) -> Instant;
+
+    /// The loop's wall-clock time (virtual time on the `Sim` backend).
+    fn system_now(&self) -> SystemTime;
+
+    /// Whether `id` names a live watcher of this loop.
+    fn contains(&self, id: WatchId) -> bool;
+
+    /// How full the pools are.
+    fn usage(&self) -> Usage;
+
+    /// Kernel errors absorbed so far (see [`KernelFaults`]).
+    fn kernel_faults(&self) -> KernelFaults;
+}
+
+/// A handler's view of its loop: every [`Control`] operation (through `Deref`), plus the id of
+/// the watcher being dispatched.
+pub struct Cx<'a, H: Handler> {
+    pub(crate) ctl: &'a (dyn Control<H> + 'a),
+    pub(crate) id: WatchId,
+}
+
+impl<'a, H: Handler> Cx<'a, H> {
+    /// The watcher whose handler (or `on_removed`) is running.
+    pub fn id(&self) -> WatchId {
+        self.id
+    }
+}
+
+impl<'a, H: Handler> Deref for Cx<'a, H> {
+    type Target = dyn Control<H> + 'a;
+    fn deref(&self) -> &Self::Target {
+        self.ctl
+    }
+}
+
+impl<H: Handler> core::fmt::Debug for Cx<'_, H> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Cx")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,285 @@
+//! Errors: the few ways registration and construction can fail, and the caller mistakes that
+//! the infallible operations report.
+//!
+//! Registration fails only for a full pool, a kernel refusal or an invalid argument, and a
+//! failed registration hands the handler and fd back ([`Rejected`]) so nothing is lost.
+//! Enabling, disabling, arming, stopping and removing cannot fail; they only report
+//! [`UsageError`] for an id that names no live watcher of the right kind.
+
+use core::fmt;
+use std::os::fd::OwnedFd;
+
+/// An OS error number as returned by a (real or simulated) kernel call.
+#[derive(Copy, Clone, PartialEq, Eq, Hash)]
+pub struct Errno(pub i32);
+
+impl Errno {
+    /// Operation not permitted; epoll's answer for files that cannot be polled.
+    pub const PERM: Errno = Errno(1);
+    /// No such process.
+    pub const SRCH: Errno = Errno(3);
+    /// Interrupted system call.
+    pub const INTR: Errno = Errno(4);
+    /// I/O error.
+    pub const IO: Errno = Errno(5);
+    /// Bad file descriptor.
+    pub const BADF: Errno = Errno(9);
+    /// No child processes.
+    pub const CHILD: Errno = Errno(10);
+    /// Resource temporarily unavailable.
+    pub const AGAIN: Errno = Errno(11);
+    /// Out of memory.
+    pub const NOMEM: Errno = Errno(12);
+    /// File exists; epoll's answer for an fd registered twice.
+    pub const EXIST: Errno = Errno(17);
+    /// Invalid argument.
+    pub const INVAL: Errno = Errno(22);
+    /// Too many open files in the system.
+    pub const NFILE: Errno = Errno(23);
+    /// Too many open files in the process.
+    pub const MFILE: Errno = Errno(24);
+    /// No space left (epoll: the per-user watch limit).
+    pub const NOSPC: Errno = Errno(28);
+    /// No such file or directory; epoll's answer for an fd not registered.
+    pub const NOENT: Errno = Errno(2);
+    /// Operation not supported.
+    pub const NOTSUP: Errno = Errno(95);
+
+    /// The raw number.
+    pub fn raw(self) -> i32 {
+        self.0
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android", test))]
+    pub(crate) fn from_rustix(e: rustix::io::Errno) -> Errno {
+        Errno(e.raw_os_error())
+    }
+}
+
+impl fmt::Debug for Errno {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Errno({}: {})",
+            self.0,
+            std::io::Error::from_raw_os_error(self.0)
+        )
+    }
+}
+
+impl fmt::Display for Errno {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&std::io::Error::from_raw_os_error(self.0), f)
+    }
+}
+
+impl std::error::Error for Errno {}
+
+/// A pool whose capacity was fixed when the loop was built.
+#[derive(Copy, Clone, PartialEq, Eq, Hash, Debug)]
+pub enum Pool {
+    /// Watcher slots (every kind of watcher takes one).
+    Watchers,
+    /// Timer slots (each timer watcher also takes one of these).
+    Timers,
+    /// Wake slots (each wake watcher also takes one of these).
+    Wakers,
+}
+
+impl Pool {
+    fn builder_method(self) -> &'static str {
+        match self {
+            Pool::Watchers => "watchers",
+            Pool::Timers => "timers",
+            Pool::Wakers => "wakers",
+        }
+    }
+}
+
+/// Why a registration failed.
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// Every slot of the pool is in use.
+    Capacity(Pool),
+    /// The kernel refused the registration.
+    Kernel {
+        /// The kernel call that failed.
+        call: &'static str,
+        /// What it answered.
+        errno: Errno,
+    },
+    /// The fd cannot be polled for readiness (a regular file or directory) and the
+    /// registration asked for no emulation.
+    NotPollable,
+    /// The fd is already registered with this loop's kernel object (possible only through a
+    /// duplicated `OwnedFd`, which safe code cannot make).
+    AlreadyRegistered,
+    /// An argument was out of its documented range.
+    InvalidArgument(&'static str),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Capacity(pool) => write!(
+                f,
+                "all {} slots are in use; remove a watcher first or build the loop with a larger \
+                 `.{}(n)` capacity",
+                pool.builder_method(),
+                pool.builder_method()
+            ),
+            Error::Kernel { call, errno } => write!(
+                f,
+                "the kernel refused the registration: {call} failed with {errno}; check the fd \
+                 and the process's resource limits"
+            ),
+            Error::NotPollable => f.write_str(
+                "the fd does not support readiness polling (a regular file or directory); \
+                 register it with emulation allowed to treat it as always ready",
+            ),
+            Error::AlreadyRegistered => f.write_str(
+                "the fd is already registered with this loop; remove the existing watcher \
+                 first",
+            ),
+            Error::InvalidArgument(what) => write!(f, "invalid argument: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// A failed registration: the error, plus the handler and fd given back untouched.
+pub struct Rejected<H> {
+    /// Why the registration failed.
+    pub error: Error,
+    /// The handler passed to the `add_*` call.
+    pub handler: H,
+    /// The fd passed to the `add_*` call, if any, still open.
+    pub fd: Option<OwnedFd>,
+}
+
+impl<H> Rejected<H> {
+    pub(crate) fn new(error: Error, handler: H, fd: Option<OwnedFd>) -> Self {
+        Rejected { error, handler, fd }
+    }
+}
+
+impl<H> fmt::Debug for Rejected<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Rejected")
+            .field("error", &self.error)
+            .field("fd", &self.fd)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<H> fmt::Display for Rejected<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.error, f)
+    }
+}
+
+impl<H> std::error::Error for Rejected<H> {}
+
+/// The kind of a watcher, as named in [`UsageError::WrongKind`].
+#[derive(Copy, Clone, PartialEq, Eq, Hash, Debug)]
+pub enum WatchKind {
+    /// An fd watcher (`add_fd`).
+    Fd,
+    /// A bidirectional fd watcher (`add_bidi`).
+    Bidi,
+    /// A timer (`add_timer`).
+    Timer,
+    /// A wake watcher (`add_wake`).
+    Wake,
+}
+
+/// A caller mistake reported by an operation that otherwise cannot fail. The operation did
+/// nothing.
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub enum UsageError {
+    /// The id names no live watcher of this loop: it was removed, or it came from another loop.
+    Stale,
+    /// The operation does not apply to this kind of watcher.
+    WrongKind {
+        /// The operation.
+        op: &'static str,
+        /// The watcher's kind.
+        kind: WatchKind,
+    },
+    /// An absolute deadline on the other clock than the timer's.
+    ClockMismatch,
+    /// An argument was out of its documented range.
+    InvalidArgument(&'static str),
+}
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UsageError::Stale => f.write_str(
+                "the watch id is stale: its watcher was removed or it belongs to another loop",
+            ),
+            UsageError::WrongKind { op, kind } => {
+                write!(f, "`{op}` does not apply to a {kind:?} watcher")
+            }
+            UsageError::ClockMismatch => f.write_str(
+                "the deadline is on the other clock: use Deadline::At(Instant) for monotonic \
+                 timers and Deadline::AtSystem(SystemTime) for system-clock timers",
+            ),
+            UsageError::InvalidArgument(what) => write!(f, "invalid argument: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// Why a loop could not be built.
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// A capacity is zero or above its maximum.
+    InvalidCapacity {
+        /// The builder setting.
+        what: &'static str,
+        /// The value given.
+        value: usize,
+        /// The largest accepted value.
+        max: usize,
+    },
+    /// The pools could not be allocated.
+    OutOfMemory {
+        /// The pool that failed.
+        what: &'static str,
+    },
+    /// The kernel refused to create one of the loop's own objects.
+    Kernel {
+        /// The kernel call that failed.
+        call: &'static str,
+        /// What it answered.
+        errno: Errno,
+    },
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::InvalidCapacity { what, value, max } => write!(
+                f,
+                "capacity `{what}` = {value} is out of range: give a value from 1 to {max}"
+            ),
+            BuildError::OutOfMemory { what } => write!(
+                f,
+                "could not allocate the `{what}` pool; build with smaller capacities"
+            ),
+            BuildError::Kernel { call, errno } => write!(
+                f,
+                "could not create the loop's kernel objects: {call} failed with {errno}; check \
+                 the process's open-file limit"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {}

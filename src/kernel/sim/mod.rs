@@ -1,0 +1,20 @@
+//! Simulated kernels: a deterministic world of fds, clocks and faults, and the kernel
+//! interfaces modelled over it.
+//!
+//! [`SimWorld`] holds the simulated objects (pipes, stream sockets, regular files), two
+//! virtual clocks and a fault plan; it is generic over the tables of the kernel interface that
+//! runs on it, kept under the same lock so that a wait sees one consistent world:
+//! [`EpollSim`] models epoll(7) with timerfds and eventfds for the epoll backend, and the
+//! [`Sim`](crate::backend::Sim) backend keeps its own registrations directly.
+//!
+//! Simulated fds are real fds (each simulated object is backed by one end of a real pipe, made
+//! by the world), so the loop can own them like any other; their readiness and data, however,
+//! exist only in the simulation and change only through the world's methods. Register only fds
+//! made by the world with a simulated kernel.
+
+mod epoll;
+mod world;
+
+pub use epoll::{EpollSim, EpollTables, SimEventFd, SimFd};
+pub use world::{Fault, SimCall, SimWorld};
+pub(crate) use world::{Kind, Objects};

@@ -1,0 +1,642 @@
+//! The simulated world: fds with readiness, virtual clocks, fault injection, and the lock and
+//! condition variable every simulated kernel shares.
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use crate::error::Errno;
+use crate::interest::Readiness;
+use crate::timer::{Clock, duration_ns, system_ns};
+
+/// Bytes a simulated pipe or socket buffers before writes would block.
+pub(crate) const PIPE_CAPACITY: u64 = 65536;
+
+/// A simulated kernel call that a fault can be injected into.
+#[derive(Copy, Clone, PartialEq, Eq, Hash, Debug)]
+#[non_exhaustive]
+pub enum SimCall {
+    /// `epoll_create1`.
+    EpollCreate,
+    /// `epoll_ctl(EPOLL_CTL_ADD)`.
+    EpollCtlAdd,
+    /// `epoll_ctl(EPOLL_CTL_MOD)`.
+    EpollCtlMod,
+    /// `epoll_ctl(EPOLL_CTL_DEL)`.
+    EpollCtlDel,
+    /// `epoll_wait`.
+    EpollWait,
+    /// `timerfd_create`.
+    TimerfdCreate,
+    /// `timerfd_settime`.
+    TimerfdSettime,
+    /// `eventfd`.
+    EventfdCreate,
+    /// `read` on an eventfd.
+    EventfdRead,
+    /// `write` on an eventfd.
+    EventfdWrite,
+    /// The `Sim` backend's fd registration.
+    SimAddFd,
+    /// The `Sim` backend's registration change.
+    SimModifyFd,
+    /// The `Sim` backend's deregistration.
+    SimRemoveFd,
+    /// The `Sim` backend's deadline change.
+    SimSetDeadline,
+    /// The `Sim` backend's wait.
+    SimWait,
+}
+
+/// A fault to inject: fail a call with `errno`, after letting `skip` calls through, `times`
+/// times in a row.
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+pub struct Fault {
+    /// The error the call returns.
+    pub errno: Errno,
+    /// Calls that succeed before the first failure.
+    pub skip: u32,
+    /// Failures before the fault is spent (`u32::MAX`: never spent).
+    pub times: u32,
+}
+
+impl Fault {
+    /// Fail the next call once.
+    pub fn once(errno: Errno) -> Fault {
+        Fault {
+            errno,
+            skip: 0,
+            times: 1,
+        }
+    }
+    /// Fail every call from now on.
+    pub fn always(errno: Errno) -> Fault {
+        Fault {
+            errno,
+            skip: 0,
+            times: u32::MAX,
+        }
+    }
+    /// Fail the `n`th call from now (0 is the next one), once.
+    pub fn nth(n: u32, errno: Errno) -> Fault {
+        Fault {
+            errno,
+            skip: n,
+            times: 1,
+        }
+    }
+}
+
+const MAX_FAULTS: usize = 16;
+
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+pub(crate) enum Kind {
+    PipeRead,
+    PipeWrite,
+    Socket,
+    File,
+}
+
+#[derive(Copy, Clone, Debug)]
+pub(crate) struct Object {
+    pub(crate) kind: Kind,
+    peer: RawFd,
+    pub(crate) open: bool,
+    /// Bytes readable at this end.
+    rx: u64,
+    /// This end will send no more (shutdown(SHUT_WR) or close).
+    shut_wr: bool,
+    error: bool,
+    /// Bumped on every change that can make this end newly ready (edge-triggered reports).
+    pub(crate) changed: u64,
+}
+
+/// The simulated objects, clocks and fault plan.
+pub struct Objects {
+    table: Vec<Option<Object>>,
+    clocks: [u64; 2],
+    seq: u64,
+    faults: heapless::Vec<(SimCall, Fault), MAX_FAULTS>,
+}
+
+impl Objects {
+    fn new() -> Self {
+        Objects {
+            table: Vec::new(),
+            // Virtual boot 1000 s ago; wall clock 2026-01-01T00:00:00Z.
+            clocks: [1_000_000_000_000, 1_767_225_600_000_000_000],
+            seq: 1,
+            faults: heapless::Vec::new(),
+        }
+    }
+
+    pub(crate) fn now(&self, clock: Clock) -> u64 {
+        self.clocks[clock.index()]
+    }
+
+    pub(crate) fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    /// Advance both clocks by `ns`.
+    pub(crate) fn advance(&mut self, ns: u64) {
+        for c in &mut self.clocks {
+            *c = c.saturating_add(ns);
+        }
+    }
+
+    /// Consume one call of `call` against the fault plan.
+    pub(crate) fn check(&mut self, call: SimCall) -> Result<(), Errno> {
+        let mut result = Ok(());
+        let mut spent = None;
+        for (i, (c, f)) in self.faults.iter_mut().enumerate() {
+            if *c != call {
+                continue;
+            }
+            if f.skip > 0 {
+                f.skip -= 1;
+                continue;
+            }
+            result = Err(f.errno);
+            if f.times != u32::MAX {
+                f.times -= 1;
+                if f.times == 0 {
+                    spent = Some(i);
+                }
+            }
+            break;
+        }
+        if let Some(i) = spent {
+            self.faults.remove(i);
+        }
+        result
+    }
+
+    pub(crate) fn get(&self, fd: RawFd) -> Option<&Object> {
+        usize::try_from(fd)
+            .ok()
+            .and_then(|i| self.table.get(i))
+            .and_then(|o| o.as_ref())
+    }
+
+    fn get_mut(&mut self, fd: RawFd) -> Option<&mut Object> {
+        usize::try_from(fd)
+            .ok()
+            .and_then(|i| self.table.get_mut(i))
+            .and_then(|o| o.as_mut())
+    }
+
+    fn put(&mut self, fd: RawFd, obj: Object) {
+        let Ok(i) = usize::try_from(fd) else { return };
+        if self.table.len() <= i {
+            self.table.resize(i + 1, None);
+        }
+        self.table[i] = Some(obj);
+    }
+
+    fn touch(&mut self, fd: RawFd) {
+        let s = self.next_seq();
+        if let Some(o) = self.get_mut(fd) {
+            o.changed = s;
+        }
+    }
+
+    /// Whether `fd` is a simulated object that is still open.
+    pub(crate) fn is_open(&self, fd: RawFd) -> bool {
+        self.get(fd).is_some_and(|o| o.open)
+    }
+
+    /// The readiness of `fd` as a poll would report it, or `None` if it is not an open
+    /// simulated object.
+    pub(crate) fn readiness(&self, fd: RawFd) -> Option<Readiness> {
+        let o = self.get(fd).filter(|o| o.open)?;
+        let peer = self.get(o.peer);
+        let peer_open = peer.is_some_and(|p| p.open);
+        let mut r = Readiness::EMPTY;
+        match o.kind {
+            Kind::File => r = Readiness::READABLE | Readiness::WRITABLE,
+            Kind::PipeRead => {
+                // pipe(7)/pipe_poll: readable while data is buffered; hang-up once no writer
+                // is left (an empty pipe with no writer reports only the hang-up).
+                if o.rx > 0 {
+                    r |= Readiness::READABLE;
+                }
+                if !peer_open {
+                    r |= Readiness::HANGUP;
+                }
+            }
+            Kind::PipeWrite => {
+                // Writable while there is room; error once no reader is left.
+                let room = peer.is_some_and(|p| p.rx < PIPE_CAPACITY);
+                if room || !peer_open {
+                    r |= Readiness::WRITABLE;
+                }
+                if !peer_open {
+                    r |= Readiness::ERROR;
+                }
+            }
+            Kind::Socket => {
+                // unix(7) stream sockets: readable with data or after the peer's shutdown,
+                // read-closed after the peer's shutdown, hang-up once the peer is gone.
+                let peer_shut = !peer_open || peer.is_some_and(|p| p.shut_wr);
+                if o.rx > 0 || peer_shut {
+                    r |= Readiness::READABLE;
+                }
+                if peer_shut {
+                    r |= Readiness::READ_CLOSED;
+                }
+                if !peer_open {
+                    r |= Readiness::HANGUP;
+                }
+                if !peer_open || peer.is_some_and(|p| p.rx < PIPE_CAPACITY) {
+                    r |= Readiness::WRITABLE;
+                }
+            }
+        }
+        if o.error {
+            r |= Readiness::ERROR;
+        }
+        Some(r)
+    }
+}
+
+pub(crate) struct Shared<X> {
+    state: Mutex<(Objects, X)>,
+    changed: Condvar,
+}
+
+/// A simulated world of fds, clocks and faults, plus the tables of the kernel interface `X`
+/// that runs on it. Cloning gives another handle to the same world.
+pub struct SimWorld<X> {
+    pub(crate) shared: Arc<Shared<X>>,
+}
+
+impl<X> Clone for SimWorld<X> {
+    fn clone(&self) -> Self {
+        SimWorld {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<X> core::fmt::Debug for SimWorld<X> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("SimWorld")
+    }
+}
+
+fn placeholder_pair() -> Result<(OwnedFd, OwnedFd), Errno> {
+    rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(Errno::from_rustix)
+}
+
+impl<X> SimWorld<X> {
+    pub(crate) fn with_tables(x: X) -> Self {
+        SimWorld {
+            shared: Arc::new(Shared {
+                state: Mutex::new((Objects::new(), x)),
+                changed: Condvar::new(),
+            }),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, (Objects, X)> {
+        self.shared.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Run `f` on the world and wake any simulated wait, since something may have changed.
+    pub(crate) fn change<R>(&self, f: impl FnOnce(&mut Objects, &mut X) -> R) -> R {
+        let mut g = self.lock();
+        let (o, x) = &mut *g;
+        let r = f(o, x);
+        drop(g);
+        self.shared.changed.notify_all();
+        r
+    }
+
+    /// Block a simulated wait: `step` looks at the world and returns `Ok(r)` when the wait is
+    /// over, or `Err(next)` with the monotonic time of the next deadline it knows of. With
+    /// nothing ready, virtual time jumps to the earlier of that deadline and the end of the
+    /// timeout; with neither, the wait sleeps (for real) until another thread changes the
+    /// world. `Duration::ZERO` never sleeps or advances time.
+    pub(crate) fn wait_with<R>(
+        &self,
+        timeout: Option<Duration>,
+        mut step: impl FnMut(&mut Objects, &mut X, bool) -> Result<R, Option<u64>>,
+    ) -> R {
+        let mut g = self.lock();
+        let end = timeout.map(|d| g.0.now(Clock::Monotonic).saturating_add(duration_ns(d)));
+        loop {
+            let (o, x) = &mut *g;
+            let timed_out = end.is_some_and(|e| o.now(Clock::Monotonic) >= e);
+            match step(o, x, timed_out) {
+                Ok(r) => return r,
+                Err(next) => {
+                    let target = match (next, end) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    match target {
+                        Some(t) => {
+                            let now = o.now(Clock::Monotonic);
+                            if t > now {
+                                o.advance(t - now);
+                            } else if timed_out {
+                                // The step saw the timeout and still wants to wait: give up.
+                                // (Steps return Ok on timeout; this guards a buggy step.)
+                                o.advance(1);
+                            }
+                        }
+                        None => {
+                            g = self
+                                .shared
+                                .changed
+                                .wait(g)
+                                .unwrap_or_else(|p| p.into_inner());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A simulated pipe: `(read end, write end)`.
+    pub fn pipe(&self) -> Result<(OwnedFd, OwnedFd), Errno> {
+        let (r, w) = placeholder_pair()?;
+        let (rn, wn) = (r.as_raw_fd(), w.as_raw_fd());
+        self.change(|o, _| {
+            let s = o.next_seq();
+            let mk = |kind, peer| Object {
+                kind,
+                peer,
+                open: true,
+                rx: 0,
+                shut_wr: false,
+                error: false,
+                changed: s,
+            };
+            o.put(rn, mk(Kind::PipeRead, wn));
+            o.put(wn, mk(Kind::PipeWrite, rn));
+        });
+        Ok((r, w))
+    }
+
+    /// A simulated connected stream socket pair.
+    pub fn socketpair(&self) -> Result<(OwnedFd, OwnedFd), Errno> {
+        let (a, b) = placeholder_pair()?;
+        let (an, bn) = (a.as_raw_fd(), b.as_raw_fd());
+        self.change(|o, _| {
+            let s = o.next_seq();
+            let mk = |peer| Object {
+                kind: Kind::Socket,
+                peer,
+                open: true,
+                rx: 0,
+                shut_wr: false,
+                error: false,
+                changed: s,
+            };
+            o.put(an, mk(bn));
+            o.put(bn, mk(an));
+        });
+        Ok((a, b))
+    }
+
+    /// A simulated regular file (always readable and writable; epoll refuses it).
+    pub fn regular_file(&self) -> Result<OwnedFd, Errno> {
+        let (f, _other) = placeholder_pair()?;
+        let n = f.as_raw_fd();
+        self.change(|o, _| {
+            let s = o.next_seq();
+            o.put(
+                n,
+                Object {
+                    kind: Kind::File,
+                    peer: -1,
+                    open: true,
+                    rx: 0,
+                    shut_wr: false,
+                    error: false,
+                    changed: s,
+                },
+            );
+        });
+        Ok(f)
+    }
+
+    /// Write `n` bytes into a pipe's write end or a socket. Returns how many fit (`AGAIN` if
+    /// none, `PIPE` semantics as `Errno(32)` once the reader is gone, `BADF` for a closed or
+    /// foreign fd).
+    pub fn write(&self, fd: &impl AsRawFd, n: u64) -> Result<u64, Errno> {
+        let fd = fd.as_raw_fd();
+        self.change(|o, _| {
+            let obj = *o.get(fd).filter(|x| x.open).ok_or(Errno::BADF)?;
+            if !matches!(obj.kind, Kind::PipeWrite | Kind::Socket) || obj.shut_wr {
+                return Err(Errno::BADF);
+            }
+            let peer = o.get_mut(obj.peer).filter(|p| p.open).ok_or(Errno(32))?;
+            let room = PIPE_CAPACITY - peer.rx.min(PIPE_CAPACITY);
+            let put = n.min(room);
+            if put == 0 && n > 0 {
+                return Err(Errno::AGAIN);
+            }
+            peer.rx += put;
+            o.touch(obj.peer);
+            Ok(put)
+        })
+    }
+
+    /// Read up to `max` bytes from a pipe's read end or a socket. `Ok(0)` is end-of-file;
+    /// `AGAIN` means nothing is buffered yet.
+    pub fn read(&self, fd: &impl AsRawFd, max: u64) -> Result<u64, Errno> {
+        let fd = fd.as_raw_fd();
+        self.change(|o, _| {
+            let obj = *o.get(fd).filter(|x| x.open).ok_or(Errno::BADF)?;
+            if !matches!(obj.kind, Kind::PipeRead | Kind::Socket) {
+                return Err(Errno::BADF);
+            }
+            let take = obj.rx.min(max);
+            if take == 0 && max > 0 {
+                let peer_gone = !o.is_open(obj.peer) || o.get(obj.peer).is_some_and(|p| p.shut_wr);
+                return if peer_gone { Ok(0) } else { Err(Errno::AGAIN) };
+            }
+            if let Some(me) = o.get_mut(fd) {
+                me.rx -= take;
+            }
+            // Room appeared for the writer.
+            o.touch(obj.peer);
+            Ok(take)
+        })
+    }
+
+    /// Close the simulated object behind `fd` (the real placeholder stays open until dropped):
+    /// its peer sees a hang-up and every simulated kernel drops registrations of it, as the
+    /// real ones do when the last reference to a file closes.
+    pub fn close(&self, fd: &impl AsRawFd) {
+        let fd = fd.as_raw_fd();
+        self.change(|o, _| {
+            let Some(obj) = o.get_mut(fd) else { return };
+            obj.open = false;
+            obj.shut_wr = true;
+            let peer = obj.peer;
+            o.touch(fd);
+            o.touch(peer);
+        });
+    }
+
+    /// `shutdown(fd, SHUT_WR)` on a socket: the peer reads end-of-file.
+    pub fn shutdown_write(&self, fd: &impl AsRawFd) {
+        let fd = fd.as_raw_fd();
+        self.change(|o, _| {
+            let Some(obj) = o.get_mut(fd) else { return };
+            obj.shut_wr = true;
+            let peer = obj.peer;
+            o.touch(peer);
+        });
+    }
+
+    /// Put (or clear) a pending error on `fd`, as `SO_ERROR` would.
+    pub fn set_error(&self, fd: &impl AsRawFd, error: bool) {
+        let fd = fd.as_raw_fd();
+        self.change(|o, _| {
+            if let Some(obj) = o.get_mut(fd) {
+                obj.error = error;
+            }
+            o.touch(fd);
+        });
+    }
+
+    /// Bytes buffered for reading at `fd`.
+    pub fn buffered(&self, fd: &impl AsRawFd) -> u64 {
+        let g = self.lock();
+        g.0.get(fd.as_raw_fd()).map_or(0, |o| o.rx)
+    }
+
+    /// Advance both virtual clocks.
+    pub fn advance(&self, by: Duration) {
+        self.change(|o, _| o.advance(duration_ns(by)));
+    }
+
+    /// Advance both virtual clocks to `ns` on the monotonic scale (no-op if already past).
+    pub fn advance_to_ns(&self, ns: u64) {
+        self.change(|o, _| {
+            let now = o.now(Clock::Monotonic);
+            if ns > now {
+                o.advance(ns - now);
+            }
+        });
+    }
+
+    /// Step the virtual wall clock (the monotonic clock does not move), as `settimeofday` does.
+    pub fn set_system_time(&self, t: SystemTime) {
+        self.change(|o, _| o.clocks[Clock::System.index()] = system_ns(t));
+    }
+
+    /// The virtual time on `clock` in nanoseconds.
+    pub fn now_ns(&self, clock: Clock) -> u64 {
+        self.lock().0.now(clock)
+    }
+
+    /// Inject a fault into `call`. At most 16 faults are pending at once; more are ignored.
+    pub fn inject(&self, call: SimCall, fault: Fault) {
+        self.change(|o, _| {
+            let _ = o.faults.push((call, fault));
+        });
+    }
+
+    /// Remove every pending fault.
+    pub fn clear_faults(&self) {
+        self.change(|o, _| o.faults.clear());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn world() -> SimWorld<()> {
+        SimWorld::with_tables(())
+    }
+
+    #[test]
+    fn pipe_readiness_follows_data_and_hangup() {
+        let w = world();
+        let (r, wr) = w.pipe().unwrap();
+        let g = |fd: &OwnedFd| w.lock().0.readiness(fd.as_raw_fd()).unwrap();
+        assert_eq!(g(&r), Readiness::EMPTY);
+        assert_eq!(g(&wr), Readiness::WRITABLE);
+        assert_eq!(w.write(&wr, 3), Ok(3));
+        assert_eq!(g(&r), Readiness::READABLE);
+        assert_eq!(w.read(&r, 10), Ok(3));
+        assert_eq!(w.read(&r, 10), Err(Errno::AGAIN));
+        w.close(&wr);
+        assert_eq!(g(&r), Readiness::HANGUP);
+        assert_eq!(w.read(&r, 10), Ok(0));
+        assert!(w.lock().0.readiness(wr.as_raw_fd()).is_none());
+    }
+
+    #[test]
+    fn broken_pipe_reports_error_to_the_writer() {
+        let w = world();
+        let (r, wr) = w.pipe().unwrap();
+        w.close(&r);
+        assert_eq!(
+            w.lock().0.readiness(wr.as_raw_fd()),
+            Some(Readiness::WRITABLE | Readiness::ERROR)
+        );
+        assert_eq!(w.write(&wr, 1), Err(Errno(32)));
+    }
+
+    #[test]
+    fn full_pipe_blocks_the_writer() {
+        let w = world();
+        let (_r, wr) = w.pipe().unwrap();
+        assert_eq!(w.write(&wr, PIPE_CAPACITY + 5), Ok(PIPE_CAPACITY));
+        assert_eq!(w.write(&wr, 1), Err(Errno::AGAIN));
+        assert_eq!(w.lock().0.readiness(wr.as_raw_fd()), Some(Readiness::EMPTY));
+    }
+
+    #[test]
+    fn socket_shutdown_and_close() {
+        let w = world();
+        let (a, b) = w.socketpair().unwrap();
+        w.shutdown_write(&b);
+        let ra = w.lock().0.readiness(a.as_raw_fd()).unwrap();
+        assert!(ra.is_readable() && ra.is_read_closed() && !ra.is_hangup());
+        w.close(&b);
+        let ra = w.lock().0.readiness(a.as_raw_fd()).unwrap();
+        assert!(ra.is_hangup() && ra.is_writable());
+    }
+
+    #[test]
+    fn faults_skip_then_fail_then_spend() {
+        let w = world();
+        w.inject(
+            SimCall::EpollWait,
+            Fault {
+                errno: Errno::NOMEM,
+                skip: 1,
+                times: 2,
+            },
+        );
+        let mut g = w.lock();
+        assert_eq!(g.0.check(SimCall::EpollCtlAdd), Ok(()));
+        assert_eq!(g.0.check(SimCall::EpollWait), Ok(()));
+        assert_eq!(g.0.check(SimCall::EpollWait), Err(Errno::NOMEM));
+        assert_eq!(g.0.check(SimCall::EpollWait), Err(Errno::NOMEM));
+        assert_eq!(g.0.check(SimCall::EpollWait), Ok(()));
+    }
+
+    #[test]
+    fn clocks_advance_together_and_wall_clock_steps_alone() {
+        let w = world();
+        let m0 = w.now_ns(Clock::Monotonic);
+        let s0 = w.now_ns(Clock::System);
+        w.advance(Duration::from_secs(2));
+        assert_eq!(w.now_ns(Clock::Monotonic), m0 + 2_000_000_000);
+        assert_eq!(w.now_ns(Clock::System), s0 + 2_000_000_000);
+        w.set_system_time(SystemTime::UNIX_EPOCH + Duration::from_secs(5));
+        assert_eq!(w.now_ns(Clock::System), 5_000_000_000);
+        assert_eq!(w.now_ns(Clock::Monotonic), m0 + 2_000_000_000);
+    }
+}

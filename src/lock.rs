@@ -1,0 +1,123 @@
+//! Lock flavours: the one type parameter that makes a loop single-threaded or threaded.
+//!
+//! [`Single`] keeps the loop's state in a plain cell: no atomics, no locks, and the loop is
+//! `!Sync`, so the compiler rejects any attempt to share it. [`Threaded`] keeps the state
+//! behind a mutex and makes the loop `Sync`. The loop core never holds the state while user
+//! code runs (handlers, `on_removed`, handler drops), which is what makes the single-threaded
+//! cell sound and keeps the threaded mutex free of user-visible lock-order rules.
+
+use core::cell::{Cell, UnsafeCell};
+use std::sync::Mutex;
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::Single {}
+    impl Sealed for super::Threaded {}
+}
+
+/// Exclusive access to a value for the length of a closure.
+#[doc(hidden)]
+pub trait StateLock<T> {
+    /// Wrap a value.
+    fn new(value: T) -> Self;
+    /// Run `f` with exclusive access. `f` must not run user code.
+    fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R;
+    /// Exclusive access through `&mut self`, without locking.
+    fn get_mut(&mut self) -> &mut T;
+}
+
+/// How a loop guards its state: [`Single`] or [`Threaded`].
+pub trait Flavor: sealed::Sealed + 'static {
+    /// The cell or lock holding the loop's state.
+    #[doc(hidden)]
+    type Lock<T>: StateLock<T>;
+    /// Whether fd registrations must be one-shot so that no two threads see one readiness.
+    #[doc(hidden)]
+    const ONESHOT: bool;
+    /// Whether other threads may touch the loop (and so a waiting thread must be interrupted
+    /// when work is queued in user space).
+    #[doc(hidden)]
+    const THREADED: bool;
+}
+
+/// The single-threaded flavour: no atomics or locks on the hot path; the loop is `!Sync`.
+///
+/// Fd watchers stay registered level-triggered while enabled, so re-arming after a handler
+/// costs no system call.
+#[derive(Debug)]
+pub enum Single {}
+
+/// The threaded flavour: the loop is `Sync`; other threads may register, remove, enable,
+/// disable and arm watchers and wake the loop while one thread runs it. Fd watchers are
+/// registered one-shot.
+#[derive(Debug)]
+pub enum Threaded {}
+
+impl Flavor for Single {
+    type Lock<T> = SingleCell<T>;
+    const ONESHOT: bool = false;
+    const THREADED: bool = false;
+}
+
+impl Flavor for Threaded {
+    type Lock<T> = MutexCell<T>;
+    const ONESHOT: bool = true;
+    const THREADED: bool = true;
+}
+
+/// A cell for one thread. Re-entrant access would alias `&mut`; the loop core never calls user
+/// code while holding it, and the busy flag turns any breach of that rule into an abort rather
+/// than undefined behaviour.
+#[doc(hidden)]
+pub struct SingleCell<T> {
+    busy: Cell<bool>,
+    value: UnsafeCell<T>,
+}
+
+impl<T> StateLock<T> for SingleCell<T> {
+    fn new(value: T) -> Self {
+        SingleCell {
+            busy: Cell::new(false),
+            value: UnsafeCell::new(value),
+        }
+    }
+
+    #[inline]
+    fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        if self.busy.replace(true) {
+            // Unreachable: the core never re-enters its state (see the module docs).
+            std::process::abort();
+        }
+        // SAFETY: `SingleCell` is `!Sync`, so only this thread can reach it, and the busy flag
+        // (set just above, cleared below) proves no other `&mut` to the value is live. `f` is
+        // loop-core code that does not call back into the loop.
+        let r = f(unsafe { &mut *self.value.get() });
+        self.busy.set(false);
+        r
+    }
+
+    fn get_mut(&mut self) -> &mut T {
+        self.value.get_mut()
+    }
+}
+
+/// A mutex that shrugs off poisoning: the core never panics while holding it, so a poisoned
+/// lock can only come from a bug, and the state is still the last consistent one.
+#[doc(hidden)]
+pub struct MutexCell<T>(Mutex<T>);
+
+impl<T> StateLock<T> for MutexCell<T> {
+    fn new(value: T) -> Self {
+        MutexCell(Mutex::new(value))
+    }
+
+    #[inline]
+    fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        let mut guard = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard)
+    }
+
+    fn get_mut(&mut self) -> &mut T {
+        self.0.get_mut().unwrap_or_else(|p| p.into_inner())
+    }
+}

@@ -1,0 +1,109 @@
+//! Registration options for fd watchers.
+
+use crate::id::Priority;
+
+/// What to do with an fd the kernel cannot poll (a regular file or directory).
+#[derive(Copy, Clone, PartialEq, Eq, Hash, Debug, Default)]
+pub enum Emulation {
+    /// Treat it as always ready: while enabled, the handler runs once per batch, like
+    /// `select`/`poll` would report it.
+    #[default]
+    Allow,
+    /// Refuse it: registration fails with [`Error::NotPollable`](crate::Error::NotPollable).
+    Refuse,
+}
+
+/// Options for [`Control::add_fd`](crate::Control::add_fd).
+#[derive(Copy, Clone, PartialEq, Eq, Hash, Debug)]
+pub struct FdOptions {
+    /// Dispatch priority (lower runs first).
+    pub priority: Priority,
+    /// Whether the watcher starts enabled.
+    pub enabled: bool,
+    /// What to do if the fd cannot be polled.
+    pub emulation: Emulation,
+}
+
+impl FdOptions {
+    /// Default priority, enabled, emulation allowed.
+    pub const fn new() -> Self {
+        FdOptions {
+            priority: Priority::DEFAULT,
+            enabled: true,
+            emulation: Emulation::Allow,
+        }
+    }
+    /// Set the priority.
+    pub const fn priority(mut self, p: Priority) -> Self {
+        self.priority = p;
+        self
+    }
+    /// Start disabled.
+    pub const fn disabled(mut self) -> Self {
+        self.enabled = false;
+        self
+    }
+    /// Refuse fds the kernel cannot poll.
+    pub const fn no_emulation(mut self) -> Self {
+        self.emulation = Emulation::Refuse;
+        self
+    }
+}
+
+impl Default for FdOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Options for [`Control::add_bidi`](crate::Control::add_bidi): each half has its own priority
+/// and starts enabled or not.
+#[derive(Copy, Clone, PartialEq, Eq, Hash, Debug)]
+pub struct BidiOptions {
+    /// Priority of the read half.
+    pub read_priority: Priority,
+    /// Priority of the write half.
+    pub write_priority: Priority,
+    /// Whether the read half starts enabled.
+    pub read_enabled: bool,
+    /// Whether the write half starts enabled.
+    pub write_enabled: bool,
+    /// What to do if the fd cannot be polled.
+    pub emulation: Emulation,
+}
+
+impl BidiOptions {
+    /// Default priorities, both halves enabled, emulation allowed.
+    pub const fn new() -> Self {
+        BidiOptions {
+            read_priority: Priority::DEFAULT,
+            write_priority: Priority::DEFAULT,
+            read_enabled: true,
+            write_enabled: true,
+            emulation: Emulation::Allow,
+        }
+    }
+    /// Set both priorities.
+    pub const fn priorities(mut self, read: Priority, write: Priority) -> Self {
+        self.read_priority = read;
+        self.write_priority = write;
+        self
+    }
+    /// Set which halves start enabled.
+    pub const fn enabled(mut self, read: bool, write: bool) -> Self {
+        self.read_enabled = read;
+        self.write_enabled = write;
+        self
+    }
+    /// Refuse fds the kernel cannot poll.
+    pub const fn no_emulation(mut self) -> Self {
+        self.emulation = Emulation::Refuse;
+        self
+    }
+}
+
+impl Default for BidiOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}

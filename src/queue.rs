@@ -1,0 +1,352 @@
+//! The pending-event queue: a stable 4-ary min-heap on (priority, arrival sequence), plus a
+//! FIFO of events deferred to the next batch.
+//!
+//! Queue nodes are watcher halves (`index * 2 + half`); each node is queued at most once, so the
+//! queue, sized for every node at build time, can never overflow. A node's position is tracked
+//! so that disabling or removing a watcher dequeues it in O(log n). Events queued while a batch
+//! runs (requeues, re-armed emulated fds, watchers enabled by handlers) go to the deferred FIFO
+//! and join the heap when the next batch starts, so a batch only runs what was pending when it
+//! began and a watcher that keeps requeueing itself cannot starve the backend.
+
+const NONE: u32 = u32::MAX;
+const DEFERRED: u32 = u32::MAX - 1;
+const ARITY: usize = 4;
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+struct Entry {
+    priority: i32,
+    node: u32,
+    seq: u64,
+}
+
+impl Entry {
+    fn key(&self) -> (i32, u64) {
+        (self.priority, self.seq)
+    }
+}
+
+/// Per-node bookkeeping: where the node is, and its key while deferred.
+#[derive(Copy, Clone, Debug)]
+struct NodeInfo {
+    pos: u32,
+    prev: u32,
+    next: u32,
+    priority: i32,
+    seq: u64,
+}
+
+/// A fixed-capacity stable priority queue of node ids.
+#[derive(Debug)]
+pub(crate) struct PendingQueue {
+    heap: Vec<Entry>,
+    nodes: Box<[NodeInfo]>,
+    deferred_head: u32,
+    deferred_tail: u32,
+    deferred_len: usize,
+    next_seq: u64,
+}
+
+impl PendingQueue {
+    /// A queue for node ids `0..nodes`. Returns `None` if memory is short.
+    pub(crate) fn with_nodes(nodes: usize) -> Option<Self> {
+        let mut heap = Vec::new();
+        heap.try_reserve_exact(nodes).ok()?;
+        let mut info = Vec::new();
+        info.try_reserve_exact(nodes).ok()?;
+        info.resize(
+            nodes,
+            NodeInfo {
+                pos: NONE,
+                prev: NONE,
+                next: NONE,
+                priority: 0,
+                seq: 0,
+            },
+        );
+        Some(PendingQueue {
+            heap,
+            nodes: info.into_boxed_slice(),
+            deferred_head: NONE,
+            deferred_tail: NONE,
+            deferred_len: 0,
+            next_seq: 0,
+        })
+    }
+
+    /// Events in the heap (ready to run in this batch).
+    pub(crate) fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    /// Events waiting for the next batch.
+    #[cfg(test)]
+    pub(crate) fn deferred_len(&self) -> usize {
+        self.deferred_len
+    }
+
+    /// Whether the node is in the heap or the deferred FIFO.
+    #[cfg(test)]
+    pub(crate) fn contains(&self, node: u32) -> bool {
+        self.nodes.get(node as usize).is_some_and(|n| n.pos != NONE)
+    }
+
+    fn take_seq(&mut self) -> u64 {
+        let s = self.next_seq;
+        self.next_seq = self.next_seq.wrapping_add(1);
+        s
+    }
+
+    /// Queue `node` in the heap. Returns false (and does nothing) if it is already queued or
+    /// out of range.
+    pub(crate) fn push(&mut self, node: u32, priority: i32) -> bool {
+        if self.nodes.get(node as usize).is_none_or(|n| n.pos != NONE) {
+            return false;
+        }
+        let seq = self.take_seq();
+        self.heap_insert(Entry {
+            priority,
+            node,
+            seq,
+        });
+        true
+    }
+
+    /// Queue `node` for the next batch. Returns false if it is already queued or out of range.
+    pub(crate) fn defer(&mut self, node: u32, priority: i32) -> bool {
+        if self.nodes.get(node as usize).is_none_or(|n| n.pos != NONE) {
+            return false;
+        }
+        let seq = self.take_seq();
+        let tail = self.deferred_tail;
+        let n = &mut self.nodes[node as usize];
+        *n = NodeInfo {
+            pos: DEFERRED,
+            prev: tail,
+            next: NONE,
+            priority,
+            seq,
+        };
+        if tail == NONE {
+            self.deferred_head = node;
+        } else {
+            self.nodes[tail as usize].next = node;
+        }
+        self.deferred_tail = node;
+        self.deferred_len += 1;
+        true
+    }
+
+    /// Move every deferred node into the heap, keeping their arrival order.
+    pub(crate) fn merge_deferred(&mut self) {
+        let mut cur = self.deferred_head;
+        while cur != NONE {
+            let n = self.nodes[cur as usize];
+            self.nodes[cur as usize].pos = NONE;
+            self.heap_insert(Entry {
+                priority: n.priority,
+                node: cur,
+                seq: n.seq,
+            });
+            cur = n.next;
+        }
+        self.deferred_head = NONE;
+        self.deferred_tail = NONE;
+        self.deferred_len = 0;
+    }
+
+    /// Take the highest-priority, earliest node from the heap.
+    pub(crate) fn pop(&mut self) -> Option<u32> {
+        if self.heap.is_empty() {
+            return None;
+        }
+        let top = self.heap[0].node;
+        self.remove_at(0);
+        Some(top)
+    }
+
+    /// Dequeue `node` wherever it is. Returns whether it was queued.
+    pub(crate) fn remove(&mut self, node: u32) -> bool {
+        let Some(info) = self.nodes.get(node as usize).copied() else {
+            return false;
+        };
+        match info.pos {
+            NONE => false,
+            DEFERRED => {
+                if info.prev == NONE {
+                    self.deferred_head = info.next;
+                } else {
+                    self.nodes[info.prev as usize].next = info.next;
+                }
+                if info.next == NONE {
+                    self.deferred_tail = info.prev;
+                } else {
+                    self.nodes[info.next as usize].prev = info.prev;
+                }
+                self.nodes[node as usize].pos = NONE;
+                self.deferred_len -= 1;
+                true
+            }
+            pos => {
+                self.remove_at(pos as usize);
+                true
+            }
+        }
+    }
+
+    fn heap_insert(&mut self, e: Entry) {
+        // Capacity is one entry per node and each node is in the heap at most once, so this
+        // push never reallocates.
+        let i = self.heap.len();
+        self.heap.push(e);
+        self.nodes[e.node as usize].pos = i as u32;
+        self.sift_up(i);
+    }
+
+    fn remove_at(&mut self, i: usize) {
+        let last = self.heap.len() - 1;
+        let removed = self.heap[i].node;
+        self.heap.swap(i, last);
+        self.heap.pop();
+        self.nodes[removed as usize].pos = NONE;
+        if i < self.heap.len() {
+            self.nodes[self.heap[i].node as usize].pos = i as u32;
+            // The moved entry may belong above or below its new place.
+            let i = self.sift_up(i);
+            self.sift_down(i);
+        }
+    }
+
+    fn set(&mut self, i: usize, e: Entry) {
+        self.heap[i] = e;
+        self.nodes[e.node as usize].pos = i as u32;
+    }
+
+    fn sift_up(&mut self, mut i: usize) -> usize {
+        let e = self.heap[i];
+        while i > 0 {
+            let parent = (i - 1) / ARITY;
+            if self.heap[parent].key() <= e.key() {
+                break;
+            }
+            let p = self.heap[parent];
+            self.set(i, p);
+            i = parent;
+        }
+        self.set(i, e);
+        i
+    }
+
+    fn sift_down(&mut self, mut i: usize) {
+        let len = self.heap.len();
+        let e = self.heap[i];
+        loop {
+            let first = i * ARITY + 1;
+            if first >= len {
+                break;
+            }
+            // Every child, the last one included, is a candidate.
+            let end = (first + ARITY).min(len);
+            let mut best = first;
+            for c in first + 1..end {
+                if self.heap[c].key() < self.heap[best].key() {
+                    best = c;
+                }
+            }
+            if self.heap[best].key() >= e.key() {
+                break;
+            }
+            let b = self.heap[best];
+            self.set(i, b);
+            i = best;
+        }
+        self.set(i, e);
+    }
+
+    #[cfg(test)]
+    fn check(&self) {
+        for (i, e) in self.heap.iter().enumerate() {
+            assert_eq!(self.nodes[e.node as usize].pos as usize, i);
+            if i > 0 {
+                assert!(self.heap[(i - 1) / ARITY].key() <= e.key());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn priority_then_arrival_order() {
+        let mut q = PendingQueue::with_nodes(10).unwrap();
+        for (node, prio) in [(0, 5), (1, 1), (2, 5), (3, 1), (4, 0), (5, 5)] {
+            assert!(q.push(node, prio));
+            q.check();
+        }
+        let order: Vec<u32> = std::iter::from_fn(|| q.pop()).collect();
+        assert_eq!(order, vec![4, 1, 3, 0, 2, 5]);
+    }
+
+    #[test]
+    fn a_node_is_queued_at_most_once() {
+        let mut q = PendingQueue::with_nodes(2).unwrap();
+        assert!(q.push(1, 0));
+        assert!(!q.push(1, 0));
+        assert!(!q.defer(1, 0));
+        assert!(!q.push(2, 0), "out of range");
+        assert_eq!(q.len(), 1);
+    }
+
+    #[test]
+    fn removal_from_anywhere_keeps_order() {
+        let mut q = PendingQueue::with_nodes(64).unwrap();
+        for n in 0..64u32 {
+            q.push(n, (n % 7) as i32);
+        }
+        for n in (0..64u32).step_by(3) {
+            assert!(q.remove(n));
+            q.check();
+        }
+        assert!(!q.remove(0));
+        let mut last = (i32::MIN, 0u32);
+        while let Some(n) = q.pop() {
+            let key = ((n % 7) as i32, n);
+            assert!(key > last, "{key:?} after {last:?}");
+            assert!(n % 3 != 0);
+            last = key;
+        }
+    }
+
+    #[test]
+    fn deferred_nodes_wait_for_merge_and_keep_arrival_order() {
+        let mut q = PendingQueue::with_nodes(8).unwrap();
+        q.push(0, 1);
+        q.defer(1, 0);
+        q.defer(2, 0);
+        q.defer(3, 0);
+        assert!(q.remove(2));
+        assert_eq!(q.deferred_len(), 2);
+        assert_eq!(q.pop(), Some(0));
+        assert_eq!(q.pop(), None);
+        q.merge_deferred();
+        assert_eq!(q.pop(), Some(1));
+        assert_eq!(q.pop(), Some(3));
+        assert_eq!(q.pop(), None);
+        // Lists are reusable after a merge.
+        q.defer(2, 0);
+        q.merge_deferred();
+        assert_eq!(q.pop(), Some(2));
+    }
+
+    #[test]
+    fn removing_the_only_deferred_node_resets_the_list() {
+        let mut q = PendingQueue::with_nodes(4).unwrap();
+        q.defer(1, 0);
+        assert!(q.remove(1));
+        q.defer(2, 0);
+        q.merge_deferred();
+        assert_eq!(q.pop(), Some(2));
+        assert_eq!(q.pop(), None);
+    }
+}

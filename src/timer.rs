@@ -1,0 +1,350 @@
+//! Clocks, time arithmetic and the timer heap.
+//!
+//! Internally a time is a `u64` count of nanoseconds on one clock's scale (the kernel's
+//! `CLOCK_MONOTONIC` or `CLOCK_REALTIME` for the real backends, virtual time for simulated
+//! ones). The public API speaks `std::time`: [`Instant`] for the monotonic clock,
+//! [`SystemTime`] for the system clock, [`Duration`] for intervals. Every conversion and sum
+//! saturates: a deadline too far to represent becomes "never" (year 2554 on the system clock,
+//! 584 years of uptime on the monotonic one), a time before the clock's origin becomes "already
+//! due"; nothing overflows or panics.
+
+use std::time::{Duration, Instant, SystemTime};
+
+/// The clock a timer runs on (fixed at registration).
+#[derive(Copy, Clone, PartialEq, Eq, Hash, Debug)]
+pub enum Clock {
+    /// Time since boot; never jumps. Deadlines are [`Instant`]s.
+    Monotonic,
+    /// Wall-clock time; follows `settimeofday`/NTP steps. Deadlines are [`SystemTime`]s. A
+    /// timer armed for an absolute wall-clock time fires when the wall clock reaches it, even
+    /// if the clock was stepped meanwhile; a relative arm is converted to an absolute time
+    /// when it is made, so a step after arming moves it.
+    System,
+}
+
+impl Clock {
+    pub(crate) const ALL: [Clock; 2] = [Clock::Monotonic, Clock::System];
+
+    pub(crate) fn index(self) -> usize {
+        match self {
+            Clock::Monotonic => 0,
+            Clock::System => 1,
+        }
+    }
+}
+
+/// When a timer first expires.
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+pub enum Deadline {
+    /// After this long from now, on the timer's own clock. `Duration::ZERO` expires at once.
+    After(Duration),
+    /// At this instant (monotonic timers only). A past instant expires at once.
+    At(Instant),
+    /// At this wall-clock time (system-clock timers only). A past time expires at once.
+    AtSystem(SystemTime),
+}
+
+/// Saturating conversion of a duration to nanoseconds.
+pub(crate) fn duration_ns(d: Duration) -> u64 {
+    d.as_secs()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::from(d.subsec_nanos()))
+}
+
+/// Nanoseconds since the Unix epoch; times before it saturate to 0.
+pub(crate) fn system_ns(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, duration_ns)
+}
+
+/// The `SystemTime` for nanoseconds since the Unix epoch.
+pub(crate) fn system_time(ns: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH
+        .checked_add(Duration::from_nanos(ns))
+        .unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+/// Ties `Instant` (opaque) to the backend's monotonic nanosecond scale.
+#[derive(Copy, Clone, Debug)]
+pub(crate) struct MonoAnchor {
+    pub(crate) instant: Instant,
+    pub(crate) ns: u64,
+}
+
+impl MonoAnchor {
+    /// Nanoseconds on the backend's scale for `t`; saturates at both ends.
+    pub(crate) fn to_ns(&self, t: Instant) -> u64 {
+        match t.checked_duration_since(self.instant) {
+            Some(after) => self.ns.saturating_add(duration_ns(after)),
+            None => self
+                .ns
+                .saturating_sub(duration_ns(self.instant.saturating_duration_since(t))),
+        }
+    }
+
+    /// The `Instant` for nanoseconds on the backend's scale (clamped to what `Instant` can
+    /// represent).
+    pub(crate) fn to_instant(&self, ns: u64) -> Instant {
+        if ns >= self.ns {
+            self.instant
+                .checked_add(Duration::from_nanos(ns - self.ns))
+                .unwrap_or(self.instant)
+        } else {
+            self.instant
+                .checked_sub(Duration::from_nanos(self.ns - ns))
+                .unwrap_or(self.instant)
+        }
+    }
+}
+
+/// For a periodic timer due at `due` with `interval > 0`, at `now >= due`: how many
+/// expirations have happened and when the next one is. The phase is kept: the next deadline is
+/// `due + k * interval`, never `now + interval`.
+pub(crate) fn catch_up(due: u64, interval: u64, now: u64) -> (u64, u64) {
+    debug_assert!(interval > 0 && now >= due);
+    let k = (now - due) / interval + 1;
+    (k, due.saturating_add(k.saturating_mul(interval)))
+}
+
+const NONE: u32 = u32::MAX;
+const ARITY: usize = 4;
+
+#[derive(Copy, Clone, Debug)]
+struct Entry {
+    deadline: u64,
+    seq: u64,
+    id: u32,
+}
+
+impl Entry {
+    fn key(&self) -> (u64, u64) {
+        (self.deadline, self.seq)
+    }
+}
+
+/// A fixed-capacity 4-ary min-heap of timer ids keyed by (deadline, arm sequence), with the
+/// position of every id tracked so re-arming and cancelling are O(log n) and leave no dead
+/// entries. Re-arming to a later time sifts the entry down past every child (the original
+/// library skipped the last child here and delayed other timers).
+#[derive(Debug)]
+pub(crate) struct TimerHeap {
+    heap: Vec<Entry>,
+    pos: Box<[u32]>,
+    next_seq: u64,
+}
+
+impl TimerHeap {
+    /// A heap for ids `0..ids` holding at most `capacity` of them at once.
+    pub(crate) fn new(ids: usize, capacity: usize) -> Option<Self> {
+        let mut heap = Vec::new();
+        heap.try_reserve_exact(capacity).ok()?;
+        let mut pos = Vec::new();
+        pos.try_reserve_exact(ids).ok()?;
+        pos.resize(ids, NONE);
+        Some(TimerHeap {
+            heap,
+            pos: pos.into_boxed_slice(),
+            next_seq: 0,
+        })
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn contains(&self, id: u32) -> bool {
+        self.pos.get(id as usize).is_some_and(|p| *p != NONE)
+    }
+
+    /// The earliest deadline and its id.
+    pub(crate) fn peek(&self) -> Option<(u32, u64)> {
+        self.heap.first().map(|e| (e.id, e.deadline))
+    }
+
+    /// Insert `id` or move it to `deadline`. Returns false if the id is out of range or the
+    /// heap is full (the loop reserves a place per timer at registration, so it never is).
+    pub(crate) fn set(&mut self, id: u32, deadline: u64) -> bool {
+        let Some(&p) = self.pos.get(id as usize) else {
+            return false;
+        };
+        let seq = self.next_seq;
+        self.next_seq = self.next_seq.wrapping_add(1);
+        let e = Entry { deadline, seq, id };
+        if p == NONE {
+            if self.heap.len() == self.heap.capacity() {
+                return false;
+            }
+            let i = self.heap.len();
+            self.heap.push(e);
+            self.pos[id as usize] = i as u32;
+            self.sift_up(i);
+        } else {
+            let i = p as usize;
+            self.heap[i] = e;
+            let i = self.sift_up(i);
+            self.sift_down(i);
+        }
+        true
+    }
+
+    /// Take `id` out of the heap. Returns whether it was there.
+    pub(crate) fn remove(&mut self, id: u32) -> bool {
+        let Some(&p) = self.pos.get(id as usize) else {
+            return false;
+        };
+        if p == NONE {
+            return false;
+        }
+        let i = p as usize;
+        let last = self.heap.len() - 1;
+        self.heap.swap(i, last);
+        self.heap.pop();
+        self.pos[id as usize] = NONE;
+        if i < self.heap.len() {
+            self.pos[self.heap[i].id as usize] = i as u32;
+            let i = self.sift_up(i);
+            self.sift_down(i);
+        }
+        true
+    }
+
+    fn place(&mut self, i: usize, e: Entry) {
+        self.heap[i] = e;
+        self.pos[e.id as usize] = i as u32;
+    }
+
+    fn sift_up(&mut self, mut i: usize) -> usize {
+        let e = self.heap[i];
+        while i > 0 {
+            let parent = (i - 1) / ARITY;
+            if self.heap[parent].key() <= e.key() {
+                break;
+            }
+            let p = self.heap[parent];
+            self.place(i, p);
+            i = parent;
+        }
+        self.place(i, e);
+        i
+    }
+
+    fn sift_down(&mut self, mut i: usize) {
+        let len = self.heap.len();
+        let e = self.heap[i];
+        loop {
+            let first = i * ARITY + 1;
+            if first >= len {
+                break;
+            }
+            let end = (first + ARITY).min(len);
+            let mut best = first;
+            for c in first + 1..end {
+                if self.heap[c].key() < self.heap[best].key() {
+                    best = c;
+                }
+            }
+            if self.heap[best].key() >= e.key() {
+                break;
+            }
+            let b = self.heap[best];
+            self.place(i, b);
+            i = best;
+        }
+        self.place(i, e);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(h: &mut TimerHeap) -> Vec<(u32, u64)> {
+        std::iter::from_fn(|| {
+            let top = h.peek()?;
+            h.remove(top.0);
+            Some(top)
+        })
+        .collect()
+    }
+
+    #[test]
+    fn later_rearm_of_the_head_does_not_delay_others() {
+        // The original's defect B7: A@100, B@500, C@300; moving A to 1000 left C behind B.
+        let mut h = TimerHeap::new(8, 8).unwrap();
+        h.set(0, 100);
+        h.set(1, 500);
+        h.set(2, 300);
+        h.set(0, 1000);
+        assert_eq!(drain(&mut h), vec![(2, 300), (1, 500), (0, 1000)]);
+    }
+
+    #[test]
+    fn rearm_later_in_a_full_4ary_level_checks_the_last_child() {
+        // Root with exactly four children; the smallest child is the last one.
+        let mut h = TimerHeap::new(8, 8).unwrap();
+        h.set(0, 1);
+        h.set(1, 50);
+        h.set(2, 40);
+        h.set(3, 30);
+        h.set(4, 20);
+        h.set(0, 100);
+        assert_eq!(h.peek(), Some((4, 20)));
+    }
+
+    #[test]
+    fn equal_deadlines_keep_arm_order() {
+        let mut h = TimerHeap::new(8, 8).unwrap();
+        for id in [3, 1, 2, 0] {
+            h.set(id, 7);
+        }
+        assert_eq!(
+            drain(&mut h).iter().map(|e| e.0).collect::<Vec<_>>(),
+            vec![3, 1, 2, 0]
+        );
+    }
+
+    #[test]
+    fn full_heap_refuses_and_out_of_range_ids_are_ignored() {
+        let mut h = TimerHeap::new(4, 2).unwrap();
+        assert!(h.set(0, 1));
+        assert!(h.set(1, 2));
+        assert!(!h.set(2, 3));
+        assert!(
+            h.set(0, 5),
+            "moving an id already in the heap needs no room"
+        );
+        assert!(!h.set(9, 1));
+        assert!(!h.remove(9));
+        assert!(!h.remove(3));
+        assert_eq!(h.len(), 2);
+    }
+
+    #[test]
+    fn catch_up_keeps_phase_and_counts_overruns() {
+        assert_eq!(catch_up(4, 1, 4), (1, 5));
+        assert_eq!(catch_up(4, 1, 6), (3, 7));
+        assert_eq!(catch_up(10, 3, 15), (2, 16));
+        assert_eq!(catch_up(u64::MAX - 1, 10, u64::MAX), (1, u64::MAX));
+    }
+
+    #[test]
+    fn conversions_saturate() {
+        assert_eq!(duration_ns(Duration::MAX), u64::MAX);
+        assert_eq!(duration_ns(Duration::new(1, 5)), 1_000_000_005);
+        assert_eq!(
+            system_ns(SystemTime::UNIX_EPOCH - Duration::from_secs(5)),
+            0
+        );
+        let a = MonoAnchor {
+            instant: Instant::now(),
+            ns: 1_000,
+        };
+        assert_eq!(a.to_ns(a.instant), 1_000);
+        assert_eq!(a.to_ns(a.instant + Duration::from_nanos(7)), 1_007);
+        assert_eq!(a.to_ns(a.instant - Duration::from_secs(1)), 0);
+        assert_eq!(a.to_instant(1_007), a.instant + Duration::from_nanos(7));
+        let _ = a.to_instant(u64::MAX);
+        let _ = a.to_instant(0);
+    }
+}
