@@ -1,0 +1,234 @@
+//! How the behavioural suite reaches a backend: fds, data, hang-ups and time, for the real
+//! kernel and for the simulations.
+
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use dasynq::backend::{Backend, Epoll};
+use dasynq::kernel::LinuxEpoll;
+use dasynq::sim::{EpollSim, Sim, SimWorld};
+use dasynq::{Control, EventLoop, Flavor, Handler};
+
+/// A backend under test plus the means to drive it.
+pub trait Fixture: Clone + Send + Sync + 'static {
+    type B: Backend;
+    /// Whether time is virtual: timer counts are then exact at every sample point.
+    const EXACT_TIME: bool;
+    fn new() -> Self;
+    fn backend(&self) -> Self::B;
+    fn pipe(&self) -> (OwnedFd, OwnedFd);
+    fn socketpair(&self) -> (OwnedFd, OwnedFd);
+    fn regular_file(&self) -> OwnedFd;
+    /// An fd the backend refuses with EBADF (a closed one).
+    fn bad_fd(&self) -> OwnedFd;
+    /// Dispose of what `bad_fd` made, once the loop handed it back.
+    fn dispose_bad_fd(&self, fd: OwnedFd);
+    fn write(&self, fd: BorrowedFd<'_>, n: usize);
+    /// Read everything buffered; returns the byte count (0 at end-of-file or when empty).
+    fn drain(&self, fd: BorrowedFd<'_>) -> usize;
+    /// Close an fd the test owns (its peer sees a hang-up).
+    fn hang_up(&self, fd: OwnedFd);
+    /// The suite's unit of time ("one second" of the original tests).
+    fn unit(&self) -> Duration;
+    /// The smallest step for ordering tests ("one nanosecond").
+    fn tick(&self) -> Duration;
+    /// Let time pass until the loop's clock reads at least `target`.
+    fn wait_until<H: Handler, F: Flavor>(&self, lp: &EventLoop<H, Self::B, F>, target: Instant);
+}
+
+pub fn build<X: Fixture, H: Handler, F: Flavor>(fx: &X) -> EventLoop<H, X::B, F> {
+    EventLoop::<H, X::B, F>::builder()
+        .watchers(256)
+        .timers(128)
+        .wakers(8)
+        .events(64)
+        .build_with(fx.backend())
+        .expect("build")
+}
+
+fn real_nonblocking_pair(sock: bool) -> (OwnedFd, OwnedFd) {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    if sock {
+        rustix::net::socketpair(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+            None,
+        )
+        .expect("socketpair")
+    } else {
+        rustix::pipe::pipe_with(
+            rustix::pipe::PipeFlags::NONBLOCK | rustix::pipe::PipeFlags::CLOEXEC,
+        )
+        .expect("pipe")
+    }
+}
+
+/// The running Linux kernel.
+#[derive(Clone, Copy)]
+pub struct Real;
+
+impl Fixture for Real {
+    type B = Epoll<LinuxEpoll>;
+    const EXACT_TIME: bool = false;
+    fn new() -> Self {
+        Real
+    }
+    fn backend(&self) -> Self::B {
+        Epoll::new().expect("epoll")
+    }
+    fn pipe(&self) -> (OwnedFd, OwnedFd) {
+        real_nonblocking_pair(false)
+    }
+    fn socketpair(&self) -> (OwnedFd, OwnedFd) {
+        real_nonblocking_pair(true)
+    }
+    fn regular_file(&self) -> OwnedFd {
+        let dir = std::env::temp_dir();
+        let f = tempfile_in(&dir);
+        f.into()
+    }
+    fn bad_fd(&self) -> OwnedFd {
+        // SAFETY (test): 1_000_000 is above the open-file limit, so it names no open fd of
+        // this process; the loop hands it back and `dispose_bad_fd` forgets it unclosed.
+        unsafe { OwnedFd::from_raw_fd(1_000_000) }
+    }
+    fn dispose_bad_fd(&self, fd: OwnedFd) {
+        std::mem::forget(fd);
+    }
+    fn write(&self, fd: BorrowedFd<'_>, n: usize) {
+        let buf = vec![b'x'; n];
+        match rustix::io::write(fd, &buf) {
+            Ok(w) => assert_eq!(w, n),
+            // The reader is gone (the loop closed it on removal): nothing to deliver.
+            Err(rustix::io::Errno::PIPE) => {}
+            Err(e) => panic!("write: {e}"),
+        }
+    }
+    fn drain(&self, fd: BorrowedFd<'_>) -> usize {
+        let mut total = 0;
+        let mut buf = [0u8; 4096];
+        loop {
+            match rustix::io::read(fd, &mut buf) {
+                Ok(0) => return total,
+                Ok(k) => total += k,
+                Err(_) => return total,
+            }
+        }
+    }
+    fn hang_up(&self, fd: OwnedFd) {
+        drop(fd);
+    }
+    fn unit(&self) -> Duration {
+        Duration::from_millis(80)
+    }
+    fn tick(&self) -> Duration {
+        Duration::from_millis(3)
+    }
+    fn wait_until<H: Handler, F: Flavor>(&self, lp: &EventLoop<H, Self::B, F>, target: Instant) {
+        let now = Control::now(lp);
+        if target > now {
+            std::thread::sleep(target - now);
+        }
+        while Control::now(lp) < target {
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
+}
+
+fn tempfile_in(dir: &std::path::Path) -> std::fs::File {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let path = dir.join(format!(
+        "dasynq-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .expect("temp file");
+    let _ = std::fs::remove_file(&path);
+    f
+}
+
+fn sim_write<X>(w: &SimWorld<X>, fd: BorrowedFd<'_>, n: usize) {
+    match w.write(&fd.as_raw_fd(), n as u64) {
+        Ok(put) => assert_eq!(put, n as u64),
+        Err(dasynq::Errno(32)) => {}
+        Err(e) => panic!("sim write: {e}"),
+    }
+}
+
+fn sim_drain<X>(w: &SimWorld<X>, fd: BorrowedFd<'_>) -> usize {
+    w.read(&fd.as_raw_fd(), u64::MAX).unwrap_or(0) as usize
+}
+
+macro_rules! sim_fixture {
+    ($name:ident, $world:ty, $backend:ty, $make:expr) => {
+        #[derive(Clone)]
+        pub struct $name(pub $world);
+
+        impl Fixture for $name {
+            type B = $backend;
+            const EXACT_TIME: bool = true;
+            fn new() -> Self {
+                $name(<$world>::new())
+            }
+            fn backend(&self) -> Self::B {
+                #[allow(clippy::redundant_closure_call)]
+                ($make)(self.0.clone())
+            }
+            fn pipe(&self) -> (OwnedFd, OwnedFd) {
+                self.0.pipe().expect("sim pipe")
+            }
+            fn socketpair(&self) -> (OwnedFd, OwnedFd) {
+                self.0.socketpair().expect("sim socketpair")
+            }
+            fn regular_file(&self) -> OwnedFd {
+                self.0.regular_file().expect("sim file")
+            }
+            fn bad_fd(&self) -> OwnedFd {
+                let (r, _w) = self.0.pipe().expect("sim pipe");
+                self.0.close(&r);
+                r
+            }
+            fn dispose_bad_fd(&self, fd: OwnedFd) {
+                drop(fd);
+            }
+            fn write(&self, fd: BorrowedFd<'_>, n: usize) {
+                sim_write(&self.0, fd, n)
+            }
+            fn drain(&self, fd: BorrowedFd<'_>) -> usize {
+                sim_drain(&self.0, fd)
+            }
+            fn hang_up(&self, fd: OwnedFd) {
+                self.0.close(&fd);
+                drop(fd);
+            }
+            fn unit(&self) -> Duration {
+                Duration::from_secs(1)
+            }
+            fn tick(&self) -> Duration {
+                Duration::from_nanos(1)
+            }
+            fn wait_until<H: Handler, F: Flavor>(
+                &self,
+                lp: &EventLoop<H, Self::B, F>,
+                target: Instant,
+            ) {
+                let now = Control::now(lp);
+                if target > now {
+                    self.0.advance(target - now);
+                }
+            }
+        }
+    };
+}
+
+sim_fixture!(SimFx, Sim, Sim, |w: Sim| w);
+sim_fixture!(EpollSimFx, EpollSim, Epoll<EpollSim>, |w: EpollSim| {
+    Epoll::with_kernel(w).expect("sim epoll")
+});
