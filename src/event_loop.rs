@@ -354,41 +354,49 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
     /// stop request ended the batch.
     fn run_batch(&self, limit: usize) -> (usize, bool) {
         self.state.with(|s| s.batch_depth += 1);
-        let guard = BatchGuard {
+        let mut guard = BatchGuard {
             lp: self,
             dispatch: None,
         };
         let mut ran = 0;
         let mut stopped = false;
-        let mut guard = guard;
-        while ran < limit {
-            let next = self.state.with(|s| {
+        let mut finished: Option<(Dispatch, Rearm)> = None;
+        loop {
+            // One lock section applies the last handler's answer and claims the next event,
+            // except after a removal: `on_removed` runs before anything else is claimed.
+            let (removal, next) = self.state.with(|s| {
+                let removal = finished.take().and_then(|(d, rearm)| {
+                    s.finish_dispatch(&d, rearm, &self.backend, &self.wake)
+                        .map(|r| {
+                            let h = self.take_handler(r.id.index);
+                            (r, h)
+                        })
+                });
+                if removal.is_some() || ran >= limit {
+                    return (removal, Ok(None));
+                }
                 if s.stop {
                     s.stop = false;
-                    return Err(());
+                    return (removal, Err(()));
                 }
-                Ok(s.next_dispatch())
+                (removal, Ok(s.next_dispatch()))
             });
+            let had_removal = removal.is_some();
+            self.finish_removal(removal);
             let d = match next {
                 Err(()) => {
                     stopped = true;
                     break;
                 }
-                Ok(None) => break,
                 Ok(Some(d)) => d,
+                Ok(None) if had_removal && ran < limit => continue,
+                Ok(None) => break,
             };
             guard.dispatch = Some(d);
             let rearm = self.call_handler(&d);
             guard.dispatch = None;
             ran += 1;
-            let removal = self.state.with(|s| {
-                s.finish_dispatch(&d, rearm, &self.backend, &self.wake)
-                    .map(|r| {
-                        let h = self.take_handler(r.id.index);
-                        (r, h)
-                    })
-            });
-            self.finish_removal(removal);
+            finished = Some((d, rearm));
         }
         drop(guard);
         (ran, stopped)

@@ -88,12 +88,6 @@ impl Half {
             Half::Write => 1,
         }
     }
-    pub(crate) fn interest(self) -> Interest {
-        match self {
-            Half::Read => Interest::READ,
-            Half::Write => Interest::WRITE,
-        }
-    }
 }
 
 /// What the kernel reported for an fd.
@@ -126,6 +120,10 @@ impl Readiness {
     pub fn is_empty(self) -> bool {
         self.0 == 0
     }
+    #[inline]
+    pub(crate) const fn from_bits(bits: u8) -> Readiness {
+        Readiness(bits & 31)
+    }
     /// Whether every bit of `other` is set in `self`.
     pub fn contains(self, other: Readiness) -> bool {
         self.0 & other.0 == other.0
@@ -157,15 +155,16 @@ impl Readiness {
 
     /// The readiness bits that belong to a watcher with the given interest: the asked-for
     /// directions plus the conditions always reported.
+    #[inline]
     pub(crate) fn mask_for(interest: Interest) -> Readiness {
-        let mut m = Readiness::HANGUP | Readiness::ERROR;
-        if interest.is_read() {
-            m = m | Readiness::READABLE | Readiness::READ_CLOSED;
-        }
-        if interest.is_write() {
-            m = m | Readiness::WRITABLE;
-        }
-        m
+        const ALWAYS: u8 = 8 | 16;
+        const MASKS: [Readiness; 4] = [
+            Readiness(ALWAYS),
+            Readiness(ALWAYS | 1 | 4),
+            Readiness(ALWAYS | 2),
+            Readiness(ALWAYS | 1 | 2 | 4),
+        ];
+        MASKS[(interest.0 & 3) as usize]
     }
 
     /// What `interest` would see if the fd were always ready (regular-file emulation).

@@ -106,6 +106,15 @@ impl<T> Pool<T> {
         }
     }
 
+    /// Mutable access by index alone, with the slot's generation.
+    #[inline]
+    pub(crate) fn at_mut_gen(&mut self, index: u32) -> Option<(u32, &mut T)> {
+        match self.entries.get_mut(index as usize) {
+            Some((g, Entry::Occupied(v))) => Some((*g, v)),
+            _ => None,
+        }
+    }
+
     /// Shared access by index alone.
     pub(crate) fn at(&self, index: u32) -> Option<&T> {
         match self.entries.get(index as usize) {

@@ -1,6 +1,12 @@
 //! The pending-event queue: a stable 4-ary min-heap on (priority, arrival sequence), plus a
 //! FIFO of events deferred to the next batch.
 //!
+//! While every queued event has the same priority (the common case: most programs never set
+//! one) the heap is bypassed: events sit in an intrusive FIFO, where arrival order is the
+//! heap's order anyway, so queueing and taking cost a few stores instead of a sift. The first
+//! event of another priority moves the FIFO into the heap (keeping each event's sequence
+//! number, so the order is unchanged); once the heap is empty the FIFO takes over again.
+//!
 //! Queue nodes are watcher halves (`index * 2 + half`); each node is queued at most once, so the
 //! queue, sized for every node at build time, can never overflow. A node's position is tracked
 //! so that disabling or removing a watcher dequeues it in O(log n). Events queued while a batch
@@ -10,6 +16,7 @@
 
 const NONE: u32 = u32::MAX;
 const DEFERRED: u32 = u32::MAX - 1;
+const FIFO: u32 = u32::MAX - 2;
 const ARITY: usize = 4;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -35,14 +42,37 @@ struct NodeInfo {
     seq: u64,
 }
 
+/// An intrusive FIFO threaded through `NodeInfo::prev/next`.
+#[derive(Copy, Clone, Debug)]
+struct List {
+    head: u32,
+    tail: u32,
+    len: usize,
+}
+
+impl List {
+    const EMPTY: List = List {
+        head: NONE,
+        tail: NONE,
+        len: 0,
+    };
+}
+
+/// Index of the ready FIFO in `lists` (and its position marker).
+const READY_LIST: usize = 0;
+/// Index of the deferred FIFO in `lists`.
+const DEFERRED_LIST: usize = 1;
+const LIST_MARKER: [u32; 2] = [FIFO, DEFERRED];
+
 /// A fixed-capacity stable priority queue of node ids.
 #[derive(Debug)]
 pub(crate) struct PendingQueue {
     heap: Vec<Entry>,
     nodes: Box<[NodeInfo]>,
-    deferred_head: u32,
-    deferred_tail: u32,
-    deferred_len: usize,
+    /// `lists[READY_LIST]` holds ready events while they all share `fifo_priority` (it is never
+    /// non-empty together with `heap`); `lists[DEFERRED_LIST]` holds events for the next batch.
+    lists: [List; 2],
+    fifo_priority: i32,
     next_seq: u64,
 }
 
@@ -66,96 +96,161 @@ impl PendingQueue {
         Some(PendingQueue {
             heap,
             nodes: info.into_boxed_slice(),
-            deferred_head: NONE,
-            deferred_tail: NONE,
-            deferred_len: 0,
+            lists: [List::EMPTY, List::EMPTY],
+            fifo_priority: 0,
             next_seq: 0,
         })
     }
 
-    /// Events in the heap (ready to run in this batch).
+    /// Events ready to run in this batch.
+    #[inline]
     pub(crate) fn len(&self) -> usize {
-        self.heap.len()
+        self.heap.len() + self.lists[READY_LIST].len
     }
 
     /// Events waiting for the next batch.
     #[cfg(test)]
     pub(crate) fn deferred_len(&self) -> usize {
-        self.deferred_len
+        self.lists[DEFERRED_LIST].len
     }
 
-    /// Whether the node is in the heap or the deferred FIFO.
+    /// Whether the node is queued (ready or deferred).
     #[cfg(test)]
     pub(crate) fn contains(&self, node: u32) -> bool {
         self.nodes.get(node as usize).is_some_and(|n| n.pos != NONE)
     }
 
+    #[inline(always)]
     fn take_seq(&mut self) -> u64 {
         let s = self.next_seq;
         self.next_seq = self.next_seq.wrapping_add(1);
         s
     }
 
-    /// Queue `node` in the heap. Returns false (and does nothing) if it is already queued or
-    /// out of range.
+    /// Whether `node` is in range and not queued.
+    #[inline(always)]
+    fn is_free(&self, node: u32) -> bool {
+        self.nodes.get(node as usize).is_some_and(|n| n.pos == NONE)
+    }
+
+    /// Queue `node` to run in this batch. Returns false (and does nothing) if it is already
+    /// queued or out of range.
+    #[inline(always)]
     pub(crate) fn push(&mut self, node: u32, priority: i32) -> bool {
-        if self.nodes.get(node as usize).is_none_or(|n| n.pos != NONE) {
+        if !self.is_free(node) {
             return false;
         }
         let seq = self.take_seq();
+        self.insert(node, priority, seq);
+        true
+    }
+
+    /// Put a node where it belongs: the FIFO while priorities agree, else the heap.
+    #[inline(always)]
+    fn insert(&mut self, node: u32, priority: i32, seq: u64) {
+        let fifo = &self.lists[READY_LIST];
+        if self.heap.is_empty() && (fifo.len == 0 || self.fifo_priority == priority) {
+            self.fifo_priority = priority;
+            self.link_tail(READY_LIST, node, priority, seq);
+        } else {
+            self.insert_heap(node, priority, seq);
+        }
+    }
+
+    #[cold]
+    fn insert_heap(&mut self, node: u32, priority: i32, seq: u64) {
+        if self.lists[READY_LIST].len > 0 {
+            // A second priority: move the FIFO into the heap in order, then insert.
+            let mut cur = self.lists[READY_LIST].head;
+            self.lists[READY_LIST] = List::EMPTY;
+            while cur != NONE {
+                let n = self.nodes[cur as usize];
+                self.heap_insert(Entry {
+                    priority: n.priority,
+                    node: cur,
+                    seq: n.seq,
+                });
+                cur = n.next;
+            }
+        }
         self.heap_insert(Entry {
             priority,
             node,
             seq,
         });
-        true
+    }
+
+    #[inline(always)]
+    fn link_tail(&mut self, list: usize, node: u32, priority: i32, seq: u64) {
+        let tail = self.lists[list].tail;
+        if let Some(n) = self.nodes.get_mut(node as usize) {
+            *n = NodeInfo {
+                pos: LIST_MARKER[list],
+                prev: tail,
+                next: NONE,
+                priority,
+                seq,
+            };
+        }
+        match self.nodes.get_mut(tail as usize) {
+            Some(t) => t.next = node,
+            None => self.lists[list].head = node,
+        }
+        self.lists[list].tail = node;
+        self.lists[list].len += 1;
+    }
+
+    #[inline(always)]
+    fn unlink(&mut self, list: usize, node: u32) {
+        let Some(info) = self.nodes.get_mut(node as usize) else {
+            return;
+        };
+        let (prev, next) = (info.prev, info.next);
+        info.pos = NONE;
+        match self.nodes.get_mut(prev as usize) {
+            Some(p) => p.next = next,
+            None => self.lists[list].head = next,
+        }
+        match self.nodes.get_mut(next as usize) {
+            Some(n) => n.prev = prev,
+            None => self.lists[list].tail = prev,
+        }
+        self.lists[list].len -= 1;
     }
 
     /// Queue `node` for the next batch. Returns false if it is already queued or out of range.
     pub(crate) fn defer(&mut self, node: u32, priority: i32) -> bool {
-        if self.nodes.get(node as usize).is_none_or(|n| n.pos != NONE) {
+        if !self.is_free(node) {
             return false;
         }
         let seq = self.take_seq();
-        let tail = self.deferred_tail;
-        let n = &mut self.nodes[node as usize];
-        *n = NodeInfo {
-            pos: DEFERRED,
-            prev: tail,
-            next: NONE,
-            priority,
-            seq,
-        };
-        if tail == NONE {
-            self.deferred_head = node;
-        } else {
-            self.nodes[tail as usize].next = node;
-        }
-        self.deferred_tail = node;
-        self.deferred_len += 1;
+        self.link_tail(DEFERRED_LIST, node, priority, seq);
         true
     }
 
-    /// Move every deferred node into the heap, keeping their arrival order.
+    /// Move every deferred node into the ready queue, keeping their arrival order.
     pub(crate) fn merge_deferred(&mut self) {
-        let mut cur = self.deferred_head;
+        if self.lists[DEFERRED_LIST].len == 0 {
+            return;
+        }
+        let mut cur = self.lists[DEFERRED_LIST].head;
+        self.lists[DEFERRED_LIST] = List::EMPTY;
         while cur != NONE {
             let n = self.nodes[cur as usize];
             self.nodes[cur as usize].pos = NONE;
-            self.heap_insert(Entry {
-                priority: n.priority,
-                node: cur,
-                seq: n.seq,
-            });
+            self.insert(cur, n.priority, n.seq);
             cur = n.next;
         }
-        self.deferred_head = NONE;
-        self.deferred_tail = NONE;
-        self.deferred_len = 0;
     }
 
-    /// Take the highest-priority, earliest node from the heap.
+    /// Take the highest-priority, earliest node.
+    #[inline(always)]
     pub(crate) fn pop(&mut self) -> Option<u32> {
+        if self.lists[READY_LIST].len > 0 {
+            let head = self.lists[READY_LIST].head;
+            self.unlink(READY_LIST, head);
+            return Some(head);
+        }
         if self.heap.is_empty() {
             return None;
         }
@@ -172,18 +267,11 @@ impl PendingQueue {
         match info.pos {
             NONE => false,
             DEFERRED => {
-                if info.prev == NONE {
-                    self.deferred_head = info.next;
-                } else {
-                    self.nodes[info.prev as usize].next = info.next;
-                }
-                if info.next == NONE {
-                    self.deferred_tail = info.prev;
-                } else {
-                    self.nodes[info.next as usize].prev = info.prev;
-                }
-                self.nodes[node as usize].pos = NONE;
-                self.deferred_len -= 1;
+                self.unlink(DEFERRED_LIST, node);
+                true
+            }
+            FIFO => {
+                self.unlink(READY_LIST, node);
                 true
             }
             pos => {
@@ -337,6 +425,32 @@ mod tests {
         q.defer(2, 0);
         q.merge_deferred();
         assert_eq!(q.pop(), Some(2));
+    }
+
+    #[test]
+    fn fifo_mode_switches_to_the_heap_and_back_without_reordering() {
+        let mut q = PendingQueue::with_nodes(16).unwrap();
+        q.push(0, 3);
+        q.push(1, 3);
+        q.push(2, 3);
+        assert!(q.remove(1));
+        q.push(3, 1); // second priority: FIFO moves into the heap
+        q.check();
+        q.push(4, 3);
+        assert_eq!(q.len(), 4);
+        assert_eq!(q.pop(), Some(3));
+        assert_eq!(q.pop(), Some(0));
+        q.push(5, 3);
+        assert_eq!(q.pop(), Some(2));
+        assert_eq!(q.pop(), Some(4));
+        assert_eq!(q.pop(), Some(5));
+        assert_eq!(q.pop(), None);
+        // Empty again: back to the FIFO.
+        q.push(6, 9);
+        q.push(7, 9);
+        assert!(q.remove(6));
+        assert_eq!(q.pop(), Some(7));
+        assert_eq!(q.pop(), None);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::backend::{Backend, FdMode, KernelError, Registration, Token};
 use crate::control::{KernelFaults, Usage};
 use crate::error::{Errno, Error, Pool as PoolKind, UsageError, WatchKind};
 use crate::id::WatchId;
-use crate::interest::{Half as Direction, Interest, Readiness};
+use crate::interest::{Interest, Readiness};
 use crate::pool::Pool;
 use crate::queue::PendingQueue;
 use crate::timer::{Clock, TimerHeap, catch_up};
@@ -87,6 +87,23 @@ fn token(index: u32, generation: u32) -> Token {
 
 fn node(index: u32, half: usize) -> u32 {
     index * 2 + half as u32
+}
+
+/// Mark a half queued (and so disabled) and put its node in the ready queue, or in the
+/// deferred FIFO while a batch runs. Returns whether it was queued now.
+#[inline]
+fn enqueue(queue: &mut PendingQueue, in_batch: bool, half: &mut Half, node: u32) -> bool {
+    if half.queued || half.removed {
+        return false;
+    }
+    half.queued = true;
+    half.enabled = false;
+    if in_batch {
+        queue.defer(node, half.priority);
+    } else {
+        queue.push(node, half.priority);
+    }
+    true
 }
 
 impl State {
@@ -183,6 +200,7 @@ impl State {
         self.slots.at(index).map(Watch::kind)
     }
 
+    #[inline]
     fn interrupt(&mut self, wake: &WakeShared) {
         if self.threaded && self.waiting && !self.interrupted {
             self.interrupted = true;
@@ -192,27 +210,19 @@ impl State {
 
     /// Queue half `h`: it becomes disabled while queued. Events queued while a batch runs
     /// wait for the next batch.
+    #[inline]
     fn queue_half(&mut self, index: u32, h: usize, wake: &WakeShared) {
         let in_batch = self.batch_depth > 0;
         let Some(w) = self.slots.at_mut(index) else {
             return;
         };
-        let half = &mut w.halves[h];
-        if half.queued || half.removed {
-            return;
+        if enqueue(&mut self.queue, in_batch, &mut w.halves[h], node(index, h)) {
+            self.interrupt(wake);
         }
-        half.queued = true;
-        half.enabled = false;
-        let prio = half.priority;
-        if in_batch {
-            self.queue.defer(node(index, h), prio);
-        } else {
-            self.queue.push(node(index, h), prio);
-        }
-        self.interrupt(wake);
     }
 
     /// Queue half `h` if it is enabled, idle and has something to deliver.
+    #[inline]
     fn maybe_queue(&mut self, index: u32, h: usize, wake: &WakeShared) {
         let Some(w) = self.slots.at(index) else {
             return;
@@ -234,6 +244,7 @@ impl State {
         }
     }
 
+    #[cold]
     fn mark_dirty(&mut self, index: u32) {
         if let Some(w) = self.slots.at_mut(index) {
             if !w.dirty {
@@ -251,14 +262,14 @@ impl State {
         let Some(w) = self.slots.at_mut(index) else {
             return;
         };
+        if !matches!(&w.detail, Detail::Fd(f) if !f.emulated) {
+            return;
+        }
         let want = Registration {
             interest: w.desired_interest(oneshot),
             oneshot,
         };
         let Detail::Fd(f) = &mut w.detail else { return };
-        if f.emulated {
-            return;
-        }
         let needed = if want.interest.is_empty() {
             // Disabled: the kernel may keep reporting only errors, once.
             !f.fired && !f.kernel.interest.is_empty()
@@ -636,6 +647,7 @@ impl State {
     }
 
     /// A kernel fd event: merge it into the watcher's halves, queue what is enabled.
+    #[inline(always)]
     pub(crate) fn on_fd_event<B: Backend>(
         &mut self,
         tok: Token,
@@ -645,40 +657,65 @@ impl State {
     ) {
         let index = (tok.0 & 0xffff_ffff) as u32;
         let generation = (tok.0 >> 32) as u32;
+        let in_batch = self.batch_depth > 0;
         let Some(w) = self.slots.get_mut(index, generation) else {
             // An event that outlived its watcher (removed, slot maybe reused): dropped.
             return;
         };
-        let Detail::Fd(f) = &mut w.detail else { return };
+        let Detail::Fd(f) = &mut w.detail else {
+            return;
+        };
+        // Fast path, the single-threaded steady state: a plain fd, level-triggered and armed,
+        // enabled and idle. Queue it; the registration stays as it is.
+        if !f.bidi && !f.kernel.oneshot && !f.kernel.interest.is_empty() && !f.fired {
+            let bits = ready & Readiness::mask_for(f.interest);
+            let half = &mut w.halves[0];
+            if half.enabled && !half.queued && !half.running && !bits.is_empty() {
+                half.ready |= bits;
+                half.queued = true;
+                half.enabled = false;
+                if in_batch {
+                    self.queue.defer(node(index, 0), half.priority);
+                } else {
+                    self.queue.push(node(index, 0), half.priority);
+                }
+                self.interrupt(wake);
+                return;
+            }
+        }
         if f.kernel.oneshot || f.kernel.interest.is_empty() {
             f.fired = true;
         }
-        let mut to_queue = [false; 2];
-        for h in 0..2 {
-            let mask = Readiness::mask_for(w.half_interest(h));
+        let (fired, bidi, interest) = (f.fired, f.bidi, f.interest);
+        let mut queued = false;
+        for h in 0..if bidi { 2 } else { 1 } {
+            let half_interest = match (bidi, h) {
+                (false, _) => interest,
+                (true, 0) => Interest::READ,
+                (true, _) => Interest::WRITE,
+            };
             let half = &mut w.halves[h];
-            if half.removed {
-                continue;
-            }
-            let bits = ready & mask;
-            if bits.is_empty() {
+            let bits = ready & Readiness::mask_for(half_interest);
+            if half.removed || bits.is_empty() {
                 continue;
             }
             if half.queued || half.running {
                 half.ready |= bits;
             } else if half.enabled {
                 half.ready |= bits;
-                to_queue[h] = true;
+                queued |= enqueue(&mut self.queue, in_batch, half, node(index, h));
             } else {
                 half.ready |= bits & Readiness::STICKY;
             }
         }
-        for (h, q) in to_queue.into_iter().enumerate() {
-            if q {
-                self.queue_half(index, h, wake);
-            }
+        if queued {
+            self.interrupt(wake);
         }
-        self.sync_kernel(index, backend);
+        // A level-triggered registration stays armed while a half is queued: nothing to
+        // change unless the kernel disarmed it (one-shot) or the loop is one-shot.
+        if self.oneshot || fired {
+            self.sync_kernel(index, backend);
+        }
     }
 
     /// Merge deferred events into the heap (start of a batch).
@@ -728,6 +765,7 @@ impl State {
         bound
     }
 
+    #[cold]
     fn retry_zombie<B: Backend>(&mut self, index: u32, backend: &B) {
         let generation = self.slots.generation(index).unwrap_or(0);
         let Some(Watch {
@@ -755,13 +793,13 @@ impl State {
     }
 
     /// Take the next queued half and claim it for dispatch.
+    #[inline(always)]
     pub(crate) fn next_dispatch(&mut self) -> Option<Dispatch> {
         loop {
             let n = self.queue.pop()?;
             let index = n / 2;
             let h = (n % 2) as usize;
-            let id = self.id(index);
-            let Some(w) = self.slots.at_mut(index) else {
+            let Some((generation, w)) = self.slots.at_mut_gen(index) else {
                 continue;
             };
             w.halves[h].queued = false;
@@ -773,20 +811,14 @@ impl State {
                 self.queue.defer(n, prio);
                 continue;
             }
-            w.running = true;
-            w.halves[h].running = true;
             let delivery = match &mut w.detail {
                 Detail::Fd(f) => {
                     let mut ready = core::mem::take(&mut w.halves[h].ready);
                     if f.emulated {
-                        let interest = if f.bidi {
-                            if h == 0 {
-                                Direction::Read.interest()
-                            } else {
-                                Direction::Write.interest()
-                            }
-                        } else {
-                            f.interest
+                        let interest = match (f.bidi, h) {
+                            (false, _) => f.interest,
+                            (true, 0) => Interest::READ,
+                            (true, _) => Interest::WRITE,
                         };
                         ready |= Readiness::always_ready(interest);
                     }
@@ -803,11 +835,14 @@ impl State {
                     k.pending = false;
                     Delivery::Wake
                 }
-                Detail::Zombie(_) => {
-                    w.running = false;
-                    w.halves[h].running = false;
-                    continue;
-                }
+                Detail::Zombie(_) => continue,
+            };
+            w.running = true;
+            w.halves[h].running = true;
+            let id = WatchId {
+                index,
+                generation,
+                loop_tag: self.tag,
             };
             return Some(Dispatch {
                 id,
@@ -818,6 +853,7 @@ impl State {
     }
 
     /// Apply a handler's answer. Returns a removal if the watcher's registration ended.
+    #[inline(always)]
     pub(crate) fn finish_dispatch<B: Backend>(
         &mut self,
         d: &Dispatch,
@@ -828,40 +864,65 @@ impl State {
         use crate::handler::Rearm;
         let index = d.id.index;
         let h = d.half;
-        let Some(w) = self.slots.at_mut(index) else {
-            return None;
-        };
+        let in_batch = self.batch_depth > 0;
+        let oneshot = self.oneshot;
+        let w = self.slots.at_mut(index)?;
         w.running = false;
         w.halves[h].running = false;
+        // Fast path: a level-triggered fd re-armed with nothing pending. Its registration
+        // stayed armed while it ran, so only the flag changes.
+        if rearm == Rearm::Rearm && !oneshot && !w.remove_pending {
+            if let Detail::Fd(f) = &w.detail {
+                if !f.emulated && !f.fired && w.halves[h].ready.is_empty() {
+                    w.halves[h].enabled = true;
+                    return None;
+                }
+            }
+        }
         if w.remove_pending {
             return Some(self.detach(index, backend, wake));
         }
         let other_present = !w.halves[1 - h].removed;
-        let half = &mut w.halves[h];
+        let mut queued = false;
         match rearm {
-            Rearm::Rearm => half.enabled = true,
-            Rearm::Disarm => half.enabled = false,
+            Rearm::Rearm => w.halves[h].enabled = true,
+            Rearm::Disarm => w.halves[h].enabled = false,
             Rearm::Noop => {}
             Rearm::Remove => {
-                if other_present {
-                    half.removed = true;
-                    half.enabled = false;
-                    half.ready = Readiness::EMPTY;
-                    self.sync_kernel(index, backend);
-                    return None;
+                if !other_present {
+                    return Some(self.detach(index, backend, wake));
                 }
-                return Some(self.detach(index, backend, wake));
+                let half = &mut w.halves[h];
+                half.removed = true;
+                half.enabled = false;
+                half.ready = Readiness::EMPTY;
+                self.sync_kernel(index, backend);
+                return None;
             }
             Rearm::Requeue => {
+                let half = &mut w.halves[h];
                 half.ready |= half.last;
                 if let Detail::Wake(k) = &mut w.detail {
                     k.pending = true;
                 }
-                self.queue_half(index, h, wake);
+                queued = enqueue(&mut self.queue, in_batch, &mut w.halves[h], node(index, h));
             }
         }
-        self.maybe_queue(index, h, wake);
-        self.sync_kernel(index, backend);
+        let pending = w.has_pending(h);
+        let fired = matches!(&w.detail, Detail::Fd(f) if f.fired);
+        let half = &mut w.halves[h];
+        if half.enabled && pending {
+            queued |= enqueue(&mut self.queue, in_batch, half, node(index, h));
+        }
+        // Level-triggered and still armed (enabled or queued again), as it was while running:
+        // the kernel already holds the right registration.
+        let unchanged = !oneshot && (half.enabled || half.queued) && !fired;
+        if queued {
+            self.interrupt(wake);
+        }
+        if !unchanged {
+            self.sync_kernel(index, backend);
+        }
         None
     }
 
@@ -891,6 +952,7 @@ impl State {
 
     /// End a registration: dequeue, deregister from the kernel, release the timer or wake
     /// slot, free the pool slot. Exactly one call per registration reaches the end.
+    #[cold]
     fn detach<B: Backend>(&mut self, index: u32, backend: &B, wake: &WakeShared) -> Removal {
         for h in 0..2 {
             self.dequeue_half(index, h);

@@ -160,24 +160,16 @@ impl<K: EpollKernel> Epoll<K> {
         ev
     }
 
+    #[inline]
     fn readiness(events: u32) -> Readiness {
-        let mut r = Readiness::EMPTY;
-        if events & EPOLLIN != 0 {
-            r |= Readiness::READABLE;
-        }
-        if events & EPOLLOUT != 0 {
-            r |= Readiness::WRITABLE;
-        }
-        if events & EPOLLRDHUP != 0 {
-            r |= Readiness::READ_CLOSED;
-        }
-        if events & EPOLLHUP != 0 {
-            r |= Readiness::HANGUP;
-        }
-        if events & EPOLLERR != 0 {
-            r |= Readiness::ERROR;
-        }
-        r
+        // Bit moves, no branches: IN (0x1) -> READABLE, OUT (0x4) -> WRITABLE, RDHUP (0x2000)
+        // -> READ_CLOSED, HUP (0x10) -> HANGUP, ERR (0x8) -> ERROR.
+        let bits = (events & EPOLLIN)
+            | ((events >> 1) & 0x2)
+            | ((events >> 11) & 0x4)
+            | ((events >> 1) & 0x8)
+            | ((events << 1) & 0x10);
+        Readiness::from_bits(bits as u8)
     }
 
     fn ctl(&self, op: CtlOp, fd: RawFd, events: u32, data: u64) -> Result<(), KernelError> {
@@ -274,6 +266,13 @@ impl<K: EpollKernel> Backend for Epoll<K> {
 
     fn for_each_event(&self, events: &K::Buffer, mut f: impl FnMut(BackendEvent)) {
         for (ev, data) in K::buffer_events(events) {
+            if data < Token::RESERVED {
+                f(BackendEvent::Fd {
+                    token: Token(data),
+                    ready: Self::readiness(ev),
+                });
+                continue;
+            }
             match data {
                 TOKEN_WAKE => {
                     // Reset the counter so the level-triggered eventfd stops reporting. A
@@ -290,5 +289,33 @@ impl<K: EpollKernel> Backend for Epoll<K> {
                 }),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::sim::EpollSim;
+
+    #[test]
+    fn epoll_bits_map_to_readiness() {
+        type E = Epoll<EpollSim>;
+        assert_eq!(E::readiness(EPOLLIN), Readiness::READABLE);
+        assert_eq!(E::readiness(EPOLLOUT), Readiness::WRITABLE);
+        assert_eq!(E::readiness(EPOLLRDHUP), Readiness::READ_CLOSED);
+        assert_eq!(E::readiness(EPOLLHUP), Readiness::HANGUP);
+        assert_eq!(E::readiness(EPOLLERR), Readiness::ERROR);
+        assert_eq!(
+            E::readiness(EPOLLONESHOT | EPOLLET | 0x2 | 0x40),
+            Readiness::EMPTY
+        );
+        assert_eq!(
+            E::readiness(EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLHUP | EPOLLERR),
+            Readiness::READABLE
+                | Readiness::WRITABLE
+                | Readiness::READ_CLOSED
+                | Readiness::HANGUP
+                | Readiness::ERROR
+        );
     }
 }
