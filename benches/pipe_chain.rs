@@ -125,7 +125,6 @@ fn run_dasynq<F: Flavor>(p: Params) -> (f64, u64) {
                 chain: chain.clone(),
             },
         )
-        .ok()
         .expect("register");
     }
     chain.start(p);

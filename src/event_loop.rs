@@ -77,6 +77,9 @@ pub struct EventLoop<H: Handler, B: Backend = DefaultBackend, F: Flavor = Single
 // hence `H: Send`.
 unsafe impl<H: Handler + Send, B: Backend> Sync for EventLoop<H, B, Threaded> {}
 
+/// Ties a builder to its loop's type parameters without owning any of them.
+type Marker<H, B, F> = fn() -> (H, B, F);
+
 /// Builds an [`EventLoop`] with fixed capacities.
 #[derive(Debug)]
 pub struct Builder<H, B, F> {
@@ -84,7 +87,7 @@ pub struct Builder<H, B, F> {
     timers: Option<usize>,
     wakers: Option<usize>,
     events: usize,
-    _p: PhantomData<fn() -> (H, B, F)>,
+    _p: PhantomData<Marker<H, B, F>>,
 }
 
 impl<H: Handler, B: Backend, F: Flavor> Clone for Builder<H, B, F> {

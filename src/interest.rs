@@ -171,10 +171,10 @@ impl Readiness {
     pub(crate) fn always_ready(interest: Interest) -> Readiness {
         let mut m = Readiness::EMPTY;
         if interest.is_read() {
-            m = m | Readiness::READABLE;
+            m |= Readiness::READABLE;
         }
         if interest.is_write() {
-            m = m | Readiness::WRITABLE;
+            m |= Readiness::WRITABLE;
         }
         m
     }

@@ -22,8 +22,6 @@ pub trait StateLock<T> {
     fn new(value: T) -> Self;
     /// Run `f` with exclusive access. `f` must not run user code.
     fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R;
-    /// Exclusive access through `&mut self`, without locking.
-    fn get_mut(&mut self) -> &mut T;
 }
 
 /// How a loop guards its state: [`Single`] or [`Threaded`].
@@ -95,10 +93,6 @@ impl<T> StateLock<T> for SingleCell<T> {
         self.busy.set(false);
         r
     }
-
-    fn get_mut(&mut self) -> &mut T {
-        self.value.get_mut()
-    }
 }
 
 /// A mutex that shrugs off poisoning: the core never panics while holding it, so a poisoned
@@ -115,9 +109,5 @@ impl<T> StateLock<T> for MutexCell<T> {
     fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
         let mut guard = self.0.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut guard)
-    }
-
-    fn get_mut(&mut self) -> &mut T {
-        self.0.get_mut().unwrap_or_else(|p| p.into_inner())
     }
 }

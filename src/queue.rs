@@ -380,6 +380,7 @@ mod tests {
     fn a_node_is_queued_at_most_once() {
         let mut q = PendingQueue::with_nodes(2).unwrap();
         assert!(q.push(1, 0));
+        assert!(q.contains(1) && !q.contains(0));
         assert!(!q.push(1, 0));
         assert!(!q.defer(1, 0));
         assert!(!q.push(2, 0), "out of range");

@@ -73,7 +73,7 @@ pub(crate) struct MonoAnchor {
 
 impl MonoAnchor {
     /// Nanoseconds on the backend's scale for `t`; saturates at both ends.
-    pub(crate) fn to_ns(&self, t: Instant) -> u64 {
+    pub(crate) fn to_ns(self, t: Instant) -> u64 {
         match t.checked_duration_since(self.instant) {
             Some(after) => self.ns.saturating_add(duration_ns(after)),
             None => self
@@ -84,7 +84,7 @@ impl MonoAnchor {
 
     /// The `Instant` for nanoseconds on the backend's scale (clamped to what `Instant` can
     /// represent).
-    pub(crate) fn to_instant(&self, ns: u64) -> Instant {
+    pub(crate) fn to_instant(self, ns: u64) -> Instant {
         if ns >= self.ns {
             self.instant
                 .checked_add(Duration::from_nanos(ns - self.ns))
@@ -317,6 +317,7 @@ mod tests {
         assert!(!h.set(9, 1));
         assert!(!h.remove(9));
         assert!(!h.remove(3));
+        assert!(h.contains(0) && !h.contains(2) && !h.contains(9));
         assert_eq!(h.len(), 2);
     }
 

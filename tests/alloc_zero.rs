@@ -224,31 +224,23 @@ fn scenario<I: Io, B: Backend, F: Flavor>(name: &str, io: I, backend: B, target:
                 io: io.clone(),
                 stash: stash.clone(),
             },
-        )
-        .ok()
-        .unwrap();
+        ).unwrap();
     let bidi = lp
         .add_bidi(
             sa,
             BidiOptions::new().enabled(true, false),
             W::Bidi { io: io.clone() },
-        )
-        .ok()
-        .unwrap();
+        ).unwrap();
     let emu = lp
         .add_fd(
             file,
             Interest::READ,
             FdOptions::new().disabled(),
             W::Emulated,
-        )
-        .ok()
-        .unwrap();
+        ).unwrap();
     let timer = lp
-        .add_timer(Clock::Monotonic, Priority::DEFAULT, W::Timer)
-        .ok()
-        .unwrap();
-    let (wake_id, waker) = lp.add_wake(Priority::HIGH, W::Wake).ok().unwrap();
+        .add_timer(Clock::Monotonic, Priority::DEFAULT, W::Timer).unwrap();
+    let (wake_id, waker) = lp.add_wake(Priority::HIGH, W::Wake).unwrap();
     let mut spare_timer = Some(W::<I>::Timer);
     let mut spare_wake = Some(W::<I>::Wake);
     let mut extra_timer = None;

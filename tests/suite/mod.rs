@@ -21,9 +21,11 @@ use dasynq::{
 };
 pub use fixture::{EpollSimFx, Fixture, Real, SimFx};
 
+type ProbeFn = dyn FnMut(&Cx<'_, Probe>, Event<'_>) -> Rearm + Send;
+
 /// A test handler: a boxed closure plus a counter of `on_removed` calls (and the fd it got).
 pub struct Probe {
-    f: Box<dyn FnMut(&Cx<'_, Probe>, Event<'_>) -> Rearm + Send>,
+    f: Box<ProbeFn>,
     removed: Arc<AtomicUsize>,
     got_fd: Arc<Mutex<Option<OwnedFd>>>,
 }
