@@ -47,7 +47,10 @@ struct ServerStats {
 
 // Each slot of the loop's handler table holds a whole connection, buffer included: the
 // server allocates nothing per connection.
-#[allow(clippy::large_enum_variant, reason = "fixed per-slot storage is the point")]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "fixed per-slot storage is the point"
+)]
 enum Server {
     Listener {
         stats: Rc<ServerStats>,

@@ -224,22 +224,26 @@ fn scenario<I: Io, B: Backend, F: Flavor>(name: &str, io: I, backend: B, target:
                 io: io.clone(),
                 stash: stash.clone(),
             },
-        ).unwrap();
+        )
+        .unwrap();
     let bidi = lp
         .add_bidi(
             sa,
             BidiOptions::new().enabled(true, false),
             W::Bidi { io: io.clone() },
-        ).unwrap();
+        )
+        .unwrap();
     let emu = lp
         .add_fd(
             file,
             Interest::READ,
             FdOptions::new().disabled(),
             W::Emulated,
-        ).unwrap();
+        )
+        .unwrap();
     let timer = lp
-        .add_timer(Clock::Monotonic, Priority::DEFAULT, W::Timer).unwrap();
+        .add_timer(Clock::Monotonic, Priority::DEFAULT, W::Timer)
+        .unwrap();
     let (wake_id, waker) = lp.add_wake(Priority::HIGH, W::Wake).unwrap();
     let mut spare_timer = Some(W::<I>::Timer);
     let mut spare_wake = Some(W::<I>::Wake);

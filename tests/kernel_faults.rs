@@ -347,3 +347,35 @@ fn epoll_sim_models_a_wall_clock_step_too() {
     k.set_system_time(sys0 + Duration::from_secs(7200));
     assert_eq!(lp.poll(), 1);
 }
+
+#[test]
+fn a_late_event_under_an_old_token_never_reaches_the_slots_next_occupant() {
+    let s = setup();
+    let (r1, w1) = s.k.pipe().unwrap();
+    let old =
+        s.lp.add_fd(r1, Interest::READ, FdOptions::new(), s.h(Rearm::Rearm))
+            .unwrap();
+    // The kernel answers EBADF ("already gone") but keeps the registration, as a kernel with a
+    // duplicate of the fd elsewhere would: the loop frees the slot.
+    s.k.inject(SimCall::EpollCtlDel, Fault::once(Errno::BADF));
+    s.lp.remove(old).unwrap();
+    let (r2, _w2) = s.k.pipe().unwrap();
+    let other = Arc::new(AtomicUsize::new(0));
+    let h = H {
+        calls: other.clone(),
+        removed: Arc::default(),
+        rearm: Rearm::Rearm,
+        drain: None,
+    };
+    let new =
+        s.lp.add_fd(r2, Interest::READ, FdOptions::new(), h)
+            .unwrap();
+    assert_eq!(new.index(), old.index(), "the slot was reused");
+    s.k.write(&w1, 1).unwrap();
+    assert_eq!(s.lp.poll(), 0, "the old registration's event is dropped");
+    assert_eq!(
+        other.load(Ordering::SeqCst),
+        0,
+        "and never misrouted to the new watcher"
+    );
+}

@@ -21,29 +21,51 @@ fn relative_timers_are_never_early() {
     let f = fired_at.clone();
     for clock in [Clock::Monotonic, Clock::System] {
         let t = lp
-            .add_timer(clock, Priority::DEFAULT, FnHandler::new({
-                let f = f.clone();
-                move |_, _| {
-                    *f.lock().unwrap() = Some(Instant::now());
-                    Rearm::Remove
-                }
-            }))
+            .add_timer(
+                clock,
+                Priority::DEFAULT,
+                FnHandler::new({
+                    let f = f.clone();
+                    move |_, _| {
+                        *f.lock().unwrap() = Some(Instant::now());
+                        Rearm::Remove
+                    }
+                }),
+            )
             .unwrap();
         let start = Instant::now();
-        lp.arm_timer(t, Deadline::After(Duration::from_millis(40)), None).unwrap();
+        lp.arm_timer(t, Deadline::After(Duration::from_millis(40)), None)
+            .unwrap();
         assert_eq!(lp.run(), 1);
         let waited = fired_at.lock().unwrap().unwrap() - start;
-        assert!(waited >= Duration::from_millis(40), "{clock:?} fired early: {waited:?}");
-        assert!(waited < Duration::from_millis(40) + SLACK, "{clock:?} fired late: {waited:?}");
+        assert!(
+            waited >= Duration::from_millis(40),
+            "{clock:?} fired early: {waited:?}"
+        );
+        assert!(
+            waited < Duration::from_millis(40) + SLACK,
+            "{clock:?} fired late: {waited:?}"
+        );
     }
 }
 
 #[test]
 fn absolute_deadlines_in_the_past_fire_at_once() {
     let lp = EventLoop::<FnHandler>::builder().build().unwrap();
-    let t = lp.add_timer(Clock::Monotonic, Priority::DEFAULT, FnHandler::new(|_, _| Rearm::Remove)).unwrap();
+    let t = lp
+        .add_timer(
+            Clock::Monotonic,
+            Priority::DEFAULT,
+            FnHandler::new(|_, _| Rearm::Remove),
+        )
+        .unwrap();
     let now = Instant::now();
-    lp.arm_timer(t, Deadline::At(now.checked_sub(Duration::from_secs(1)).unwrap_or(now)), None).unwrap();
+    lp.arm_timer(
+        t,
+        Deadline::At(now.checked_sub(Duration::from_secs(1)).unwrap_or(now)),
+        None,
+    )
+    .unwrap();
     let start = Instant::now();
     assert_eq!(lp.run(), 1);
     assert!(start.elapsed() < SLACK);
@@ -55,23 +77,31 @@ fn periodic_timers_keep_phase_and_count_overruns_in_real_time() {
     let total = Arc::new(AtomicU64::new(0));
     let tt = total.clone();
     let t = lp
-        .add_timer(Clock::Monotonic, Priority::DEFAULT, FnHandler::new(move |_, ev| {
-            if let Event::Timer { expirations } = ev {
-                tt.fetch_add(expirations, Ordering::SeqCst);
-            }
-            Rearm::Rearm
-        }))
+        .add_timer(
+            Clock::Monotonic,
+            Priority::DEFAULT,
+            FnHandler::new(move |_, ev| {
+                if let Event::Timer { expirations } = ev {
+                    tt.fetch_add(expirations, Ordering::SeqCst);
+                }
+                Rearm::Rearm
+            }),
+        )
         .unwrap();
     let period = Duration::from_millis(20);
     let t0 = lp.now();
-    lp.arm_timer(t, Deadline::At(t0 + period), Some(period)).unwrap();
+    lp.arm_timer(t, Deadline::At(t0 + period), Some(period))
+        .unwrap();
     std::thread::sleep(Duration::from_millis(205));
     let before = lp.now() - t0;
     lp.poll();
     let after = lp.now() - t0;
     let due = |e: Duration| (e.as_nanos() / period.as_nanos()) as u64;
     let got = total.load(Ordering::SeqCst);
-    assert!(got >= due(before) && got <= due(after), "{got} expirations in {before:?}..{after:?}");
+    assert!(
+        got >= due(before) && got <= due(after),
+        "{got} expirations in {before:?}..{after:?}"
+    );
     assert!(got >= 10, "overruns are counted, not dropped: {got}");
 }
 
@@ -85,11 +115,22 @@ fn files_epoll_cannot_poll_are_emulated_or_refused() {
     ];
     for f in files {
         let refused = lp
-            .add_fd(f, Interest::READ, FdOptions::new().no_emulation(), FnHandler::new(|_, _| Rearm::Rearm))
+            .add_fd(
+                f,
+                Interest::READ,
+                FdOptions::new().no_emulation(),
+                FnHandler::new(|_, _| Rearm::Rearm),
+            )
             .unwrap_err();
         assert_eq!(refused.error, Error::NotPollable);
         let f = refused.fd.unwrap();
-        lp.add_fd(f, Interest::READ, FdOptions::new(), FnHandler::new(|_, _| Rearm::Remove)).unwrap();
+        lp.add_fd(
+            f,
+            Interest::READ,
+            FdOptions::new(),
+            FnHandler::new(|_, _| Rearm::Remove),
+        )
+        .unwrap();
         assert_eq!(lp.poll(), 1, "emulated: always ready");
     }
     assert_eq!(lp.usage().watchers, 0);
@@ -98,7 +139,9 @@ fn files_epoll_cannot_poll_are_emulated_or_refused() {
 #[test]
 fn a_waker_outliving_its_loop_is_harmless() {
     let lp = EventLoop::<FnHandler>::builder().build().unwrap();
-    let (_id, waker) = lp.add_wake(Priority::DEFAULT, FnHandler::new(|_, _| Rearm::Rearm)).unwrap();
+    let (_id, waker) = lp
+        .add_wake(Priority::DEFAULT, FnHandler::new(|_, _| Rearm::Rearm))
+        .unwrap();
     drop(lp);
     waker.wake();
     waker.wake();
@@ -109,21 +152,33 @@ fn a_reused_fd_number_is_a_new_registration() {
     let lp = EventLoop::<FnHandler>::builder().build().unwrap();
     let (r1, w1) = rustix::pipe::pipe().unwrap();
     let n1 = r1.as_raw_fd();
-    let old = lp.add_fd(r1, Interest::READ, FdOptions::new(), FnHandler::new(|_, _| Rearm::Rearm)).unwrap();
+    let old = lp
+        .add_fd(
+            r1,
+            Interest::READ,
+            FdOptions::new(),
+            FnHandler::new(|_, _| Rearm::Rearm),
+        )
+        .unwrap();
     lp.remove(old).unwrap(); // closes r1
     drop(w1);
     let (r2, w2) = rustix::pipe::pipe().unwrap();
     assert_eq!(r2.as_raw_fd(), n1, "the kernel reused the number");
     let hits = Arc::new(AtomicU64::new(0));
     let h = hits.clone();
-    lp.add_fd(r2, Interest::READ, FdOptions::new(), FnHandler::new(move |_, ev| {
-        if let Event::Fd { fd, .. } = ev {
-            let mut b = [0u8; 8];
-            let _ = rustix::io::read(fd, &mut b);
-        }
-        h.fetch_add(1, Ordering::SeqCst);
-        Rearm::Rearm
-    }))
+    lp.add_fd(
+        r2,
+        Interest::READ,
+        FdOptions::new(),
+        FnHandler::new(move |_, ev| {
+            if let Event::Fd { fd, .. } = ev {
+                let mut b = [0u8; 8];
+                let _ = rustix::io::read(fd, &mut b);
+            }
+            h.fetch_add(1, Ordering::SeqCst);
+            Rearm::Rearm
+        }),
+    )
     .unwrap();
     rustix::io::write(&w2, b"x").unwrap();
     assert_eq!(lp.run(), 1);
@@ -141,12 +196,16 @@ fn several_loops_run_in_one_process_at_once() {
                 let n = Arc::new(AtomicU64::new(0));
                 let n2 = n.clone();
                 let t = lp
-                    .add_timer(Clock::Monotonic, Priority::DEFAULT, FnHandler::new(move |cx, _| {
-                        if n2.fetch_add(1, Ordering::SeqCst) + 1 == 5 {
-                            cx.stop();
-                        }
-                        Rearm::Rearm
-                    }))
+                    .add_timer(
+                        Clock::Monotonic,
+                        Priority::DEFAULT,
+                        FnHandler::new(move |cx, _| {
+                            if n2.fetch_add(1, Ordering::SeqCst) + 1 == 5 {
+                                cx.stop();
+                            }
+                            Rearm::Rearm
+                        }),
+                    )
                     .unwrap();
                 let ms = Duration::from_millis(2 + i);
                 lp.arm_timer(t, Deadline::After(ms), Some(ms)).unwrap();

@@ -22,7 +22,10 @@ struct Tracked {
 
 impl Handler for Tracked {
     fn on_event(&mut self, _cx: &Cx<'_, Self>, ev: Event<'_>) -> Rearm {
-        assert!(!self.gone.load(Ordering::SeqCst), "handler ran after removal");
+        assert!(
+            !self.gone.load(Ordering::SeqCst),
+            "handler ran after removal"
+        );
         if let Event::Fd { fd, .. } = ev {
             let mut b = [0u8; 64];
             let _ = rustix::io::read(fd, &mut b);
@@ -38,7 +41,14 @@ impl Handler for Tracked {
 
 #[test]
 fn other_threads_hammer_a_running_loop() {
-    let lp = Arc::new(ThreadedLoop::<Tracked>::builder().watchers(512).timers(256).wakers(64).build().unwrap());
+    let lp = Arc::new(
+        ThreadedLoop::<Tracked>::builder()
+            .watchers(512)
+            .timers(256)
+            .wakers(64)
+            .build()
+            .unwrap(),
+    );
     let removed = Arc::new(AtomicU64::new(0));
     let calls = Arc::new(AtomicU64::new(0));
     let registered = Arc::new(AtomicU64::new(0));
@@ -54,16 +64,26 @@ fn other_threads_hammer_a_running_loop() {
     let deadline = Instant::now() + Duration::from_millis(1500);
     let workers: Vec<_> = (0..3)
         .map(|w| {
-            let (lp, removed, calls, registered) = (lp.clone(), removed.clone(), calls.clone(), registered.clone());
+            let (lp, removed, calls, registered) = (
+                lp.clone(),
+                removed.clone(),
+                calls.clone(),
+                registered.clone(),
+            );
             std::thread::spawn(move || {
-                let mk = || Tracked { gone: Arc::default(), removed: removed.clone(), calls: calls.clone() };
+                let mk = || Tracked {
+                    gone: Arc::default(),
+                    removed: removed.clone(),
+                    calls: calls.clone(),
+                };
                 let mut keep: Vec<(dasynq::WatchId, Option<OwnedFd>)> = Vec::new();
                 let mut i = 0u64;
                 while Instant::now() < deadline {
                     i += 1;
                     match (i + w) % 4 {
                         0 => {
-                            let (r, wr) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::NONBLOCK).unwrap();
+                            let (r, wr) =
+                                rustix::pipe::pipe_with(rustix::pipe::PipeFlags::NONBLOCK).unwrap();
                             if let Ok(id) = lp.add_fd(r, Interest::READ, FdOptions::new(), mk()) {
                                 registered.fetch_add(1, Ordering::SeqCst);
                                 let _ = rustix::io::write(&wr, b"x");
@@ -71,9 +91,14 @@ fn other_threads_hammer_a_running_loop() {
                             }
                         }
                         1 => {
-                            if let Ok(id) = lp.add_timer(Clock::Monotonic, Priority::DEFAULT, mk()) {
+                            if let Ok(id) = lp.add_timer(Clock::Monotonic, Priority::DEFAULT, mk())
+                            {
                                 registered.fetch_add(1, Ordering::SeqCst);
-                                let _ = lp.arm_timer(id, Deadline::After(Duration::from_micros(100)), Some(Duration::from_micros(300)));
+                                let _ = lp.arm_timer(
+                                    id,
+                                    Deadline::After(Duration::from_micros(100)),
+                                    Some(Duration::from_micros(300)),
+                                );
                                 keep.push((id, None));
                             }
                         }
@@ -116,10 +141,19 @@ fn other_threads_hammer_a_running_loop() {
     for _ in 0..10 {
         lp.poll();
     }
-    let (reg, rem) = (registered.load(Ordering::SeqCst), removed.load(Ordering::SeqCst));
-    println!("registrations {reg}, removals {rem}, handler calls {}", calls.load(Ordering::SeqCst));
+    let (reg, rem) = (
+        registered.load(Ordering::SeqCst),
+        removed.load(Ordering::SeqCst),
+    );
+    println!(
+        "registrations {reg}, removals {rem}, handler calls {}",
+        calls.load(Ordering::SeqCst)
+    );
     assert!(reg > 100);
-    assert_eq!(rem, reg, "every registration ended with exactly one on_removed");
+    assert_eq!(
+        rem, reg,
+        "every registration ended with exactly one on_removed"
+    );
     assert_eq!(lp.usage().watchers, 0);
     assert_eq!(lp.usage().timers, 0);
     assert_eq!(lp.usage().wakers, 0);
