@@ -50,7 +50,7 @@ impl Errno {
         self.0
     }
 
-    #[cfg(any(target_os = "linux", target_os = "android", test))]
+    #[cfg_attr(not(any(target_os = "linux", test, feature = "sim")), allow(dead_code))]
     pub(crate) fn from_rustix(e: rustix::io::Errno) -> Errno {
         Errno(e.raw_os_error())
     }

@@ -95,6 +95,11 @@ pub mod sim {
     };
 }
 
+/// The README's examples, compiled as doctests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 static_assertions::assert_eq_size!(WatchId, [u32; 3]);
 static_assertions::assert_impl_all!(Waker: Send, Sync, Clone);
 #[cfg(target_os = "linux")]

@@ -1,14 +1,14 @@
 //! Scenarios only the real Linux kernel can show: real time (timers never early, late only by
 //! scheduling), files epoll cannot poll, fd hygiene, several loops in one process.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dasynq::{
     Clock, Control, Deadline, Error, Event, EventLoop, FdOptions, FnHandler, Interest, Priority,
-    Rearm, SendFnHandler, ThreadedLoop,
+    Rearm,
 };
 
 /// Scheduling on a shared machine can delay a wake-up; this bounds "late", never "early".
@@ -145,46 +145,6 @@ fn a_waker_outliving_its_loop_is_harmless() {
     drop(lp);
     waker.wake();
     waker.wake();
-}
-
-#[test]
-fn a_reused_fd_number_is_a_new_registration() {
-    let lp = EventLoop::<FnHandler>::builder().build().unwrap();
-    let (r1, w1) = rustix::pipe::pipe().unwrap();
-    let n1 = r1.as_raw_fd();
-    let old = lp
-        .add_fd(
-            r1,
-            Interest::READ,
-            FdOptions::new(),
-            FnHandler::new(|_, _| Rearm::Rearm),
-        )
-        .unwrap();
-    lp.remove(old).unwrap(); // closes r1
-    drop(w1);
-    let (r2, w2) = rustix::pipe::pipe().unwrap();
-    assert_eq!(r2.as_raw_fd(), n1, "the kernel reused the number");
-    let hits = Arc::new(AtomicU64::new(0));
-    let h = hits.clone();
-    lp.add_fd(
-        r2,
-        Interest::READ,
-        FdOptions::new(),
-        FnHandler::new(move |_, ev| {
-            if let Event::Fd { fd, .. } = ev {
-                let mut b = [0u8; 8];
-                let _ = rustix::io::read(fd, &mut b);
-            }
-            h.fetch_add(1, Ordering::SeqCst);
-            Rearm::Rearm
-        }),
-    )
-    .unwrap();
-    rustix::io::write(&w2, b"x").unwrap();
-    assert_eq!(lp.run(), 1);
-    assert_eq!(hits.load(Ordering::SeqCst), 1);
-    assert!(!lp.contains(old));
-    let _ = w2.as_fd();
 }
 
 #[test]
