@@ -409,10 +409,10 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
         let Some(cell) = self.handlers.get(d.id.index as usize) else {
             return Rearm::Disarm;
         };
+        // Removal is deferred while running, dispatch skips running watchers, and registration
+        // only uses free slots; the cell lives as long as the loop.
         // SAFETY: `next_dispatch` marked this watcher running under the state lock; until
-        // `finish_dispatch` clears that mark, no other thread or frame touches its cell
-        // (removal is deferred, dispatch skips running watchers, registration only uses free
-        // slots). The cell lives as long as the loop.
+        // `finish_dispatch` clears that mark nothing else touches its cell (see above).
         let Some(handler) = (unsafe { &mut *cell.0.get() }).as_mut() else {
             return Rearm::Disarm;
         };
