@@ -60,6 +60,7 @@ mod control;
 mod error;
 mod event_loop;
 mod handler;
+mod heap;
 mod id;
 mod interest;
 pub mod kernel;

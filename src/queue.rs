@@ -14,25 +14,15 @@
 //! and join the heap when the next batch starts, so a batch only runs what was pending when it
 //! began and a watcher that keeps requeueing itself cannot starve the backend.
 
+use crate::heap::IndexedHeap;
+
+/// Where a node is (`NodeInfo::pos`).
 const NONE: u32 = u32::MAX;
 const DEFERRED: u32 = u32::MAX - 1;
 const FIFO: u32 = u32::MAX - 2;
-const ARITY: usize = 4;
+const HEAP: u32 = u32::MAX - 3;
 
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-struct Entry {
-    priority: i32,
-    node: u32,
-    seq: u64,
-}
-
-impl Entry {
-    fn key(&self) -> (i32, u64) {
-        (self.priority, self.seq)
-    }
-}
-
-/// Per-node bookkeeping: where the node is, and its key while deferred.
+/// Per-node bookkeeping: where the node is, its key, and its list links.
 #[derive(Copy, Clone, Debug)]
 struct NodeInfo {
     pos: u32,
@@ -67,7 +57,7 @@ const LIST_MARKER: [u32; 2] = [FIFO, DEFERRED];
 /// A fixed-capacity stable priority queue of node ids.
 #[derive(Debug)]
 pub(crate) struct PendingQueue {
-    heap: Vec<Entry>,
+    heap: IndexedHeap<(i32, u64)>,
     nodes: Box<[NodeInfo]>,
     /// `lists[READY_LIST]` holds ready events while they all share `fifo_priority` (it is never
     /// non-empty together with `heap`); `lists[DEFERRED_LIST]` holds events for the next batch.
@@ -79,8 +69,7 @@ pub(crate) struct PendingQueue {
 impl PendingQueue {
     /// A queue for node ids `0..nodes`. Returns `None` if memory is short.
     pub(crate) fn with_nodes(nodes: usize) -> Option<Self> {
-        let mut heap = Vec::new();
-        heap.try_reserve_exact(nodes).ok()?;
+        let heap = IndexedHeap::new(nodes, nodes)?;
         let mut info = Vec::new();
         info.try_reserve_exact(nodes).ok()?;
         info.resize(
@@ -165,19 +154,25 @@ impl PendingQueue {
             self.lists[READY_LIST] = List::EMPTY;
             while cur != NONE {
                 let n = self.nodes[cur as usize];
-                self.heap_insert(Entry {
-                    priority: n.priority,
-                    node: cur,
-                    seq: n.seq,
-                });
+                self.heap_insert(cur, n.priority, n.seq);
                 cur = n.next;
             }
         }
-        self.heap_insert(Entry {
-            priority,
-            node,
-            seq,
-        });
+        self.heap_insert(node, priority, seq);
+    }
+
+    fn heap_insert(&mut self, node: u32, priority: i32, seq: u64) {
+        // Room for every node, each in at most once: this cannot fail.
+        self.heap.set(node, (priority, seq));
+        if let Some(n) = self.nodes.get_mut(node as usize) {
+            *n = NodeInfo {
+                pos: HEAP,
+                prev: NONE,
+                next: NONE,
+                priority,
+                seq,
+            };
+        }
     }
 
     #[inline(always)]
@@ -251,11 +246,10 @@ impl PendingQueue {
             self.unlink(READY_LIST, head);
             return Some(head);
         }
-        if self.heap.is_empty() {
-            return None;
+        let (top, _) = self.heap.pop()?;
+        if let Some(n) = self.nodes.get_mut(top as usize) {
+            n.pos = NONE;
         }
-        let top = self.heap[0].node;
-        self.remove_at(0);
         Some(top)
     }
 
@@ -274,89 +268,19 @@ impl PendingQueue {
                 self.unlink(READY_LIST, node);
                 true
             }
-            pos => {
-                self.remove_at(pos as usize);
+            _ => {
+                self.heap.remove(node);
+                self.nodes[node as usize].pos = NONE;
                 true
             }
         }
     }
 
-    fn heap_insert(&mut self, e: Entry) {
-        // Capacity is one entry per node and each node is in the heap at most once, so this
-        // push never reallocates.
-        let i = self.heap.len();
-        self.heap.push(e);
-        self.nodes[e.node as usize].pos = i as u32;
-        self.sift_up(i);
-    }
-
-    fn remove_at(&mut self, i: usize) {
-        let last = self.heap.len() - 1;
-        let removed = self.heap[i].node;
-        self.heap.swap(i, last);
-        self.heap.pop();
-        self.nodes[removed as usize].pos = NONE;
-        if i < self.heap.len() {
-            self.nodes[self.heap[i].node as usize].pos = i as u32;
-            // The moved entry may belong above or below its new place.
-            let i = self.sift_up(i);
-            self.sift_down(i);
-        }
-    }
-
-    fn set(&mut self, i: usize, e: Entry) {
-        self.heap[i] = e;
-        self.nodes[e.node as usize].pos = i as u32;
-    }
-
-    fn sift_up(&mut self, mut i: usize) -> usize {
-        let e = self.heap[i];
-        while i > 0 {
-            let parent = (i - 1) / ARITY;
-            if self.heap[parent].key() <= e.key() {
-                break;
-            }
-            let p = self.heap[parent];
-            self.set(i, p);
-            i = parent;
-        }
-        self.set(i, e);
-        i
-    }
-
-    fn sift_down(&mut self, mut i: usize) {
-        let len = self.heap.len();
-        let e = self.heap[i];
-        loop {
-            let first = i * ARITY + 1;
-            if first >= len {
-                break;
-            }
-            // Every child, the last one included, is a candidate.
-            let end = (first + ARITY).min(len);
-            let mut best = first;
-            for c in first + 1..end {
-                if self.heap[c].key() < self.heap[best].key() {
-                    best = c;
-                }
-            }
-            if self.heap[best].key() >= e.key() {
-                break;
-            }
-            let b = self.heap[best];
-            self.set(i, b);
-            i = best;
-        }
-        self.set(i, e);
-    }
-
     #[cfg(test)]
     fn check(&self) {
-        for (i, e) in self.heap.iter().enumerate() {
-            assert_eq!(self.nodes[e.node as usize].pos as usize, i);
-            if i > 0 {
-                assert!(self.heap[(i - 1) / ARITY].key() <= e.key());
-            }
+        self.heap.check();
+        for (node, n) in self.nodes.iter().enumerate() {
+            assert_eq!(n.pos == HEAP, self.heap.contains(node as u32));
         }
     }
 }

@@ -10,6 +10,8 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::heap::IndexedHeap;
+
 /// The clock a timer runs on (fixed at registration).
 #[derive(Copy, Clone, PartialEq, Eq, Hash, Debug)]
 pub enum Clock {
@@ -106,44 +108,20 @@ pub(crate) fn catch_up(due: u64, interval: u64, now: u64) -> (u64, u64) {
     (k, due.saturating_add(k.saturating_mul(interval)))
 }
 
-const NONE: u32 = u32::MAX;
-const ARITY: usize = 4;
-
-#[derive(Copy, Clone, Debug)]
-struct Entry {
-    deadline: u64,
-    seq: u64,
-    id: u32,
-}
-
-impl Entry {
-    fn key(&self) -> (u64, u64) {
-        (self.deadline, self.seq)
-    }
-}
-
-/// A fixed-capacity 4-ary min-heap of timer ids keyed by (deadline, arm sequence), with the
-/// position of every id tracked so re-arming and cancelling are O(log n) and leave no dead
-/// entries. Re-arming to a later time sifts the entry down past every child (the original
-/// library skipped the last child here and delayed other timers).
+/// The timers of one clock, earliest first: an [`IndexedHeap`] keyed by (deadline, arm
+/// sequence), so timers due at the same time fire in the order they were armed. Re-arming and
+/// cancelling are O(log n) and leave no dead entries (calloop's cancel leak is the bug to avoid).
 #[derive(Debug)]
 pub(crate) struct TimerHeap {
-    heap: Vec<Entry>,
-    pos: Box<[u32]>,
+    heap: IndexedHeap<(u64, u64)>,
     next_seq: u64,
 }
 
 impl TimerHeap {
     /// A heap for ids `0..ids` holding at most `capacity` of them at once.
     pub(crate) fn new(ids: usize, capacity: usize) -> Option<Self> {
-        let mut heap = Vec::new();
-        heap.try_reserve_exact(capacity).ok()?;
-        let mut pos = Vec::new();
-        pos.try_reserve_exact(ids).ok()?;
-        pos.resize(ids, NONE);
         Some(TimerHeap {
-            heap,
-            pos: pos.into_boxed_slice(),
+            heap: IndexedHeap::new(ids, capacity)?,
             next_seq: 0,
         })
     }
@@ -154,104 +132,25 @@ impl TimerHeap {
 
     #[cfg(test)]
     pub(crate) fn contains(&self, id: u32) -> bool {
-        self.pos.get(id as usize).is_some_and(|p| *p != NONE)
+        self.heap.contains(id)
     }
 
     /// The earliest deadline and its id.
     pub(crate) fn peek(&self) -> Option<(u32, u64)> {
-        self.heap.first().map(|e| (e.id, e.deadline))
+        self.heap.peek().map(|(id, (deadline, _))| (id, deadline))
     }
 
     /// Insert `id` or move it to `deadline`. Returns false if the id is out of range or the
     /// heap is full (the loop reserves a place per timer at registration, so it never is).
     pub(crate) fn set(&mut self, id: u32, deadline: u64) -> bool {
-        let Some(&p) = self.pos.get(id as usize) else {
-            return false;
-        };
         let seq = self.next_seq;
         self.next_seq = self.next_seq.wrapping_add(1);
-        let e = Entry { deadline, seq, id };
-        if p == NONE {
-            if self.heap.len() == self.heap.capacity() {
-                return false;
-            }
-            let i = self.heap.len();
-            self.heap.push(e);
-            self.pos[id as usize] = i as u32;
-            self.sift_up(i);
-        } else {
-            let i = p as usize;
-            self.heap[i] = e;
-            let i = self.sift_up(i);
-            self.sift_down(i);
-        }
-        true
+        self.heap.set(id, (deadline, seq))
     }
 
     /// Take `id` out of the heap. Returns whether it was there.
     pub(crate) fn remove(&mut self, id: u32) -> bool {
-        let Some(&p) = self.pos.get(id as usize) else {
-            return false;
-        };
-        if p == NONE {
-            return false;
-        }
-        let i = p as usize;
-        let last = self.heap.len() - 1;
-        self.heap.swap(i, last);
-        self.heap.pop();
-        self.pos[id as usize] = NONE;
-        if i < self.heap.len() {
-            self.pos[self.heap[i].id as usize] = i as u32;
-            let i = self.sift_up(i);
-            self.sift_down(i);
-        }
-        true
-    }
-
-    fn place(&mut self, i: usize, e: Entry) {
-        self.heap[i] = e;
-        self.pos[e.id as usize] = i as u32;
-    }
-
-    fn sift_up(&mut self, mut i: usize) -> usize {
-        let e = self.heap[i];
-        while i > 0 {
-            let parent = (i - 1) / ARITY;
-            if self.heap[parent].key() <= e.key() {
-                break;
-            }
-            let p = self.heap[parent];
-            self.place(i, p);
-            i = parent;
-        }
-        self.place(i, e);
-        i
-    }
-
-    fn sift_down(&mut self, mut i: usize) {
-        let len = self.heap.len();
-        let e = self.heap[i];
-        loop {
-            let first = i * ARITY + 1;
-            if first >= len {
-                break;
-            }
-            let end = (first + ARITY).min(len);
-            let mut best = first;
-            for c in first + 1..end {
-                if self.heap[c].key() < self.heap[best].key() {
-                    best = c;
-                }
-            }
-            if self.heap[best].key() >= e.key() {
-                break;
-            }
-            let b = self.heap[best];
-            self.place(i, b);
-            i = best;
-        }
-        self.place(i, e);
+        self.heap.remove(id)
     }
 }
 
@@ -277,19 +176,6 @@ mod tests {
         h.set(2, 300);
         h.set(0, 1000);
         assert_eq!(drain(&mut h), vec![(2, 300), (1, 500), (0, 1000)]);
-    }
-
-    #[test]
-    fn rearm_later_in_a_full_4ary_level_checks_the_last_child() {
-        // Root with exactly four children; the smallest child is the last one.
-        let mut h = TimerHeap::new(8, 8).unwrap();
-        h.set(0, 1);
-        h.set(1, 50);
-        h.set(2, 40);
-        h.set(3, 30);
-        h.set(4, 20);
-        h.set(0, 100);
-        assert_eq!(h.peek(), Some((4, 20)));
     }
 
     #[test]
