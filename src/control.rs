@@ -7,14 +7,17 @@
 
 use core::ops::Deref;
 use std::os::fd::OwnedFd;
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::backend::KernelError;
-use crate::error::{Rejected, UsageError};
+use crate::child::Spawned;
+use crate::error::{Rejected, SignalChildError, UsageError};
 use crate::handler::Handler;
 use crate::id::{Priority, WatchId};
 use crate::interest::{Half, Interest};
 use crate::options::{BidiOptions, FdOptions};
+use crate::signal::Signal;
 use crate::timer::{Clock, Deadline};
 use crate::waker::Waker;
 
@@ -95,6 +98,54 @@ pub trait Control<H: Handler> {
 
     /// Register a wake watcher, enabled, and get a [`Waker`] for it that any thread can use.
     fn add_wake(&self, priority: Priority, handler: H) -> Result<(WatchId, Waker), Rejected<H>>;
+
+    /// Watch `signal`: each delivered instance is one handler call with its own
+    /// [`SigInfo`](crate::SigInfo). The kernel keeps further instances pending until the
+    /// watcher is ready again (enabled, and its handler returned), so none is lost or
+    /// duplicated while it is queued, running or disabled; instances of a standard signal
+    /// coalesce in the kernel meanwhile (POSIX), real-time ones queue. The signal must be
+    /// blocked in every thread ([`block_signals`](crate::block_signals)); registration checks
+    /// the calling thread. Fails for `SIGKILL`, `SIGSTOP`, numbers out of range, a signal not
+    /// blocked, and a signal this loop already watches. One loop should watch a given signal:
+    /// two loops would race for its instances.
+    fn add_signal(
+        &self,
+        signal: Signal,
+        priority: Priority,
+        handler: H,
+    ) -> Result<WatchId, Rejected<H>>;
+
+    /// Register an idle child watcher: a reservation. It takes its watcher slot now (the one
+    /// way it can fail), so that [`watch_child`](Self::watch_child) cannot fail for lack of
+    /// resources later. After a watched child's exit has been reported the watcher is idle
+    /// again and can watch another child; removing it gives the slot back.
+    fn reserve_child(&self, priority: Priority, handler: H) -> Result<WatchId, Rejected<H>>;
+
+    /// Point an idle child watcher at child `pid`. Cannot fail for lack of resources (if a
+    /// pidfd cannot be had, the child is watched the fallback way); reports only caller
+    /// mistakes: a stale id, a watcher of another kind, a watcher still busy with a child
+    /// ([`UsageError::Busy`]), or a pid that is not an unreaped child of this process.
+    fn watch_child(&self, id: WatchId, pid: u32) -> Result<(), UsageError>;
+
+    /// Reserve and watch in one step (fails for capacity or [`Error::NotAChild`]
+    /// (crate::Error::NotAChild), giving the handler back).
+    fn add_child(&self, pid: u32, priority: Priority, handler: H) -> Result<WatchId, Rejected<H>>;
+
+    /// Start `cmd` and watch the child, atomically: either the child runs and is watched, or
+    /// there is no child, no slot is taken, and the error ([`Error::Spawn`](crate::Error::Spawn)
+    /// for a missing program and other `fork`/`exec` failures) comes back with the handler.
+    /// The child's stdio pipes (if `cmd` asked for them) are in the result; the loop reaps it.
+    fn spawn_child(
+        &self,
+        cmd: &mut Command,
+        priority: Priority,
+        handler: H,
+    ) -> Result<Spawned, Rejected<H>>;
+
+    /// Send `signal` to the child a watcher watches, race-free: through its pidfd (or, in the
+    /// fallback, `kill` while the loop guarantees the child is not yet reaped), so a recycled
+    /// pid is never hit. [`SignalChildError::Gone`] once the child has exited.
+    fn signal_child(&self, id: WatchId, signal: Signal) -> Result<(), SignalChildError>;
 
     /// Remove a watcher. If its handler is not running, `on_removed` runs now, on this thread;
     /// if it is running, the removal completes (and `on_removed` runs) when it returns, whatever

@@ -9,6 +9,8 @@
 use core::fmt;
 use std::os::fd::OwnedFd;
 
+use crate::signal::Signal;
+
 /// An OS error number as returned by a (real or simulated) kernel call.
 #[derive(Copy, Clone, PartialEq, Eq, Hash)]
 pub struct Errno(pub i32);
@@ -117,6 +119,19 @@ pub enum Error {
     AlreadyRegistered,
     /// An argument was out of its documented range.
     InvalidArgument(&'static str),
+    /// The signal is not blocked in the registering thread, so the kernel could run its
+    /// default action instead of queueing it for the loop.
+    SignalNotBlocked(Signal),
+    /// Another watcher of this loop already watches the signal.
+    SignalAlreadyWatched(Signal),
+    /// The pid is not an unreaped child of this process.
+    NotAChild(u32),
+    /// The process could not be started (`fork`/`exec` failed: missing program, no
+    /// permission, resource limits...).
+    Spawn {
+        /// What the OS answered.
+        errno: Errno,
+    },
 }
 
 impl fmt::Display for Error {
@@ -143,6 +158,22 @@ impl fmt::Display for Error {
                  first",
             ),
             Error::InvalidArgument(what) => write!(f, "invalid argument: {what}"),
+            Error::SignalNotBlocked(sig) => write!(
+                f,
+                "{sig} is not blocked in this thread; block every watched signal in all threads \
+                 (dasynq::block_signals in main, before starting threads)"
+            ),
+            Error::SignalAlreadyWatched(sig) => write!(
+                f,
+                "{sig} is already watched by this loop; one watcher per signal (dispatch from \
+                 its handler)"
+            ),
+            Error::NotAChild(pid) => write!(
+                f,
+                "pid {pid} is not an unreaped child of this process; watch only children this \
+                 process started and has not waited for"
+            ),
+            Error::Spawn { errno } => write!(f, "could not start the process: {errno}"),
         }
     }
 }
@@ -193,6 +224,10 @@ pub enum WatchKind {
     Timer,
     /// A wake watcher (`add_wake`).
     Wake,
+    /// A signal watcher (`add_signal`).
+    Signal,
+    /// A child watcher (`reserve_child`, `add_child`, `spawn_child`).
+    Child,
 }
 
 /// A caller mistake reported by an operation that otherwise cannot fail. The operation did
@@ -213,6 +248,10 @@ pub enum UsageError {
     ClockMismatch,
     /// An argument was out of its documented range.
     InvalidArgument(&'static str),
+    /// The child watcher is already watching a child (or has an exit not yet reported).
+    Busy,
+    /// The pid is not an unreaped child of this process.
+    NotAChild,
 }
 
 impl fmt::Display for UsageError {
@@ -229,11 +268,50 @@ impl fmt::Display for UsageError {
                  timers and Deadline::AtSystem(SystemTime) for system-clock timers",
             ),
             UsageError::InvalidArgument(what) => write!(f, "invalid argument: {what}"),
+            UsageError::Busy => f.write_str(
+                "the child watcher is busy: it watches a child until that child's exit has \
+                 been reported",
+            ),
+            UsageError::NotAChild => f.write_str(
+                "the pid is not an unreaped child of this process; watch only children this \
+                 process started and has not waited for",
+            ),
         }
     }
 }
 
 impl std::error::Error for UsageError {}
+
+/// Why [`Control::signal_child`](crate::Control::signal_child) sent nothing.
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub enum SignalChildError {
+    /// A caller mistake (stale id, not a child watcher, a signal number out of range).
+    Usage(UsageError),
+    /// The child has exited (it may already be reaped): nothing was sent, and no other process
+    /// can have been hit.
+    Gone,
+    /// The kernel refused (for example `EPERM`).
+    Kernel(Errno),
+}
+
+impl fmt::Display for SignalChildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SignalChildError::Usage(u) => fmt::Display::fmt(u, f),
+            SignalChildError::Gone => f.write_str("the child has already exited; nothing was sent"),
+            SignalChildError::Kernel(e) => write!(f, "the kernel refused to send the signal: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for SignalChildError {}
+
+impl From<UsageError> for SignalChildError {
+    fn from(u: UsageError) -> Self {
+        SignalChildError::Usage(u)
+    }
+}
 
 /// Why a loop could not be built.
 #[derive(Copy, Clone, PartialEq, Eq, Debug)]

@@ -15,13 +15,15 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::backend::{Backend, BackendEvent};
+use crate::child::Spawned;
 use crate::control::{Control, Cx, KernelFaults, Usage};
-use crate::error::{BuildError, Error, Rejected, UsageError};
+use crate::error::{BuildError, Error, Rejected, SignalChildError, UsageError};
 use crate::handler::{Event, Handler, Rearm, Removed};
 use crate::id::{Priority, WatchId};
 use crate::interest::{Half, Interest};
 use crate::lock::{Flavor, Single, StateLock, Threaded};
 use crate::options::{BidiOptions, Emulation, FdOptions};
+use crate::signal::Signal;
 use crate::state::{Capacities, Delivery, Dispatch, Removal, State};
 use crate::timer::{Clock, Deadline, MonoAnchor, duration_ns, system_ns, system_time};
 use crate::waker::{WakeShared, Waker};
@@ -83,6 +85,7 @@ type Marker<H, B, F> = fn() -> (H, B, F);
 /// Builds an [`EventLoop`] with fixed capacities.
 #[derive(Debug)]
 pub struct Builder<H, B, F> {
+    use_pidfd: bool,
     watchers: usize,
     timers: Option<usize>,
     wakers: Option<usize>,
@@ -128,6 +131,13 @@ impl<H: Handler, B: Backend, F: Flavor> Builder<H, B, F> {
     fn wakers_or_default(&self) -> usize {
         self.wakers.unwrap_or(16.min(self.watchers))
     }
+    /// Watch children without pidfds, through `SIGCHLD` and `waitid(P_PID)` (for kernels older
+    /// than Linux 5.3, and to exercise that path in tests). `SIGCHLD` must then be blocked in
+    /// every thread; fallback children are also polled every 100 ms as a safety net.
+    pub fn child_watch_fallback(mut self, fallback: bool) -> Self {
+        self.use_pidfd = !fallback;
+        self
+    }
     /// Kernel events fetched per wait (default 256, at most 65536).
     pub fn events(mut self, n: usize) -> Self {
         self.events = n;
@@ -159,6 +169,7 @@ impl<H: Handler, B: Backend, F: Flavor> Builder<H, B, F> {
         let tag = NEXT_TAG.fetch_add(1, Ordering::Relaxed);
         let (timers, wakers) = (self.timers_or_default(), self.wakers_or_default());
         let caps = Capacities {
+            use_pidfd: self.use_pidfd,
             watchers: self.watchers,
             timers,
             wakers,
@@ -215,6 +226,7 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
     /// A builder with the default capacities.
     pub fn builder() -> Builder<H, B, F> {
         Builder {
+            use_pidfd: true,
             watchers: 1024,
             timers: None,
             wakers: None,
@@ -333,7 +345,11 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
                         }
                         BackendEvent::Clock(c) => fired[c.index()] = true,
                         BackendEvent::Wake => woke = true,
+                        BackendEvent::Signal(info) => s.on_signal(info, &self.backend, &self.wake),
                     });
+                    if s.has_fallback_children() {
+                        s.poll_fallback_children(&self.backend, &self.wake);
+                    }
                     s.process_timers(fired, &self.backend, &self.wake);
                     if woke || self.wake.has_pending() {
                         s.process_wakes(&self.wake);
@@ -432,6 +448,8 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
             }
             Delivery::Timer(expirations) => handler.on_event(&cx, Event::Timer { expirations }),
             Delivery::Wake => handler.on_event(&cx, Event::Wake),
+            Delivery::Signal(info) => handler.on_event(&cx, Event::Signal(info)),
+            Delivery::Child { pid, status } => handler.on_event(&cx, Event::Child { pid, status }),
         }
     }
 
@@ -560,6 +578,90 @@ impl<H: Handler, B: Backend, F: Flavor> Control<H> for EventLoop<H, B, F> {
         Ok((id, Waker::new(self.wake.clone(), cell, generation)))
     }
 
+    fn add_signal(
+        &self,
+        signal: Signal,
+        priority: Priority,
+        handler: H,
+    ) -> Result<WatchId, Rejected<H>> {
+        self.register(handler, |s| {
+            s.add_signal(signal, priority.0, &self.backend)
+                .map_err(|e| (e, None))
+        })
+    }
+
+    fn reserve_child(&self, priority: Priority, handler: H) -> Result<WatchId, Rejected<H>> {
+        self.register(handler, |s| {
+            s.reserve_child(priority.0).map_err(|e| (e, None))
+        })
+    }
+
+    fn watch_child(&self, id: WatchId, pid: u32) -> Result<(), UsageError> {
+        self.with_live(id, |s, index| s.watch_child(index, pid, &self.backend))
+    }
+
+    fn add_child(&self, pid: u32, priority: Priority, handler: H) -> Result<WatchId, Rejected<H>> {
+        self.register(handler, |s| {
+            let index = s.reserve_child(priority.0).map_err(|e| (e, None))?;
+            match s.watch_child(index, pid, &self.backend) {
+                Ok(()) => Ok(index),
+                Err(_) => {
+                    s.discard(index);
+                    Err((Error::NotAChild(pid), None))
+                }
+            }
+        })
+    }
+
+    fn spawn_child(
+        &self,
+        cmd: &mut std::process::Command,
+        priority: Priority,
+        handler: H,
+    ) -> Result<Spawned, Rejected<H>> {
+        let id = self.register(handler, |s| {
+            s.reserve_child(priority.0).map_err(|e| (e, None))
+        })?;
+        // Spawned unlocked (fork and exec take a while); nothing reaps the child before it is
+        // watched: the loop reaps only watched children.
+        let spawned = match self.backend.spawn(cmd) {
+            Ok(p) => p,
+            Err(e) => {
+                let handler = self.state.with(|s| {
+                    let h = self.take_handler(id.index);
+                    s.discard(id.index);
+                    h
+                });
+                let error = Error::Spawn { errno: e.errno };
+                return match handler {
+                    Some(handler) => Err(Rejected::new(error, handler, None)),
+                    // Unreachable: the handler was stored by the registration just above.
+                    None => std::process::abort(),
+                };
+            }
+        };
+        self.state.with(|s| {
+            if s.watch_child(id.index, spawned.pid, &self.backend).is_err() {
+                // Reaped already by someone else (a program-wide SIGCHLD handler): report it.
+                s.child_lost(id.index, spawned.pid, &self.wake);
+            }
+        });
+        Ok(Spawned {
+            id,
+            pid: spawned.pid,
+            stdin: spawned.stdin,
+            stdout: spawned.stdout,
+            stderr: spawned.stderr,
+        })
+    }
+
+    fn signal_child(&self, id: WatchId, signal: Signal) -> Result<(), SignalChildError> {
+        self.state.with(|s| {
+            let index = s.lookup(id)?;
+            s.signal_child(index, signal, &self.backend)
+        })
+    }
+
     fn remove(&self, id: WatchId) -> Result<(), UsageError> {
         let removal = self.with_live(id, |s, index| {
             Ok(s.remove(index, &self.backend, &self.wake).map(|r| {
@@ -662,6 +764,15 @@ impl<H: Handler, B: Backend, F: Flavor> Control<H> for EventLoop<H, B, F> {
 
     fn kernel_faults(&self) -> KernelFaults {
         self.state.with(|s| s.faults())
+    }
+}
+
+impl<H: Handler, B: Backend, F: Flavor> Drop for EventLoop<H, B, F> {
+    fn drop(&mut self) {
+        // The loop holds pidfds by number (the kernel side of child watches): close them. The
+        // rest (registered fds, the backend's own fds, handlers) drops by itself.
+        let backend = &self.backend;
+        self.state.with(|s| s.release_children(backend));
     }
 }
 

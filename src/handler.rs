@@ -8,9 +8,11 @@
 
 use std::os::fd::{BorrowedFd, OwnedFd};
 
+use crate::child::ChildStatus;
 use crate::control::Cx;
 use crate::id::WatchId;
 use crate::interest::Readiness;
+use crate::signal::SigInfo;
 
 /// What a handler wants done with its watcher after it returns.
 ///
@@ -75,6 +77,19 @@ pub enum Event<'a> {
     /// A [`Waker`](crate::Waker) for this watcher was used since the last call. Several wakes
     /// before the handler runs coalesce into one call.
     Wake,
+    /// One delivered instance of the watched signal, with its own data. Real-time instances
+    /// each get a call, in order; instances of a standard signal that arrive while one is
+    /// pending coalesce into one (POSIX).
+    Signal(SigInfo),
+    /// The watched child process ended (and was reaped). The watcher is now idle: it can watch
+    /// another child ([`Control::watch_child`](crate::Control::watch_child)) unless the handler
+    /// removes it.
+    Child {
+        /// The child's pid.
+        pid: u32,
+        /// How it ended.
+        status: ChildStatus,
+    },
 }
 
 /// What a handler gets back when its watcher is removed.

@@ -56,6 +56,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod backend;
+mod child;
 mod control;
 mod error;
 mod event_loop;
@@ -68,21 +69,27 @@ mod lock;
 mod options;
 mod pool;
 mod queue;
+mod signal;
 mod state;
 mod timer;
 mod waker;
 mod watch;
 
+pub use child::{ChildStatus, Spawned, SpawnedProcess};
 pub use control::{Control, Cx, KernelFaults, Usage};
-pub use error::{BuildError, Errno, Error, Pool, Rejected, UsageError, WatchKind};
+pub use error::{
+    BuildError, Errno, Error, Pool, Rejected, SignalChildError, UsageError, WatchKind,
+};
 #[cfg(target_os = "linux")]
 pub use event_loop::DefaultBackend;
 pub use event_loop::{Builder, EventLoop, ThreadedLoop};
 pub use handler::{Event, FnHandler, Handler, Rearm, Removed, SendFnHandler};
 pub use id::{Priority, WatchId};
 pub use interest::{Half, Interest, Readiness};
+pub use kernel::{block_signals, blocked_signals, unblock_signals};
 pub use lock::{Flavor, Single, Threaded};
 pub use options::{BidiOptions, Emulation, FdOptions};
+pub use signal::{SigInfo, Signal, SignalSet};
 pub use timer::{Clock, Deadline};
 pub use waker::{Notify, Waker};
 

@@ -10,9 +10,11 @@
 
 use std::os::fd::OwnedFd;
 
-use crate::backend::Registration;
+use crate::backend::{ChildHandle, Registration};
+use crate::child::ChildStatus;
 use crate::error::WatchKind;
 use crate::interest::{Interest, Readiness};
+use crate::signal::Signal;
 use crate::timer::Clock;
 
 #[derive(Copy, Clone, Debug)]
@@ -76,11 +78,33 @@ pub(crate) struct WakeWatch {
     pub(crate) pending: bool,
 }
 
+#[derive(Copy, Clone, Debug)]
+pub(crate) struct SignalWatch {
+    pub(crate) signal: Signal,
+    /// An instance was taken from the kernel and not yet delivered (its data is in the
+    /// loop's per-signal table).
+    pub(crate) pending: bool,
+}
+
+#[derive(Copy, Clone, Debug)]
+pub(crate) struct ChildWatch {
+    /// The child being watched, until it is reaped.
+    pub(crate) watching: Option<ChildHandle>,
+    /// The pid of the child watched last.
+    pub(crate) pid: u32,
+    /// Its exit, reaped and not yet reported.
+    pub(crate) status: Option<ChildStatus>,
+    /// The exit being reported by the running handler (restored by `Requeue`).
+    pub(crate) delivered: Option<ChildStatus>,
+}
+
 #[derive(Debug)]
 pub(crate) enum Detail {
     Fd(FdWatch),
     Timer(TimerWatch),
     Wake(WakeWatch),
+    Signal(SignalWatch),
+    Child(ChildWatch),
     /// The handler is gone but the kernel refused to deregister the fd: the slot and fd are
     /// kept until a retry succeeds.
     Zombie(FdWatch),
@@ -112,6 +136,8 @@ impl Watch {
             Detail::Fd(_) | Detail::Zombie(_) => WatchKind::Fd,
             Detail::Timer(_) => WatchKind::Timer,
             Detail::Wake(_) => WatchKind::Wake,
+            Detail::Signal(_) => WatchKind::Signal,
+            Detail::Child(_) => WatchKind::Child,
         }
     }
 
@@ -136,6 +162,8 @@ impl Watch {
             Detail::Fd(f) => f.emulated || !self.halves[h].ready.is_empty(),
             Detail::Timer(t) => t.expirations > 0,
             Detail::Wake(w) => w.pending,
+            Detail::Signal(s) => s.pending,
+            Detail::Child(c) => c.status.is_some(),
             Detail::Zombie(_) => false,
         }
     }

@@ -7,11 +7,14 @@
 //! simulated) and, with the `sim` feature, [`Sim`] (virtual time, deterministic).
 
 use std::os::fd::BorrowedFd;
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::child::{ChildStatus, SpawnedProcess};
 use crate::error::Errno;
 use crate::interest::{Interest, Readiness};
+use crate::signal::{SigInfo, Signal, SignalSet};
 use crate::timer::Clock;
 use crate::waker::Notify;
 
@@ -79,6 +82,21 @@ pub enum BackendEvent {
     Clock(Clock),
     /// The notifier was poked (the wake channel was drained by the backend).
     Wake,
+    /// One instance of an armed signal, taken from the kernel.
+    Signal(SigInfo),
+}
+
+/// A child process a backend watches: by pidfd (its exit is reported as readiness under the
+/// watch's token) or, in the fallback, by `SIGCHLD` plus polling `waitid(P_PID)`.
+#[derive(Copy, Clone, PartialEq, Eq, Hash, Debug)]
+pub struct ChildHandle {
+    /// The child's pid.
+    pub pid: u32,
+    /// The backend's handle for it (a pidfd), meaningless in the fallback.
+    pub handle: u64,
+    /// Watched through `SIGCHLD` and `waitid(P_PID)` instead of a pidfd: the loop polls it
+    /// after every wait.
+    pub fallback: bool,
 }
 
 /// An OS event facility (or a simulation of one) under the loop core.
@@ -137,5 +155,38 @@ pub trait Backend: Send + Sync + 'static {
     -> Result<(), KernelError>;
 
     /// Hand every event of the last wait to `f`, translating the backend's own objects.
+    /// Signal instances are taken from the kernel one at a time, with `f` called between
+    /// takes, so a signal `f` disarms (through [`arm_signals`](Self::arm_signals)) is not
+    /// taken again.
     fn for_each_event(&self, events: &Self::Events, f: impl FnMut(BackendEvent));
+
+    /// Whether `signal` is blocked in the calling thread (watched signals must be).
+    fn signal_blocked(&self, signal: Signal) -> bool;
+
+    /// Report instances of exactly the signals in `set` (replacing the previous set); the
+    /// others stay pending in the kernel.
+    fn arm_signals(&self, set: SignalSet) -> Result<(), KernelError>;
+
+    /// Start watching child `pid`, reporting its exit as readiness under `token`. Uses a pidfd
+    /// if `use_pidfd` and one can be had, else the fallback. Fails only if `pid` is not an
+    /// unreaped child of this process (`ECHILD`).
+    fn watch_child(
+        &self,
+        pid: u32,
+        token: Token,
+        use_pidfd: bool,
+    ) -> Result<ChildHandle, KernelError>;
+
+    /// Reap the child if it has exited (`Ok(None)`: still running). A child someone else
+    /// reaped gives `Ok(Some(ChildStatus::Unknown))`.
+    fn reap_child(&self, child: ChildHandle) -> Result<Option<ChildStatus>, KernelError>;
+
+    /// Stop watching (close the pidfd); the child itself is not touched.
+    fn unwatch_child(&self, child: ChildHandle);
+
+    /// Send `signal` to a watched, unreaped child (`ESRCH`: it has exited).
+    fn signal_child(&self, child: ChildHandle, signal: Signal) -> Result<(), KernelError>;
+
+    /// Start a process for `cmd` (a real one, or a simulated one on simulated backends).
+    fn spawn(&self, cmd: &mut Command) -> Result<SpawnedProcess, KernelError>;
 }

@@ -24,13 +24,16 @@
 //! ```
 
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Backend, BackendEvent, FdMode, KernelError, Registration, Token};
+use super::{Backend, BackendEvent, ChildHandle, FdMode, KernelError, Registration, Token};
+use crate::child::{ChildStatus, SpawnedProcess};
 use crate::error::Errno;
 use crate::interest::Readiness;
-use crate::kernel::sim::{Objects, SimCall, SimWorld};
+use crate::kernel::sim::{Objects, ProcState, SimCall, SimWorld};
+use crate::signal::{Signal, SignalSet};
 use crate::timer::Clock;
 use crate::waker::Notify;
 
@@ -39,6 +42,8 @@ const MAX_REGISTRATIONS: usize = 8192;
 #[derive(Copy, Clone, Debug)]
 struct SimReg {
     fd: RawFd,
+    /// A watched child's pid (its exit is reported as readiness), or 0 for an fd.
+    child: u32,
     token: Token,
     reg: Registration,
     /// Disarmed after a one-shot report until the next change.
@@ -52,6 +57,7 @@ pub struct SimTables {
     scratch: Vec<(u64, usize)>,
     deadlines: [Option<u64>; 2],
     notified: bool,
+    armed: SignalSet,
 }
 
 /// The deterministic simulated backend. Cloning gives another handle to the same world: keep
@@ -78,6 +84,7 @@ impl Sim {
             scratch,
             deadlines: [None, None],
             notified: false,
+            armed: SignalSet::new(),
         })
     }
 
@@ -104,20 +111,32 @@ fn kerr(call: &'static str) -> impl Fn(Errno) -> KernelError {
 
 impl SimTables {
     fn find(&self, fd: RawFd) -> Option<usize> {
-        self.regs.iter().position(|r| r.fd == fd)
+        self.regs.iter().position(|r| r.child == 0 && r.fd == fd)
+    }
+
+    /// Readiness and change count of a registration: an fd's, or a child's (readable once it
+    /// has exited, like a pidfd).
+    fn poll(o: &Objects, r: &SimReg) -> (Readiness, u64) {
+        if r.child != 0 {
+            return match o.proc(r.child) {
+                Some(p) if p.state != ProcState::Running => (Readiness::READABLE, p.changed),
+                _ => (Readiness::EMPTY, 0),
+            };
+        }
+        let ready = o.readiness(r.fd).unwrap_or_default();
+        (ready, o.get(r.fd).map_or(0, |x| x.changed))
     }
 
     fn collect(&mut self, o: &Objects, out: &mut Vec<BackendEvent>) {
         out.clear();
-        self.regs.retain(|r| o.is_open(r.fd));
+        self.regs.retain(|r| r.child != 0 || o.is_open(r.fd));
         self.scratch.clear();
         for (i, r) in self.regs.iter().enumerate() {
             if r.fired {
                 continue;
             }
-            let ready = o.readiness(r.fd).unwrap_or_default();
+            let (ready, changed) = Self::poll(o, r);
             if ready.intersects(Readiness::mask_for(r.reg.interest)) {
-                let changed = o.get(r.fd).map_or(0, |x| x.changed);
                 self.scratch.push((changed, i));
             }
         }
@@ -140,7 +159,7 @@ impl SimTables {
                 break;
             }
             let r = &mut self.regs[i];
-            let ready = o.readiness(r.fd).unwrap_or_default();
+            let (ready, _) = Self::poll(o, r);
             out.push(BackendEvent::Fd {
                 token: r.token,
                 ready: ready & Readiness::mask_for(r.reg.interest),
@@ -210,6 +229,7 @@ impl Backend for Sim {
             }
             x.regs.push(SimReg {
                 fd,
+                child: 0,
                 token,
                 reg,
                 fired: false,
@@ -235,6 +255,7 @@ impl Backend for Sim {
             })?;
             x.regs[i] = SimReg {
                 fd,
+                child: 0,
                 token,
                 reg: to,
                 fired: false,
@@ -286,7 +307,8 @@ impl Backend for Sim {
             .map_err(kerr("sim_wait"))?;
         self.wait_with(timeout, |o, x, timed_out| {
             x.collect(o, events);
-            if !events.is_empty() || timed_out || timeout == Some(Duration::ZERO) {
+            let signals = o.signal_pending(x.armed);
+            if !events.is_empty() || signals || timed_out || timeout == Some(Duration::ZERO) {
                 return Ok(());
             }
             Err(x.next_deadline(o))
@@ -298,5 +320,106 @@ impl Backend for Sim {
         for e in events {
             f(*e);
         }
+        // Signal instances one at a time, unlocked while `f` runs (it may disarm signals).
+        loop {
+            let info = {
+                let mut g = self.lock();
+                let (o, x) = &mut *g;
+                o.take_signal(x.armed)
+            };
+            match info {
+                Some(info) => f(BackendEvent::Signal(info)),
+                None => break,
+            }
+        }
+    }
+
+    fn signal_blocked(&self, signal: Signal) -> bool {
+        self.lock().0.blocked().contains(signal)
+    }
+
+    fn arm_signals(&self, set: SignalSet) -> Result<(), KernelError> {
+        self.change(|o, x| {
+            o.check(SimCall::Signalfd)
+                .map_err(kerr("sim_arm_signals"))?;
+            x.armed = set;
+            Ok(())
+        })
+    }
+
+    fn watch_child(
+        &self,
+        pid: u32,
+        token: Token,
+        use_pidfd: bool,
+    ) -> Result<ChildHandle, KernelError> {
+        self.change(|o, x| {
+            o.wait_process(pid, false).map_err(kerr("waitid"))?;
+            let fallback = ChildHandle {
+                pid,
+                handle: 0,
+                fallback: true,
+            };
+            if !use_pidfd || o.check(SimCall::PidfdOpen).is_err() {
+                return Ok(fallback);
+            }
+            if x.regs.len() == x.regs.capacity() {
+                return Ok(fallback);
+            }
+            let reg = Registration {
+                interest: crate::interest::Interest::READ,
+                oneshot: false,
+            };
+            x.regs.push(SimReg {
+                fd: -1,
+                child: pid,
+                token,
+                reg,
+                fired: false,
+            });
+            Ok(ChildHandle {
+                pid,
+                handle: u64::from(pid),
+                fallback: false,
+            })
+        })
+    }
+
+    fn reap_child(&self, child: ChildHandle) -> Result<Option<ChildStatus>, KernelError> {
+        self.change(|o, _| {
+            o.check(SimCall::Waitid).map_err(kerr("waitid"))?;
+            match o.wait_process(child.pid, true) {
+                Err(Errno::CHILD) => Ok(Some(ChildStatus::Unknown)),
+                r => r.map_err(kerr("waitid")),
+            }
+        })
+    }
+
+    fn unwatch_child(&self, child: ChildHandle) {
+        if !child.fallback {
+            self.change(|_, x| x.regs.retain(|r| r.child != child.pid));
+        }
+    }
+
+    fn signal_child(&self, child: ChildHandle, signal: Signal) -> Result<(), KernelError> {
+        self.change(|o, _| {
+            o.check(SimCall::SignalChild)
+                .map_err(kerr("sim_signal_child"))?;
+            o.signal_process(child.pid, signal, child.fallback)
+                .map_err(kerr("sim_signal_child"))
+        })
+    }
+
+    fn spawn(&self, _cmd: &mut Command) -> Result<SpawnedProcess, KernelError> {
+        let pid = self.change(|o, _| {
+            o.check(SimCall::Spawn).map_err(kerr("spawn"))?;
+            o.spawn_process(true).map_err(kerr("spawn"))
+        })?;
+        Ok(SpawnedProcess {
+            pid,
+            stdin: None,
+            stdout: None,
+            stderr: None,
+        })
     }
 }

@@ -1,8 +1,14 @@
-//! The real Linux kernel for the epoll backend: `epoll`, `timerfd` and `eventfd` through
-//! `rustix`.
+//! The real Linux kernel for the epoll backend: `epoll`, `timerfd`, `eventfd`, pidfds and
+//! `waitid` through `rustix`; `signalfd` through `libc` (rustix has none).
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::process::Command;
 use std::time::Duration;
+
+use rustix::process::{Pid, PidfdFlags, WaitId, WaitIdOptions, WaitIdStatus};
+
+use crate::child::{ChildStatus, SpawnedProcess};
+use crate::signal::{SigInfo, Signal, SignalSet};
 
 use rustix::event::{EventfdFlags, epoll};
 use rustix::time::{
@@ -46,6 +52,53 @@ unsafe impl Send for EpollBuffer {}
 
 fn errno(e: rustix::io::Errno) -> Errno {
     Errno::from_rustix(e)
+}
+
+fn last_errno() -> Errno {
+    Errno(
+        std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO),
+    )
+}
+
+fn pid(pid: u32) -> Result<Pid, Errno> {
+    i32::try_from(pid)
+        .ok()
+        .and_then(Pid::from_raw)
+        .ok_or(Errno::CHILD)
+}
+
+fn child_status(s: &WaitIdStatus) -> Option<ChildStatus> {
+    if s.exited() {
+        return s.exit_status().map(ChildStatus::Exited);
+    }
+    if s.killed() || s.dumped() {
+        return s.terminating_signal().map(|sig| ChildStatus::Signaled {
+            signal: Signal::from_raw(sig),
+            core_dumped: s.dumped(),
+        });
+    }
+    None
+}
+
+fn waitid(id: WaitId<'_>, extra: WaitIdOptions) -> Result<Option<ChildStatus>, Errno> {
+    let opts = WaitIdOptions::EXITED | WaitIdOptions::NOHANG | extra;
+    match rustix::process::waitid(id, opts) {
+        Ok(Some(s)) => Ok(child_status(&s)),
+        Ok(None) => Ok(None),
+        Err(e) => Err(errno(e)),
+    }
+}
+
+/// A signal as rustix wants it, for the numbers the loop lets through.
+fn rustix_signal(signal: Signal) -> Result<rustix::process::Signal, Errno> {
+    let n = signal.raw();
+    if n < 1 || n > libc::SIGRTMAX() {
+        return Err(Errno::INVAL);
+    }
+    // SAFETY: `n` is a signal number this kernel knows (1..=SIGRTMAX, checked just above).
+    Ok(unsafe { rustix::process::Signal::from_raw_unchecked(n) })
 }
 
 fn clock_id(clock: Clock) -> ClockId {
@@ -178,5 +231,97 @@ impl EpollKernel for LinuxEpoll {
         let mut b = [0u8; 8];
         rustix::io::read(&fd.0, &mut b).map_err(errno)?;
         Ok(u64::from_ne_bytes(b))
+    }
+
+    fn signalfd_create(&self) -> Result<OwnedFd, Errno> {
+        let mask = super::posix::to_sigset(SignalSet::new());
+        // SAFETY: `mask` is an initialised sigset that outlives the call; -1 asks for a new fd.
+        let fd = unsafe { libc::signalfd(-1, &mask, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(last_errno());
+        }
+        // SAFETY: `signalfd` just returned this new fd, which nothing else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    fn signalfd_set_mask(&self, fd: &OwnedFd, set: SignalSet) -> Result<(), Errno> {
+        let mask = super::posix::to_sigset(set);
+        // SAFETY: `fd` is an open signalfd we own; `mask` is initialised and outlives the call.
+        if unsafe { libc::signalfd(fd.as_raw_fd(), &mask, 0) } < 0 {
+            return Err(last_errno());
+        }
+        Ok(())
+    }
+
+    fn signalfd_read(&self, fd: &OwnedFd) -> Result<Option<SigInfo>, Errno> {
+        const SIZE: usize = core::mem::size_of::<libc::signalfd_siginfo>();
+        let mut buf = [0u8; SIZE];
+        match rustix::io::read(fd, &mut buf) {
+            Ok(SIZE) => {
+                // SAFETY: the kernel wrote one whole `signalfd_siginfo`; it is plain old data
+                // (integers and padding), so any bytes are a valid value, and the unaligned
+                // read copies it out of the byte buffer.
+                let raw: libc::signalfd_siginfo =
+                    unsafe { core::ptr::read_unaligned(buf.as_ptr().cast()) };
+                Ok(Some(SigInfo::from_signalfd(&raw)))
+            }
+            Ok(_) => Ok(None),
+            Err(rustix::io::Errno::AGAIN) => Ok(None),
+            Err(e) => Err(errno(e)),
+        }
+    }
+
+    fn signal_blocked(&self, signal: Signal) -> bool {
+        super::posix::blocked_signals().contains(signal)
+    }
+
+    fn probe_child(&self, child: u32) -> Result<(), Errno> {
+        waitid(WaitId::Pid(pid(child)?), WaitIdOptions::NOWAIT).map(|_| ())
+    }
+
+    fn pidfd_open(&self, child: u32) -> Result<RawFd, Errno> {
+        use std::os::fd::IntoRawFd;
+        let fd = rustix::process::pidfd_open(pid(child)?, PidfdFlags::empty()).map_err(errno)?;
+        Ok(fd.into_raw_fd())
+    }
+
+    fn close_pidfd(&self, fd: RawFd) {
+        // SAFETY: `fd` came from `pidfd_open` above (which released its ownership) and the
+        // backend closes each one exactly once, in `unwatch_child`.
+        drop(unsafe { OwnedFd::from_raw_fd(fd) });
+    }
+
+    fn waitid_pidfd(&self, fd: RawFd) -> Result<Option<ChildStatus>, Errno> {
+        // SAFETY: `fd` is a pidfd the backend holds open until `close_pidfd`; the borrow ends
+        // with this call.
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        waitid(WaitId::PidFd(fd), WaitIdOptions::empty())
+    }
+
+    fn waitid_pid(&self, child: u32) -> Result<Option<ChildStatus>, Errno> {
+        waitid(WaitId::Pid(pid(child)?), WaitIdOptions::empty())
+    }
+
+    fn pidfd_send_signal(&self, fd: RawFd, signal: Signal) -> Result<(), Errno> {
+        // SAFETY: as in `waitid_pidfd`.
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        rustix::process::pidfd_send_signal(fd, rustix_signal(signal)?).map_err(errno)
+    }
+
+    fn kill(&self, child: u32, signal: Signal) -> Result<(), Errno> {
+        rustix::process::kill_process(pid(child)?, rustix_signal(signal)?).map_err(errno)
+    }
+
+    fn spawn(&self, cmd: &mut Command) -> Result<SpawnedProcess, Errno> {
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| Errno(e.raw_os_error().unwrap_or(libc::EINVAL)))?;
+        // Dropping a `Child` neither waits for nor kills the process: the loop reaps it.
+        Ok(SpawnedProcess {
+            pid: child.id(),
+            stdin: child.stdin.take(),
+            stdout: child.stdout.take(),
+            stderr: child.stderr.take(),
+        })
     }
 }

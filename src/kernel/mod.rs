@@ -3,8 +3,10 @@
 
 #[cfg(target_os = "linux")]
 mod linux;
+mod posix;
 #[cfg(target_os = "linux")]
 pub use linux::{EpollBuffer, LinuxEpoll, LinuxEventFd};
+pub use posix::{block_signals, blocked_signals, unblock_signals};
 
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;

@@ -13,20 +13,30 @@
 //!   re-armed; an eventfd is readable while its counter is non-zero, and reading resets it.
 //! - Ready entries are reported in the order they last changed (the kernel's ready list is
 //!   FIFO), at most `maxevents` per wait.
+//! - signalfd(2): readable while an instance of a signal in its mask is pending; a read takes
+//!   one instance, lowest signal number first, real-time instances in the order queued.
+//! - pidfd_open(2): readable once the process has exited; `waitid(P_PIDFD)` reaps it;
+//!   `pidfd_send_signal` on an exited process fails with `ESRCH`. waitid(2): `ECHILD` for a
+//!   process that is not an unreaped child.
 
 use std::os::fd::{AsRawFd, RawFd};
+use std::process::Command;
 use std::time::Duration;
 
-use super::world::{Objects, SimCall, SimWorld};
+use super::world::{MAX_PROCESSES, Objects, ProcState, SimCall, SimWorld};
 use crate::backend::epoll::{
     CtlOp, EPOLLERR, EPOLLET, EPOLLHUP, EPOLLIN, EPOLLONESHOT, EPOLLOUT, EPOLLRDHUP, EpollKernel,
 };
+use crate::child::{ChildStatus, SpawnedProcess};
 use crate::error::Errno;
 use crate::interest::Readiness;
+use crate::signal::{SigInfo, Signal, SignalSet};
 use crate::timer::Clock;
 use crate::waker::Notify;
 
+const PIDFD_BASE: RawFd = 0x3000_0000;
 const EPOLL_BASE: RawFd = 0x4000_0000;
+const SIGNALFD_BASE: RawFd = 0x7000_0000;
 const TIMERFD_BASE: RawFd = 0x5000_0000;
 const EVENTFD_BASE: RawFd = 0x6000_0000;
 /// Interest-list entries per simulated epoll instance (`max_user_watches` in miniature).
@@ -65,12 +75,38 @@ struct EventFd {
     changed: u64,
 }
 
-/// The epoll, timerfd and eventfd tables of an [`EpollSim`].
-#[derive(Debug, Default)]
+#[derive(Copy, Clone, Debug)]
+struct SignalFd {
+    open: bool,
+    mask: SignalSet,
+}
+
+#[derive(Copy, Clone, Debug)]
+struct PidFd {
+    open: bool,
+    pid: u32,
+}
+
+/// The epoll, timerfd, eventfd, signalfd and pidfd tables of an [`EpollSim`].
+#[derive(Debug)]
 pub struct EpollTables {
     instances: Vec<Instance>,
     timerfds: Vec<TimerFd>,
     eventfds: Vec<EventFd>,
+    signalfds: Vec<SignalFd>,
+    pidfds: Vec<PidFd>,
+}
+
+impl Default for EpollTables {
+    fn default() -> Self {
+        EpollTables {
+            instances: Vec::new(),
+            timerfds: Vec::new(),
+            eventfds: Vec::new(),
+            signalfds: Vec::new(),
+            pidfds: Vec::with_capacity(MAX_PROCESSES),
+        }
+    }
 }
 
 /// A simulated Linux kernel for the epoll backend: `Epoll<EpollSim>` runs the real backend
@@ -147,7 +183,21 @@ impl EpollTables {
             .filter(|e| e.open)
     }
 
+    fn signalfd_mut(&mut self, fd: RawFd) -> Option<&mut SignalFd> {
+        slot(fd, SIGNALFD_BASE)
+            .and_then(|i| self.signalfds.get_mut(i))
+            .filter(|e| e.open)
+    }
+    fn pidfd(&self, fd: RawFd) -> Option<&PidFd> {
+        slot(fd, PIDFD_BASE)
+            .and_then(|i| self.pidfds.get(i))
+            .filter(|e| e.open)
+    }
+
     fn close(&mut self, fd: RawFd) {
+        if let Some(e) = self.signalfd_mut(fd) {
+            e.open = false;
+        }
         if let Some(i) = self.instance_mut(fd) {
             i.open = false;
             i.entries.clear();
@@ -169,6 +219,23 @@ impl EpollTables {
         if let Some(e) = slot(fd, EVENTFD_BASE).and_then(|i| self.eventfds.get(i)) {
             let r = EPOLLOUT | if e.counter > 0 { EPOLLIN } else { 0 };
             return e.open.then_some((r, e.changed));
+        }
+        if let Some(e) = slot(fd, SIGNALFD_BASE).and_then(|i| self.signalfds.get(i)) {
+            let r = if objects.signal_pending(e.mask) {
+                EPOLLIN
+            } else {
+                0
+            };
+            return e.open.then_some((r, objects.seq()));
+        }
+        if let Some(p) = slot(fd, PIDFD_BASE).and_then(|i| self.pidfds.get(i)) {
+            let proc = objects.proc(p.pid)?;
+            let r = if proc.state == ProcState::Running {
+                0
+            } else {
+                EPOLLIN
+            };
+            return p.open.then_some((r, proc.changed));
         }
         if slot(fd, EPOLL_BASE).is_some() {
             return None;
@@ -447,6 +514,121 @@ impl EpollKernel for EpollSim {
             world: self.clone(),
             fd,
         }))
+    }
+
+    fn signalfd_create(&self) -> Result<SimFd, Errno> {
+        let fd = self.change(|o, x| {
+            o.check(SimCall::Signalfd)?;
+            x.signalfds.push(SignalFd {
+                open: true,
+                mask: SignalSet::new(),
+            });
+            Ok(SIGNALFD_BASE + (x.signalfds.len() - 1) as RawFd)
+        })?;
+        Ok(SimFd {
+            world: self.clone(),
+            fd,
+        })
+    }
+
+    fn signalfd_set_mask(&self, fd: &SimFd, set: SignalSet) -> Result<(), Errno> {
+        self.change(|o, x| {
+            o.check(SimCall::Signalfd)?;
+            x.signalfd_mut(fd.fd).ok_or(Errno::BADF)?.mask = set;
+            Ok(())
+        })
+    }
+
+    fn signalfd_read(&self, fd: &SimFd) -> Result<Option<SigInfo>, Errno> {
+        self.change(|o, x| {
+            let mask = x.signalfd_mut(fd.fd).ok_or(Errno::BADF)?.mask;
+            Ok(o.take_signal(mask))
+        })
+    }
+
+    fn signal_blocked(&self, signal: Signal) -> bool {
+        self.lock().0.blocked().contains(signal)
+    }
+
+    fn probe_child(&self, pid: u32) -> Result<(), Errno> {
+        self.change(|o, _| {
+            o.check(SimCall::Waitid)?;
+            o.wait_process(pid, false).map(|_| ())
+        })
+    }
+
+    fn pidfd_open(&self, pid: u32) -> Result<RawFd, Errno> {
+        self.change(|o, x| {
+            o.check(SimCall::PidfdOpen)?;
+            match o.proc(pid) {
+                Some(p) if p.state != ProcState::Reaped => {}
+                _ => return Err(Errno::SRCH),
+            }
+            let entry = PidFd { open: true, pid };
+            let i = match x.pidfds.iter().position(|p| !p.open) {
+                Some(i) => {
+                    x.pidfds[i] = entry;
+                    i
+                }
+                None if x.pidfds.len() < x.pidfds.capacity() => {
+                    x.pidfds.push(entry);
+                    x.pidfds.len() - 1
+                }
+                None => return Err(Errno::MFILE),
+            };
+            Ok(PIDFD_BASE + i as RawFd)
+        })
+    }
+
+    fn close_pidfd(&self, fd: RawFd) {
+        self.change(|_, x| {
+            if let Some(p) = slot(fd, PIDFD_BASE).and_then(|i| x.pidfds.get_mut(i)) {
+                p.open = false;
+            }
+        });
+    }
+
+    fn waitid_pidfd(&self, fd: RawFd) -> Result<Option<ChildStatus>, Errno> {
+        self.change(|o, x| {
+            o.check(SimCall::Waitid)?;
+            let pid = x.pidfd(fd).ok_or(Errno::BADF)?.pid;
+            o.wait_process(pid, true)
+        })
+    }
+
+    fn waitid_pid(&self, pid: u32) -> Result<Option<ChildStatus>, Errno> {
+        self.change(|o, _| {
+            o.check(SimCall::Waitid)?;
+            o.wait_process(pid, true)
+        })
+    }
+
+    fn pidfd_send_signal(&self, fd: RawFd, signal: Signal) -> Result<(), Errno> {
+        self.change(|o, x| {
+            o.check(SimCall::SignalChild)?;
+            let pid = x.pidfd(fd).ok_or(Errno::BADF)?.pid;
+            o.signal_process(pid, signal, false)
+        })
+    }
+
+    fn kill(&self, pid: u32, signal: Signal) -> Result<(), Errno> {
+        self.change(|o, _| {
+            o.check(SimCall::SignalChild)?;
+            o.signal_process(pid, signal, true)
+        })
+    }
+
+    fn spawn(&self, _cmd: &mut Command) -> Result<SpawnedProcess, Errno> {
+        let pid = self.change(|o, _| {
+            o.check(SimCall::Spawn)?;
+            o.spawn_process(true)
+        })?;
+        Ok(SpawnedProcess {
+            pid,
+            stdin: None,
+            stdout: None,
+            stderr: None,
+        })
     }
 
     fn eventfd_read(&self, fd: &SimEventFd) -> Result<u64, Errno> {

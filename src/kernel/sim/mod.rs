@@ -17,4 +17,4 @@ mod world;
 
 pub use epoll::{EpollSim, EpollTables, SimEventFd, SimFd};
 pub use world::{Fault, SimCall, SimWorld};
-pub(crate) use world::{Kind, Objects};
+pub(crate) use world::{Kind, Objects, ProcState};

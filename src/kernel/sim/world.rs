@@ -5,9 +5,38 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
+use crate::child::ChildStatus;
 use crate::error::Errno;
 use crate::interest::Readiness;
+use crate::signal::{SigInfo, Signal, SignalSet};
 use crate::timer::{Clock, duration_ns, system_ns};
+
+/// Signal instances the simulated process can have pending at once (`RLIMIT_SIGPENDING`).
+pub(crate) const SIGNAL_QUEUE: usize = 1024;
+/// Processes the simulation can track.
+pub(crate) const MAX_PROCESSES: usize = 4096;
+/// The first simulated pid.
+const FIRST_PID: u32 = 10_000;
+/// `si_code` values of `SIGCHLD` (Linux's numbers).
+const CLD_EXITED: i32 = 1;
+const CLD_KILLED: i32 = 2;
+const CLD_DUMPED: i32 = 3;
+
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+pub(crate) enum ProcState {
+    Running,
+    Exited(ChildStatus),
+    Reaped,
+}
+
+#[derive(Copy, Clone, Debug)]
+pub(crate) struct Proc {
+    pub(crate) pid: u32,
+    /// A child of the simulated process (the program under test).
+    pub(crate) ours: bool,
+    pub(crate) state: ProcState,
+    pub(crate) changed: u64,
+}
 
 /// Bytes a simulated pipe or socket buffers before writes would block.
 pub(crate) const PIPE_CAPACITY: u64 = 65536;
@@ -46,6 +75,16 @@ pub enum SimCall {
     SimSetDeadline,
     /// The `Sim` backend's wait.
     SimWait,
+    /// `signalfd` (create or change the mask).
+    Signalfd,
+    /// `pidfd_open`.
+    PidfdOpen,
+    /// `waitid`.
+    Waitid,
+    /// Sending a signal to a child (`pidfd_send_signal` or `kill`).
+    SignalChild,
+    /// Starting a process.
+    Spawn,
 }
 
 /// A fault to inject: fail a call with `errno`, after letting `skip` calls through, `times`
@@ -111,12 +150,18 @@ pub(crate) struct Object {
     pub(crate) changed: u64,
 }
 
-/// The simulated objects, clocks and fault plan.
+/// The simulated objects, clocks, signals, processes and fault plan.
 pub struct Objects {
     table: Vec<Option<Object>>,
     clocks: [u64; 2],
     seq: u64,
     faults: heapless::Vec<(SimCall, Fault), MAX_FAULTS>,
+    /// The simulated thread signal mask.
+    blocked: SignalSet,
+    /// Pending instances in arrival order.
+    pending: Vec<SigInfo>,
+    procs: Vec<Proc>,
+    next_pid: u32,
 }
 
 impl Objects {
@@ -127,11 +172,178 @@ impl Objects {
             clocks: [1_000_000_000_000, 1_767_225_600_000_000_000],
             seq: 1,
             faults: heapless::Vec::new(),
+            blocked: SignalSet::new(),
+            pending: Vec::with_capacity(SIGNAL_QUEUE),
+            procs: Vec::with_capacity(MAX_PROCESSES),
+            next_pid: FIRST_PID,
         }
+    }
+
+    pub(crate) fn blocked(&self) -> SignalSet {
+        self.blocked
+    }
+
+    /// Queue a signal instance for the simulated process. A signal that is not blocked is
+    /// taken by its default action (here: dropped); a standard signal already pending
+    /// coalesces (POSIX); real-time instances queue up to `SIGNAL_QUEUE` (then `EAGAIN`).
+    pub(crate) fn raise(&mut self, info: SigInfo) -> Result<(), Errno> {
+        let sig = info.signal();
+        if !self.blocked.contains(sig) {
+            return Ok(());
+        }
+        if !sig.is_realtime() && self.pending.iter().any(|p| p.signal() == sig) {
+            return Ok(());
+        }
+        if self.pending.len() >= self.pending.capacity() {
+            return Err(Errno::AGAIN);
+        }
+        self.pending.push(info);
+        self.next_seq();
+        Ok(())
+    }
+
+    /// Whether an instance of a signal in `armed` is pending.
+    pub(crate) fn signal_pending(&self, armed: SignalSet) -> bool {
+        self.pending.iter().any(|p| armed.contains(p.signal()))
+    }
+
+    /// Take the first instance of the lowest-numbered pending signal in `armed` (the order a
+    /// kernel dequeues them in).
+    pub(crate) fn take_signal(&mut self, armed: SignalSet) -> Option<SigInfo> {
+        let mut present = SignalSet::new();
+        for p in &self.pending {
+            if armed.contains(p.signal()) {
+                present.add(p.signal());
+            }
+        }
+        let sig = present.lowest()?;
+        let i = self.pending.iter().position(|p| p.signal() == sig)?;
+        Some(self.pending.remove(i))
+    }
+
+    pub(crate) fn proc(&self, pid: u32) -> Option<&Proc> {
+        self.procs.iter().find(|p| p.pid == pid)
+    }
+
+    fn proc_mut(&mut self, pid: u32) -> Option<&mut Proc> {
+        self.procs.iter_mut().find(|p| p.pid == pid)
+    }
+
+    pub(crate) fn spawn_process(&mut self, ours: bool) -> Result<u32, Errno> {
+        if self.procs.len() >= self.procs.capacity() {
+            // Reuse a reaped entry (pids are never reused: a fresh number).
+            let Some(i) = self.procs.iter().position(|p| p.state == ProcState::Reaped) else {
+                return Err(Errno::AGAIN);
+            };
+            self.procs.remove(i);
+        }
+        let pid = self.next_pid;
+        self.next_pid += 1;
+        let s = self.next_seq();
+        self.procs.push(Proc {
+            pid,
+            ours,
+            state: ProcState::Running,
+            changed: s,
+        });
+        Ok(pid)
+    }
+
+    /// The process ends; a child of ours also sends `SIGCHLD`.
+    pub(crate) fn exit_process(&mut self, pid: u32, status: ChildStatus) -> Result<(), Errno> {
+        let s = self.next_seq();
+        let p = self.proc_mut(pid).ok_or(Errno::SRCH)?;
+        if p.state != ProcState::Running {
+            return Err(Errno::SRCH);
+        }
+        p.state = ProcState::Exited(status);
+        p.changed = s;
+        if p.ours {
+            let (code, st) = match status {
+                ChildStatus::Exited(c) => (CLD_EXITED, c),
+                ChildStatus::Signaled {
+                    signal,
+                    core_dumped: false,
+                } => (CLD_KILLED, signal.raw()),
+                ChildStatus::Signaled {
+                    signal,
+                    core_dumped: true,
+                } => (CLD_DUMPED, signal.raw()),
+                ChildStatus::Unknown => (CLD_EXITED, 0),
+            };
+            let info = SigInfo::new(Signal::CHLD)
+                .with_code(code)
+                .with_sender(pid as i32, 0)
+                .with_status(st);
+            let _ = self.raise(info);
+        }
+        Ok(())
+    }
+
+    /// `waitid(P_PID, pid, WEXITED | WNOHANG [| WNOWAIT])`.
+    pub(crate) fn wait_process(
+        &mut self,
+        pid: u32,
+        reap: bool,
+    ) -> Result<Option<ChildStatus>, Errno> {
+        let s = self.next_seq();
+        let p = self.proc_mut(pid).filter(|p| p.ours).ok_or(Errno::CHILD)?;
+        match p.state {
+            ProcState::Running => Ok(None),
+            ProcState::Reaped => Err(Errno::CHILD),
+            ProcState::Exited(status) => {
+                if reap {
+                    p.state = ProcState::Reaped;
+                    p.changed = s;
+                }
+                Ok(Some(status))
+            }
+        }
+    }
+
+    /// Deliver `signal` to a process: the default action ends it, except for the signals whose
+    /// default is to ignore. `ESRCH` once it has exited (for `pidfd_send_signal`; `kill` on a
+    /// zombie succeeds without effect, which `zombie_ok` selects).
+    pub(crate) fn signal_process(
+        &mut self,
+        pid: u32,
+        signal: Signal,
+        zombie_ok: bool,
+    ) -> Result<(), Errno> {
+        let p = *self.proc(pid).ok_or(Errno::SRCH)?;
+        match p.state {
+            ProcState::Running => {}
+            ProcState::Exited(_) if zombie_ok => return Ok(()),
+            _ => return Err(Errno::SRCH),
+        }
+        let ignored = [Signal::CHLD, Signal::CONT, Signal::URG, Signal::WINCH];
+        if !ignored.contains(&signal) {
+            let core = [
+                Signal::QUIT,
+                Signal::ABRT,
+                Signal::SYS,
+                Signal::XCPU,
+                Signal::XFSZ,
+            ]
+            .contains(&signal);
+            self.exit_process(
+                pid,
+                ChildStatus::Signaled {
+                    signal,
+                    core_dumped: core,
+                },
+            )?;
+        }
+        Ok(())
     }
 
     pub(crate) fn now(&self, clock: Clock) -> u64 {
         self.clocks[clock.index()]
+    }
+
+    /// The world's change count.
+    pub(crate) fn seq(&self) -> u64 {
+        self.seq
     }
 
     pub(crate) fn next_seq(&mut self) -> u64 {
@@ -537,6 +749,63 @@ impl<X> SimWorld<X> {
         self.lock().0.now(clock)
     }
 
+    /// Block `signal` in the simulated process (as `pthread_sigmask` would); watched signals
+    /// must be blocked, as on a real kernel.
+    pub fn block_signal(&self, signal: Signal) {
+        self.change(|o, _| {
+            o.blocked.add(signal);
+        });
+    }
+
+    /// Unblock `signal`; pending instances of it are dropped (taken by the default action).
+    pub fn unblock_signal(&self, signal: Signal) {
+        self.change(|o, _| {
+            o.blocked.remove(signal);
+            o.pending.retain(|p| p.signal() != signal);
+        });
+    }
+
+    /// Send a signal instance to the simulated process, as `kill` or `sigqueue` would (`AGAIN`
+    /// when the queue of pending instances is full).
+    pub fn raise(&self, info: SigInfo) -> Result<(), Errno> {
+        self.change(|o, _| o.raise(info))
+    }
+
+    /// Signal instances pending in the simulated process.
+    pub fn pending_signals(&self) -> usize {
+        self.lock().0.pending.len()
+    }
+
+    /// Start a simulated child process of the program under test; it runs until
+    /// [`exit_child`](Self::exit_child).
+    pub fn spawn_child(&self) -> Result<u32, Errno> {
+        self.change(|o, _| o.spawn_process(true))
+    }
+
+    /// Start a simulated process that is not a child of the program under test.
+    pub fn spawn_foreign(&self) -> Result<u32, Errno> {
+        self.change(|o, _| o.spawn_process(false))
+    }
+
+    /// End a simulated process with `status` (a child also sends `SIGCHLD`).
+    pub fn exit_child(&self, pid: u32, status: ChildStatus) -> Result<(), Errno> {
+        self.change(|o, _| o.exit_process(pid, status))
+    }
+
+    /// Reap a child the way the program's own `waitpid` would (`CHILD` if it is not an
+    /// unreaped child; `Ok(None)` while it runs).
+    pub fn reap(&self, pid: u32) -> Result<Option<ChildStatus>, Errno> {
+        self.change(|o, _| o.wait_process(pid, true))
+    }
+
+    /// Whether a simulated process is still running.
+    pub fn is_running(&self, pid: u32) -> bool {
+        self.lock()
+            .0
+            .proc(pid)
+            .is_some_and(|p| p.state == ProcState::Running)
+    }
+
     /// Inject a fault into `call`. At most 16 faults are pending at once; more are ignored.
     pub fn inject(&self, call: SimCall, fault: Fault) {
         self.change(|o, _| {
@@ -606,6 +875,70 @@ mod tests {
         w.close(&b);
         let ra = w.lock().0.readiness(a.as_raw_fd()).unwrap();
         assert!(ra.is_hangup() && ra.is_writable());
+    }
+
+    #[test]
+    fn standard_signals_coalesce_realtime_ones_queue_in_order() {
+        let w = world();
+        let rt = Signal::rt(0).unwrap();
+        w.raise(SigInfo::new(Signal::USR1)).unwrap();
+        assert_eq!(
+            w.pending_signals(),
+            0,
+            "not blocked: the default action takes it"
+        );
+        w.block_signal(Signal::USR1);
+        w.block_signal(rt);
+        for v in 1..=3 {
+            w.raise(SigInfo::new(Signal::USR1).with_value(v)).unwrap();
+            w.raise(SigInfo::new(rt).with_value(v)).unwrap();
+        }
+        assert_eq!(w.pending_signals(), 4);
+        let mut g = w.lock();
+        let all = SignalSet::of(&[Signal::USR1, rt]);
+        assert_eq!(
+            g.0.take_signal(all).unwrap().signal(),
+            Signal::USR1,
+            "lowest number first"
+        );
+        let vals: Vec<u64> = std::iter::from_fn(|| g.0.take_signal(all))
+            .map(|i| i.value_ptr() as u64)
+            .collect();
+        assert_eq!(vals, vec![1, 2, 3]);
+        assert!(g.0.take_signal(all).is_none());
+    }
+
+    #[test]
+    fn children_exit_send_sigchld_and_reap_once() {
+        let w = world();
+        w.block_signal(Signal::CHLD);
+        let c = w.spawn_child().unwrap();
+        let f = w.spawn_foreign().unwrap();
+        assert_eq!(w.reap(c), Ok(None));
+        assert_eq!(w.reap(f), Err(Errno::CHILD));
+        w.exit_child(c, ChildStatus::Exited(3)).unwrap();
+        assert_eq!(w.pending_signals(), 1);
+        let info = w
+            .lock()
+            .0
+            .take_signal(SignalSet::of(&[Signal::CHLD]))
+            .unwrap();
+        assert_eq!(
+            (info.pid(), info.status(), info.code()),
+            (c as i32, 3, CLD_EXITED)
+        );
+        assert_eq!(w.reap(c), Ok(Some(ChildStatus::Exited(3))));
+        assert_eq!(w.reap(c), Err(Errno::CHILD));
+        let k = w.spawn_child().unwrap();
+        w.change(|o, _| o.signal_process(k, Signal::KILL, false))
+            .unwrap();
+        assert_eq!(
+            w.reap(k),
+            Ok(Some(ChildStatus::Signaled {
+                signal: Signal::KILL,
+                core_dumped: false
+            }))
+        );
     }
 
     #[test]

@@ -1,5 +1,7 @@
-//! The loop's state behind its lock, and every transition of the watcher state machine:
-//! registration, enable/disable, timer arming, kernel events, dispatch bookkeeping, removal.
+//! The loop's state behind its lock, and every transition of the watcher state machine. This
+//! module holds what all kinds share (the slot pool, the pending queue, enable/disable,
+//! dispatch bookkeeping, removal, retrying failed kernel changes); each kind's own transitions
+//! live in a submodule.
 //!
 //! Nothing here runs user code: methods return what the caller must do outside the lock
 //! (run a handler, call `on_removed`). Kernel calls are made here, under the lock, so the
@@ -8,19 +10,32 @@
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
-use crate::backend::{Backend, FdMode, KernelError, Registration, Token};
+use crate::backend::{Backend, KernelError, Token};
+use crate::child::ChildStatus;
 use crate::control::{KernelFaults, Usage};
-use crate::error::{Errno, Error, Pool as PoolKind, UsageError, WatchKind};
+use crate::error::{Errno, UsageError, WatchKind};
 use crate::id::WatchId;
 use crate::interest::{Interest, Readiness};
 use crate::pool::Pool;
 use crate::queue::PendingQueue;
-use crate::timer::{Clock, TimerHeap, catch_up};
+use crate::signal::SigInfo;
+use crate::timer::{Clock, TimerHeap};
 use crate::waker::WakeShared;
-use crate::watch::{Detail, FdWatch, Half, TimerWatch, WakeWatch, Watch};
+use crate::watch::{Detail, Half, WakeWatch, Watch};
+
+mod children;
+mod fd;
+mod signals;
+mod timers;
+mod wakes;
+
+use signals::SignalTables;
 
 /// How often a kernel change that failed is retried while one is outstanding.
 const RETRY: Duration = Duration::from_millis(10);
+/// How often children watched the fallback way are polled even without `SIGCHLD` (which a
+/// thread that does not block it would lose).
+const CHILD_POLL: Duration = Duration::from_millis(100);
 
 /// What a dispatch delivers, captured under the lock.
 #[derive(Copy, Clone, Debug)]
@@ -32,6 +47,11 @@ pub(crate) enum Delivery {
     },
     Timer(u64),
     Wake,
+    Signal(SigInfo),
+    Child {
+        pid: u32,
+        status: ChildStatus,
+    },
 }
 
 /// A half claimed for dispatch.
@@ -54,6 +74,8 @@ pub(crate) struct Capacities {
     pub(crate) watchers: usize,
     pub(crate) timers: usize,
     pub(crate) wakers: usize,
+    /// Watch children through pidfds (else always the fallback).
+    pub(crate) use_pidfd: bool,
 }
 
 pub(crate) struct State {
@@ -79,6 +101,10 @@ pub(crate) struct State {
     oneshot: bool,
     threaded: bool,
     tag: u32,
+    signals: SignalTables,
+    /// Child watchers watching the fallback way (polled after every wait).
+    fallback_children: Vec<u32>,
+    use_pidfd: bool,
 }
 
 fn token(index: u32, generation: u32) -> Token {
@@ -125,7 +151,12 @@ impl State {
         wake_slot.resize(cap.wakers, u32::MAX);
         let mut dirty = Vec::new();
         dirty.try_reserve_exact(cap.watchers).ok()?;
+        let mut fallback_children = Vec::new();
+        fallback_children.try_reserve_exact(cap.watchers).ok()?;
         Some(State {
+            signals: SignalTables::new()?,
+            fallback_children,
+            use_pidfd: cap.use_pidfd,
             slots,
             queue,
             timers,
@@ -255,183 +286,6 @@ impl State {
         }
     }
 
-    /// Bring the kernel registration of an fd watcher in line with its halves.
-    fn sync_kernel<B: Backend>(&mut self, index: u32, backend: &B) {
-        let oneshot = self.oneshot;
-        let generation = self.slots.generation(index).unwrap_or(0);
-        let Some(w) = self.slots.at_mut(index) else {
-            return;
-        };
-        if !matches!(&w.detail, Detail::Fd(f) if !f.emulated) {
-            return;
-        }
-        let want = Registration {
-            interest: w.desired_interest(oneshot),
-            oneshot,
-        };
-        let Detail::Fd(f) = &mut w.detail else { return };
-        let needed = if want.interest.is_empty() {
-            // Disabled: the kernel may keep reporting only errors, once.
-            !f.fired && !f.kernel.interest.is_empty()
-        } else {
-            f.fired || f.kernel != want
-        };
-        if !needed {
-            return;
-        }
-        let Some(fd) = f.fd.as_ref() else { return };
-        match backend.modify_fd(fd.as_fd(), token(index, generation), f.kernel, want) {
-            Ok(()) => {
-                f.kernel = want;
-                f.fired = false;
-            }
-            Err(e) => {
-                self.fault(e);
-                self.mark_dirty(index);
-            }
-        }
-    }
-
-    /// Register an fd watcher. On failure the fd comes back with the error.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn add_fd<B: Backend>(
-        &mut self,
-        fd: OwnedFd,
-        interest: Interest,
-        bidi: bool,
-        priorities: [i32; 2],
-        enabled: [bool; 2],
-        allow_emulation: bool,
-        backend: &B,
-        wake: &WakeShared,
-    ) -> Result<u32, (Error, OwnedFd)> {
-        let halves = if bidi {
-            [
-                Half::new(priorities[0], enabled[0]),
-                Half::new(priorities[1], enabled[1]),
-            ]
-        } else {
-            [Half::new(priorities[0], enabled[0]), Half::absent()]
-        };
-        let w = Watch::new(
-            halves,
-            Detail::Fd(FdWatch {
-                fd: None,
-                interest,
-                bidi,
-                emulated: false,
-                kernel: Registration {
-                    interest: Interest::NONE,
-                    oneshot: self.oneshot,
-                },
-                fired: false,
-            }),
-        );
-        let reg = Registration {
-            interest: w.desired_interest(self.oneshot),
-            oneshot: self.oneshot,
-        };
-        let Ok((index, generation)) = self.slots.insert(w) else {
-            return Err((Error::Capacity(PoolKind::Watchers), fd));
-        };
-        let refused = match backend.add_fd(fd.as_fd(), token(index, generation), reg) {
-            Ok(FdMode::Emulated) if !allow_emulation => Some(Error::NotPollable),
-            Ok(mode) => {
-                if let Some(Watch {
-                    detail: Detail::Fd(f),
-                    ..
-                }) = self.slots.at_mut(index)
-                {
-                    f.emulated = mode == FdMode::Emulated;
-                    f.kernel = reg;
-                }
-                None
-            }
-            Err(KernelError {
-                errno: Errno::EXIST,
-                ..
-            }) => Some(Error::AlreadyRegistered),
-            Err(KernelError { call, errno }) => Some(Error::Kernel { call, errno }),
-        };
-        if let Some(e) = refused {
-            // Nothing was registered: release the slot (its generation moves on, harmlessly).
-            self.slots.remove(index, generation);
-            return Err((e, fd));
-        }
-        if let Some(Watch {
-            detail: Detail::Fd(f),
-            ..
-        }) = self.slots.at_mut(index)
-        {
-            f.fd = Some(fd);
-        }
-        for h in 0..2 {
-            self.maybe_queue(index, h, wake);
-        }
-        Ok(index)
-    }
-
-    pub(crate) fn add_timer(&mut self, clock: Clock, priority: i32) -> Result<u32, Error> {
-        if self.timers_used >= self.timers_cap {
-            return Err(Error::Capacity(PoolKind::Timers));
-        }
-        let w = Watch::new(
-            [Half::new(priority, true), Half::absent()],
-            Detail::Timer(TimerWatch {
-                clock,
-                deadline: 0,
-                interval: 0,
-                expirations: 0,
-            }),
-        );
-        let (index, _) = self
-            .slots
-            .insert(w)
-            .map_err(|_| Error::Capacity(PoolKind::Watchers))?;
-        self.timers_used += 1;
-        Ok(index)
-    }
-
-    /// Register a wake watcher; returns the slot, the wake cell and its generation.
-    pub(crate) fn add_wake(
-        &mut self,
-        priority: i32,
-        wake: &WakeShared,
-    ) -> Result<(u32, u32, u32), Error> {
-        if self.slots.peek_free().is_none() {
-            return Err(Error::Capacity(PoolKind::Watchers));
-        }
-        let Some(cell) = self.wake_free.pop() else {
-            return Err(Error::Capacity(PoolKind::Wakers));
-        };
-        let w = Watch::new(
-            [Half::new(priority, true), Half::absent()],
-            Detail::Wake(WakeWatch {
-                cell,
-                pending: false,
-            }),
-        );
-        let Ok((index, _)) = self.slots.insert(w) else {
-            self.wake_free.push(cell);
-            return Err(Error::Capacity(PoolKind::Watchers));
-        };
-        let generation = self.wake_gen[cell as usize];
-        self.wake_slot[cell as usize] = index;
-        wake.reset(cell, generation);
-        Ok((index, cell, generation))
-    }
-
-    pub(crate) fn wake_handle(&self, index: u32) -> Result<(u32, u32), UsageError> {
-        match self.slots.at(index).map(|w| &w.detail) {
-            Some(Detail::Wake(k)) => Ok((k.cell, self.wake_gen[k.cell as usize])),
-            Some(_) => Err(UsageError::WrongKind {
-                op: "waker",
-                kind: self.kind_of(index),
-            }),
-            None => Err(UsageError::Stale),
-        }
-    }
-
     fn kind_of(&self, index: u32) -> WatchKind {
         self.kind(index).unwrap_or(WatchKind::Fd)
     }
@@ -478,246 +332,6 @@ impl State {
         self.sync_kernel(index, backend);
     }
 
-    pub(crate) fn set_interest<B: Backend>(
-        &mut self,
-        index: u32,
-        interest: Interest,
-        backend: &B,
-    ) -> Result<(), UsageError> {
-        if interest.is_empty() {
-            return Err(UsageError::InvalidArgument("interest must not be empty"));
-        }
-        let kind = self.kind_of(index);
-        let Some(w) = self.slots.at_mut(index) else {
-            return Err(UsageError::Stale);
-        };
-        match &mut w.detail {
-            Detail::Fd(f) if !f.bidi => {
-                f.interest = interest;
-                w.halves[0].ready = w.halves[0].ready & Readiness::mask_for(interest);
-            }
-            _ => {
-                return Err(UsageError::WrongKind {
-                    op: "set_interest",
-                    kind,
-                });
-            }
-        }
-        self.sync_kernel(index, backend);
-        Ok(())
-    }
-
-    /// Arm a timer for `deadline` (ns on its clock's scale) repeating every `interval` ns
-    /// (0: one-shot).
-    pub(crate) fn arm_timer<B: Backend>(
-        &mut self,
-        index: u32,
-        deadline: u64,
-        interval: u64,
-        backend: &B,
-    ) -> Result<(), UsageError> {
-        let clock = self.timer_clock(index, "arm_timer")?;
-        self.dequeue_half(index, 0);
-        let Some(w) = self.slots.at_mut(index) else {
-            return Err(UsageError::Stale);
-        };
-        if let Detail::Timer(t) = &mut w.detail {
-            t.deadline = deadline;
-            t.interval = interval;
-            t.expirations = 0;
-        }
-        w.halves[0].enabled = true;
-        self.timers[clock.index()].set(index, deadline);
-        self.sync_clock(clock, false, backend);
-        Ok(())
-    }
-
-    pub(crate) fn stop_timer<B: Backend>(
-        &mut self,
-        index: u32,
-        backend: &B,
-    ) -> Result<(), UsageError> {
-        let clock = self.timer_clock(index, "stop_timer")?;
-        self.dequeue_half(index, 0);
-        if let Some(Watch {
-            detail: Detail::Timer(t),
-            ..
-        }) = self.slots.at_mut(index)
-        {
-            t.expirations = 0;
-        }
-        self.timers[clock.index()].remove(index);
-        self.sync_clock(clock, false, backend);
-        Ok(())
-    }
-
-    pub(crate) fn timer_clock(&self, index: u32, op: &'static str) -> Result<Clock, UsageError> {
-        match self.slots.at(index).map(|w| &w.detail) {
-            Some(Detail::Timer(t)) => Ok(t.clock),
-            Some(_) => Err(UsageError::WrongKind {
-                op,
-                kind: self.kind_of(index),
-            }),
-            None => Err(UsageError::Stale),
-        }
-    }
-
-    /// Keep the backend's deadline for `clock` no later than the earliest timer. Moving it
-    /// later is left until it fires (`fired`), which saves a system call per re-arm for
-    /// timers pushed back on activity (idle timeouts).
-    fn sync_clock<B: Backend>(&mut self, clock: Clock, fired: bool, backend: &B) {
-        let c = clock.index();
-        let head = self.timers[c].peek().map(|(_, d)| d);
-        let earlier = match (head, self.armed[c]) {
-            (Some(h), Some(a)) => h < a,
-            (Some(_), None) => true,
-            (None, _) => false,
-        };
-        if !(fired || earlier || self.clock_dirty[c]) || (head == self.armed[c] && !fired) {
-            return;
-        }
-        match backend.set_deadline(clock, head) {
-            Ok(()) => {
-                self.armed[c] = head;
-                self.clock_dirty[c] = false;
-            }
-            Err(e) => {
-                self.fault(e);
-                self.clock_dirty[c] = true;
-            }
-        }
-    }
-
-    /// Count the expirations of every due timer, queue those enabled, and re-arm the clocks.
-    pub(crate) fn process_timers<B: Backend>(
-        &mut self,
-        fired: [bool; 2],
-        backend: &B,
-        wake: &WakeShared,
-    ) {
-        for clock in Clock::ALL {
-            let c = clock.index();
-            if self.timers[c].len() > 0 {
-                let now = backend.now(clock);
-                while let Some((index, due)) = self.timers[c].peek() {
-                    if due > now {
-                        break;
-                    }
-                    let Some(Watch {
-                        detail: Detail::Timer(t),
-                        ..
-                    }) = self.slots.at_mut(index)
-                    else {
-                        // Unreachable: timers leave the heap when removed.
-                        self.timers[c].remove(index);
-                        continue;
-                    };
-                    if t.interval > 0 {
-                        let (k, next) = catch_up(due, t.interval, now);
-                        t.expirations = t.expirations.saturating_add(k);
-                        t.deadline = next;
-                        self.timers[c].set(index, next);
-                    } else {
-                        t.expirations = t.expirations.saturating_add(1);
-                        self.timers[c].remove(index);
-                    }
-                    self.maybe_queue(index, 0, wake);
-                }
-            }
-            self.sync_clock(clock, fired[c], backend);
-        }
-    }
-
-    /// Deliver the wakes the lock-free list collected.
-    pub(crate) fn process_wakes(&mut self, wake: &WakeShared) {
-        wake.take(|cell, generation| {
-            if self.wake_gen.get(cell as usize) != Some(&generation) {
-                return;
-            }
-            let index = self.wake_slot[cell as usize];
-            if let Some(Watch {
-                detail: Detail::Wake(k),
-                ..
-            }) = self.slots.at_mut(index)
-            {
-                k.pending = true;
-            }
-            self.maybe_queue(index, 0, wake);
-        });
-    }
-
-    /// A kernel fd event: merge it into the watcher's halves, queue what is enabled.
-    #[inline(always)]
-    pub(crate) fn on_fd_event<B: Backend>(
-        &mut self,
-        tok: Token,
-        ready: Readiness,
-        backend: &B,
-        wake: &WakeShared,
-    ) {
-        let index = (tok.0 & 0xffff_ffff) as u32;
-        let generation = (tok.0 >> 32) as u32;
-        let in_batch = self.batch_depth > 0;
-        let Some(w) = self.slots.get_mut(index, generation) else {
-            // An event that outlived its watcher (removed, slot maybe reused): dropped.
-            return;
-        };
-        let Detail::Fd(f) = &mut w.detail else {
-            return;
-        };
-        // Fast path, the single-threaded steady state: a plain fd, level-triggered and armed,
-        // enabled and idle. Queue it; the registration stays as it is.
-        if !f.bidi && !f.kernel.oneshot && !f.kernel.interest.is_empty() && !f.fired {
-            let bits = ready & Readiness::mask_for(f.interest);
-            let half = &mut w.halves[0];
-            if half.enabled && !half.queued && !half.running && !bits.is_empty() {
-                half.ready |= bits;
-                half.queued = true;
-                half.enabled = false;
-                if in_batch {
-                    self.queue.defer(node(index, 0), half.priority);
-                } else {
-                    self.queue.push(node(index, 0), half.priority);
-                }
-                self.interrupt(wake);
-                return;
-            }
-        }
-        if f.kernel.oneshot || f.kernel.interest.is_empty() {
-            f.fired = true;
-        }
-        let (fired, bidi, interest) = (f.fired, f.bidi, f.interest);
-        let mut queued = false;
-        for h in 0..if bidi { 2 } else { 1 } {
-            let half_interest = match (bidi, h) {
-                (false, _) => interest,
-                (true, 0) => Interest::READ,
-                (true, _) => Interest::WRITE,
-            };
-            let half = &mut w.halves[h];
-            let bits = ready & Readiness::mask_for(half_interest);
-            if half.removed || bits.is_empty() {
-                continue;
-            }
-            if half.queued || half.running {
-                half.ready |= bits;
-            } else if half.enabled {
-                half.ready |= bits;
-                queued |= enqueue(&mut self.queue, in_batch, half, node(index, h));
-            } else {
-                half.ready |= bits & Readiness::STICKY;
-            }
-        }
-        if queued {
-            self.interrupt(wake);
-        }
-        // A level-triggered registration stays armed while a half is queued: nothing to
-        // change unless the kernel disarmed it (one-shot) or the loop is one-shot.
-        if self.oneshot || fired {
-            self.sync_kernel(index, backend);
-        }
-    }
-
     /// Merge deferred events into the heap (start of a batch).
     pub(crate) fn merge_deferred(&mut self) {
         self.queue.merge_deferred();
@@ -747,9 +361,15 @@ impl State {
                 self.sync_clock(clock, true, backend);
             }
         }
+        if self.signals.dirty {
+            self.flush_signals(backend);
+        }
         let mut bound = None;
-        if !self.dirty.is_empty() {
+        if !self.dirty.is_empty() || self.signals.dirty {
             bound = Some(RETRY);
+        }
+        if !self.fallback_children.is_empty() {
+            bound = Some(bound.map_or(CHILD_POLL, |b: Duration| b.min(CHILD_POLL)));
         }
         for clock in Clock::ALL {
             let c = clock.index();
@@ -835,6 +455,18 @@ impl State {
                     k.pending = false;
                     Delivery::Wake
                 }
+                Detail::Signal(sw) => {
+                    sw.pending = false;
+                    Delivery::Signal(self.signals.info(sw.signal))
+                }
+                Detail::Child(cw) => {
+                    let status = cw.status.take().unwrap_or(ChildStatus::Unknown);
+                    cw.delivered = Some(status);
+                    Delivery::Child {
+                        pid: cw.pid,
+                        status,
+                    }
+                }
                 Detail::Zombie(_) => continue,
             };
             w.running = true;
@@ -884,6 +516,13 @@ impl State {
         }
         let other_present = !w.halves[1 - h].removed;
         let mut queued = false;
+        // The reported exit is consumed, unless the handler asks to see it again.
+        if let Detail::Child(cw) = &mut w.detail {
+            let delivered = cw.delivered.take();
+            if rearm == Rearm::Requeue {
+                cw.status = delivered;
+            }
+        }
         match rearm {
             Rearm::Rearm => w.halves[h].enabled = true,
             Rearm::Disarm => w.halves[h].enabled = false,
@@ -902,21 +541,24 @@ impl State {
             Rearm::Requeue => {
                 let half = &mut w.halves[h];
                 half.ready |= half.last;
-                if let Detail::Wake(k) = &mut w.detail {
-                    k.pending = true;
+                match &mut w.detail {
+                    Detail::Wake(k) => k.pending = true,
+                    // The instance is still in the per-signal table.
+                    Detail::Signal(sw) => sw.pending = true,
+                    _ => {}
                 }
                 queued = enqueue(&mut self.queue, in_batch, &mut w.halves[h], node(index, h));
             }
         }
         let pending = w.has_pending(h);
-        let fired = matches!(&w.detail, Detail::Fd(f) if f.fired);
+        let plain_fd = matches!(&w.detail, Detail::Fd(f) if !f.fired);
         let half = &mut w.halves[h];
         if half.enabled && pending {
             queued |= enqueue(&mut self.queue, in_batch, half, node(index, h));
         }
-        // Level-triggered and still armed (enabled or queued again), as it was while running:
+        // A level-triggered fd still armed (enabled or queued again), as it was while running:
         // the kernel already holds the right registration.
-        let unchanged = !oneshot && (half.enabled || half.queued) && !fired;
+        let unchanged = plain_fd && !oneshot && (half.enabled || half.queued);
         if queued {
             self.interrupt(wake);
         }
@@ -924,6 +566,13 @@ impl State {
             self.sync_kernel(index, backend);
         }
         None
+    }
+
+    /// Free a slot registered a moment ago, within the same registration call, before its
+    /// handler was stored: it holds no kernel resource and no handler, so nothing else is due.
+    pub(crate) fn discard(&mut self, index: u32) {
+        let generation = self.slots.generation(index).unwrap_or(0);
+        self.slots.remove(index, generation);
     }
 
     /// Request removal. `Ok(None)`: the handler is running; removal completes when it returns.
@@ -988,6 +637,17 @@ impl State {
                 wake.reset(cell, *g);
                 self.wake_slot[cell as usize] = u32::MAX;
                 self.wake_free.push(cell);
+            }
+            Some(Detail::Signal(sw)) => {
+                // An instance already taken and not delivered goes with the watcher.
+                let sig = sw.signal;
+                self.release_signal(sig, backend);
+            }
+            Some(Detail::Child(cw)) => {
+                // A child still running stays unreaped: the program's to wait for now.
+                if let Some(h) = cw.watching {
+                    self.stop_watching(index, h, backend);
+                }
             }
             _ => {}
         }

@@ -1,0 +1,87 @@
+//! POSIX calls shared by every real kernel: the calling thread's signal mask.
+
+use core::mem::MaybeUninit;
+
+use crate::error::Errno;
+use crate::signal::{MAX_SIGNAL, Signal, SignalSet};
+
+/// A `sigset_t` holding exactly `set`.
+pub(crate) fn to_sigset(set: SignalSet) -> libc::sigset_t {
+    let mut raw = MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: `sigemptyset` initialises the whole set it is given; we read it only after.
+    unsafe { libc::sigemptyset(raw.as_mut_ptr()) };
+    // SAFETY: initialised just above.
+    let mut raw = unsafe { raw.assume_init() };
+    for sig in set.iter() {
+        // SAFETY: `raw` is a valid, initialised set; an out-of-range number only makes
+        // `sigaddset` return EINVAL, which leaves the set unchanged.
+        unsafe { libc::sigaddset(&mut raw, sig.raw()) };
+    }
+    raw
+}
+
+fn from_sigset(raw: &libc::sigset_t) -> SignalSet {
+    let mut set = SignalSet::new();
+    for n in 1..=MAX_SIGNAL {
+        // SAFETY: `raw` is an initialised set; `sigismember` only reads it and answers -1 for a
+        // number it does not know.
+        if unsafe { libc::sigismember(raw, n) } == 1 {
+            set.add(Signal::from_raw(n));
+        }
+    }
+    set
+}
+
+fn sigmask(how: libc::c_int, set: Option<SignalSet>) -> Result<SignalSet, Errno> {
+    let new = set.map(to_sigset);
+    let mut old = MaybeUninit::<libc::sigset_t>::uninit();
+    let new_ptr = new
+        .as_ref()
+        .map_or(core::ptr::null(), |s| s as *const libc::sigset_t);
+    // SAFETY: `new_ptr` is null or points to an initialised set that outlives the call;
+    // `old` is written by the call before we read it (on success).
+    let r = unsafe { libc::pthread_sigmask(how, new_ptr, old.as_mut_ptr()) };
+    if r != 0 {
+        return Err(Errno(r));
+    }
+    // SAFETY: `pthread_sigmask` succeeded, so it filled `old`.
+    let old = unsafe { old.assume_init() };
+    Ok(from_sigset(&old))
+}
+
+/// Block `set` in the calling thread; returns the signals blocked before. Call it in `main`
+/// before starting any thread, so every thread inherits the mask (see the masking rule in
+/// [`Signal`](crate::Signal)'s module docs).
+pub fn block_signals(set: SignalSet) -> Result<SignalSet, Errno> {
+    sigmask(libc::SIG_BLOCK, Some(set))
+}
+
+/// Unblock `set` in the calling thread; returns the signals blocked before.
+pub fn unblock_signals(set: SignalSet) -> Result<SignalSet, Errno> {
+    sigmask(libc::SIG_UNBLOCK, Some(set))
+}
+
+/// The signals blocked in the calling thread.
+pub fn blocked_signals() -> SignalSet {
+    sigmask(libc::SIG_BLOCK, None).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_and_unblock_in_this_thread() {
+        // A fresh thread so the test does not disturb others.
+        std::thread::spawn(|| {
+            let s = SignalSet::of(&[Signal::WINCH, Signal::URG]);
+            let before = block_signals(s).unwrap();
+            let now = blocked_signals();
+            assert!(now.contains(Signal::WINCH) && now.contains(Signal::URG));
+            unblock_signals(s).unwrap();
+            assert_eq!(blocked_signals(), before);
+        })
+        .join()
+        .unwrap();
+    }
+}

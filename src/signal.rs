@@ -1,0 +1,451 @@
+//! POSIX signals: numbers ([`Signal`]), sets ([`SignalSet`]), and the per-instance data a
+//! signal watcher receives ([`SigInfo`]).
+//!
+//! **The masking rule.** A watched signal must be blocked in *every* thread of the process,
+//! or the kernel may deliver it to a thread that has it unblocked (running its default action,
+//! often termination) instead of queueing it for the loop. Block the signals the program will
+//! watch in `main`, before starting any thread (threads inherit the mask), with
+//! [`block_signals`](crate::block_signals). Registration checks the registering thread and
+//! fails with [`Error::SignalNotBlocked`](crate::Error::SignalNotBlocked) otherwise; the
+//! other threads are the program's responsibility.
+//!
+//! ```
+//! use dasynq::{Signal, SignalSet};
+//! let mut watched = SignalSet::new();
+//! watched.add(Signal::TERM);
+//! watched.add(Signal::HUP);
+//! // In main, before any thread starts:
+//! dasynq::block_signals(watched).expect("block");
+//! ```
+
+use core::fmt;
+
+/// A signal number.
+///
+/// Constants name the standard signals with this platform's numbers; real-time signals come
+/// from [`Signal::rt`]. Any number can be wrapped with [`Signal::from_raw`]; registration
+/// checks it.
+#[derive(Copy, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Signal(i32);
+
+macro_rules! signals {
+    ($($name:ident = $c:ident: $doc:literal),* $(,)?) => {
+        impl Signal {
+            $(
+                #[doc = $doc]
+                pub const $name: Signal = Signal(libc::$c);
+            )*
+        }
+
+        fn name(n: i32) -> Option<&'static str> {
+            match n {
+                $(libc::$c => Some(stringify!($c)),)*
+                _ => None,
+            }
+        }
+    };
+}
+
+signals! {
+    HUP = SIGHUP: "Hang-up: the controlling terminal closed; daemons use it for \"reload\".",
+    INT = SIGINT: "Interrupt from the keyboard (Ctrl-C).",
+    QUIT = SIGQUIT: "Quit from the keyboard.",
+    ABRT = SIGABRT: "Abort.",
+    KILL = SIGKILL: "Kill: cannot be caught, blocked or watched.",
+    USR1 = SIGUSR1: "User-defined signal 1.",
+    USR2 = SIGUSR2: "User-defined signal 2.",
+    PIPE = SIGPIPE: "Write to a pipe with no reader.",
+    ALRM = SIGALRM: "Timer alarm.",
+    TERM = SIGTERM: "Termination request.",
+    CHLD = SIGCHLD: "A child stopped or terminated.",
+    CONT = SIGCONT: "Continue if stopped.",
+    STOP = SIGSTOP: "Stop: cannot be caught, blocked or watched.",
+    TSTP = SIGTSTP: "Stop from the keyboard.",
+    TTIN = SIGTTIN: "Background read from the terminal.",
+    TTOU = SIGTTOU: "Background write to the terminal.",
+    URG = SIGURG: "Urgent data on a socket.",
+    XCPU = SIGXCPU: "CPU time limit exceeded.",
+    XFSZ = SIGXFSZ: "File size limit exceeded.",
+    VTALRM = SIGVTALRM: "Virtual timer alarm.",
+    PROF = SIGPROF: "Profiling timer alarm.",
+    WINCH = SIGWINCH: "Terminal window size changed.",
+    IO = SIGIO: "I/O possible.",
+    SYS = SIGSYS: "Bad system call.",
+}
+
+/// The largest signal number a [`SignalSet`] can hold.
+pub(crate) const MAX_SIGNAL: i32 = 127;
+
+impl Signal {
+    /// Wrap a raw signal number (not checked here; registration checks it).
+    pub const fn from_raw(n: i32) -> Signal {
+        Signal(n)
+    }
+
+    /// The raw number.
+    pub const fn raw(self) -> i32 {
+        self.0
+    }
+
+    /// The `n`th real-time signal (`SIGRTMIN + n`), if it exists on this system. The C library
+    /// reserves the first few kernel real-time signals for itself; this starts after them.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    pub fn rt(n: u32) -> Option<Signal> {
+        let (min, max) = (libc::SIGRTMIN(), libc::SIGRTMAX());
+        let s = min.checked_add(i32::try_from(n).ok()?)?;
+        (s <= max).then_some(Signal(s))
+    }
+
+    /// The range of real-time signals a program may use (`SIGRTMIN..=SIGRTMAX`).
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    pub fn rt_range() -> core::ops::RangeInclusive<i32> {
+        libc::SIGRTMIN()..=libc::SIGRTMAX()
+    }
+
+    /// Whether this is a real-time signal: its instances queue (each with its own value)
+    /// instead of coalescing.
+    pub fn is_realtime(self) -> bool {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            Self::rt_range().contains(&self.0)
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        {
+            false
+        }
+    }
+
+    /// Why this signal cannot be watched, if it cannot.
+    pub(crate) fn unwatchable(self) -> Option<&'static str> {
+        if self.0 < 1 || self.0 > MAX_SIGNAL {
+            return Some("signal number out of range");
+        }
+        if self == Signal::KILL || self == Signal::STOP {
+            return Some("SIGKILL and SIGSTOP cannot be caught or watched");
+        }
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            if self.0 > libc::SIGRTMAX() {
+                return Some("signal number out of range");
+            }
+            if self.0 > 31 && self.0 < libc::SIGRTMIN() {
+                return Some("reserved for the C library's threads");
+            }
+        }
+        None
+    }
+}
+
+impl fmt::Debug for Signal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match name(self.0) {
+            Some(n) => f.write_str(n),
+            None if self.is_realtime() => {
+                #[cfg(any(target_os = "linux", target_os = "android"))]
+                {
+                    write!(f, "SIGRTMIN+{}", self.0 - libc::SIGRTMIN())
+                }
+                #[cfg(not(any(target_os = "linux", target_os = "android")))]
+                {
+                    write!(f, "SIG{}", self.0)
+                }
+            }
+            None => write!(f, "SIG{}", self.0),
+        }
+    }
+}
+
+impl fmt::Display for Signal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// A set of signals (numbers 1 to 127).
+#[derive(Copy, Clone, PartialEq, Eq, Hash, Default)]
+pub struct SignalSet(u128);
+
+impl SignalSet {
+    /// The empty set.
+    pub const fn new() -> Self {
+        SignalSet(0)
+    }
+
+    /// A set of the given signals (numbers outside 1 to 127 are ignored).
+    pub fn of(signals: &[Signal]) -> Self {
+        let mut s = SignalSet::new();
+        for &sig in signals {
+            s.add(sig);
+        }
+        s
+    }
+
+    fn bit(sig: Signal) -> Option<u128> {
+        (1..=MAX_SIGNAL).contains(&sig.0).then(|| 1u128 << sig.0)
+    }
+
+    /// Add a signal. Returns false for a number outside 1 to 127.
+    pub fn add(&mut self, sig: Signal) -> bool {
+        match Self::bit(sig) {
+            Some(b) => {
+                self.0 |= b;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Remove a signal.
+    pub fn remove(&mut self, sig: Signal) {
+        if let Some(b) = Self::bit(sig) {
+            self.0 &= !b;
+        }
+    }
+
+    /// Whether the set holds `sig`.
+    pub fn contains(&self, sig: Signal) -> bool {
+        Self::bit(sig).is_some_and(|b| self.0 & b != 0)
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0 == 0
+    }
+
+    /// The signals in the set, lowest first.
+    pub fn iter(&self) -> impl Iterator<Item = Signal> + '_ {
+        (1..=MAX_SIGNAL)
+            .map(Signal)
+            .filter(move |s| self.contains(*s))
+    }
+
+    /// The lowest signal in the set.
+    #[cfg_attr(not(any(test, feature = "sim")), allow(dead_code))]
+    pub(crate) fn lowest(&self) -> Option<Signal> {
+        (self.0 != 0).then(|| Signal(self.0.trailing_zeros() as i32))
+    }
+}
+
+impl fmt::Debug for SignalSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.iter()).finish()
+    }
+}
+
+/// What the kernel says about one delivered instance of a signal: each handler call gets its
+/// own.
+///
+/// The portable fields are methods here; Linux-only ones are behind `cfg`. A field the kernel
+/// did not fill for this kind of signal reads as 0.
+#[derive(Copy, Clone, PartialEq, Eq, Hash, Debug)]
+pub struct SigInfo {
+    signo: i32,
+    code: i32,
+    errno: i32,
+    pid: i32,
+    uid: u32,
+    status: i32,
+    value: u64,
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    linux: LinuxSigInfo,
+}
+
+/// The fields only Linux's `signalfd_siginfo` provides.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[derive(Copy, Clone, PartialEq, Eq, Hash, Debug, Default)]
+pub(crate) struct LinuxSigInfo {
+    pub(crate) fd: i32,
+    pub(crate) tid: u32,
+    pub(crate) band: u32,
+    pub(crate) overrun: u32,
+    pub(crate) trapno: u32,
+    pub(crate) utime: u64,
+    pub(crate) stime: u64,
+    pub(crate) addr: u64,
+}
+
+impl SigInfo {
+    /// An instance of `signal` with every other field 0, as `kill` would send from pid 0. Use
+    /// the `with_*` methods to fill it (for simulations and tests).
+    pub fn new(signal: Signal) -> Self {
+        SigInfo {
+            signo: signal.0,
+            code: 0,
+            errno: 0,
+            pid: 0,
+            uid: 0,
+            status: 0,
+            value: 0,
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            linux: LinuxSigInfo::default(),
+        }
+    }
+
+    /// Set the `si_code` (how it was sent: `SI_USER`, `SI_QUEUE`, `CLD_EXITED`...).
+    pub fn with_code(mut self, code: i32) -> Self {
+        self.code = code;
+        self
+    }
+    /// Set the sender's pid and uid.
+    pub fn with_sender(mut self, pid: i32, uid: u32) -> Self {
+        self.pid = pid;
+        self.uid = uid;
+        self
+    }
+    /// Set the value sent with `sigqueue` (both the int and pointer views).
+    pub fn with_value(mut self, value: u64) -> Self {
+        self.value = value;
+        self
+    }
+    /// Set the child's exit status or signal (`SIGCHLD`).
+    pub fn with_status(mut self, status: i32) -> Self {
+        self.status = status;
+        self
+    }
+    /// Set the error number.
+    pub fn with_errno(mut self, errno: i32) -> Self {
+        self.errno = errno;
+        self
+    }
+
+    /// The signal.
+    pub fn signal(&self) -> Signal {
+        Signal(self.signo)
+    }
+    /// `si_code`: how the signal was sent (`SI_USER` for `kill`, `SI_QUEUE` for `sigqueue`,
+    /// `CLD_*` for `SIGCHLD`, ...).
+    pub fn code(&self) -> i32 {
+        self.code
+    }
+    /// `si_errno`.
+    pub fn errno(&self) -> i32 {
+        self.errno
+    }
+    /// `si_pid`: the sending process (or the child, for `SIGCHLD`).
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+    /// `si_uid`: the real user id of the sender.
+    pub fn uid(&self) -> u32 {
+        self.uid
+    }
+    /// `si_status`: the exit code or signal of the child, for `SIGCHLD`.
+    pub fn status(&self) -> i32 {
+        self.status
+    }
+    /// `si_value.sival_int`: the integer sent with `sigqueue`.
+    pub fn value_int(&self) -> i32 {
+        self.value as u32 as i32
+    }
+    /// `si_value.sival_ptr`: the pointer-sized value sent with `sigqueue` (as an integer; this
+    /// crate never dereferences it).
+    pub fn value_ptr(&self) -> usize {
+        self.value as usize
+    }
+
+    /// `ssi_fd`: the fd, for `SIGIO`/`SIGPOLL` (Linux only).
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    pub fn fd(&self) -> i32 {
+        self.linux.fd
+    }
+    /// `ssi_tid`: the kernel timer id, for POSIX timer signals (Linux only).
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    pub fn timer_id(&self) -> u32 {
+        self.linux.tid
+    }
+    /// `ssi_band`: the band event, for `SIGIO`/`SIGPOLL` (Linux only).
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    pub fn band(&self) -> u32 {
+        self.linux.band
+    }
+    /// `ssi_overrun`: the overrun count, for POSIX timer signals (Linux only).
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    pub fn overrun(&self) -> u32 {
+        self.linux.overrun
+    }
+    /// `ssi_trapno`: the trap number (Linux only).
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    pub fn trapno(&self) -> u32 {
+        self.linux.trapno
+    }
+    /// `ssi_utime`: user CPU time consumed by the child, for `SIGCHLD` (Linux only).
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    pub fn utime(&self) -> u64 {
+        self.linux.utime
+    }
+    /// `ssi_stime`: system CPU time consumed by the child, for `SIGCHLD` (Linux only).
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    pub fn stime(&self) -> u64 {
+        self.linux.stime
+    }
+    /// `ssi_addr`: the faulting address, for hardware-generated signals (Linux only).
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    pub fn addr(&self) -> u64 {
+        self.linux.addr
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    pub(crate) fn from_signalfd(s: &libc::signalfd_siginfo) -> Self {
+        SigInfo {
+            signo: s.ssi_signo as i32,
+            code: s.ssi_code,
+            errno: s.ssi_errno,
+            pid: s.ssi_pid as i32,
+            uid: s.ssi_uid,
+            status: s.ssi_status,
+            value: s.ssi_ptr,
+            linux: LinuxSigInfo {
+                fd: s.ssi_fd,
+                tid: s.ssi_tid,
+                band: s.ssi_band,
+                overrun: s.ssi_overrun,
+                trapno: s.ssi_trapno,
+                utime: s.ssi_utime,
+                stime: s.ssi_stime,
+                addr: s.ssi_addr,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sets_hold_what_they_are_given() {
+        let mut s = SignalSet::new();
+        assert!(s.add(Signal::USR1));
+        assert!(s.add(Signal::from_raw(127)));
+        assert!(!s.add(Signal::from_raw(0)));
+        assert!(!s.add(Signal::from_raw(128)));
+        assert!(s.contains(Signal::USR1) && !s.contains(Signal::USR2));
+        assert_eq!(s.lowest(), Some(Signal::USR1));
+        s.remove(Signal::USR1);
+        assert_eq!(s.iter().collect::<Vec<_>>(), vec![Signal::from_raw(127)]);
+        assert_eq!(format!("{:?}", Signal::TERM), "SIGTERM");
+    }
+
+    #[test]
+    fn unwatchable_signals_are_named() {
+        assert!(Signal::KILL.unwatchable().is_some());
+        assert!(Signal::STOP.unwatchable().is_some());
+        assert!(Signal::from_raw(0).unwatchable().is_some());
+        assert!(Signal::from_raw(65).unwatchable().is_some());
+        assert!(Signal::from_raw(32).unwatchable().is_some());
+        assert!(Signal::USR1.unwatchable().is_none());
+        assert!(Signal::rt(0).unwrap().unwatchable().is_none());
+        assert!(Signal::rt(0).unwrap().is_realtime());
+        assert_eq!(Signal::rt(1000), None);
+    }
+
+    #[test]
+    fn values_read_as_int_and_pointer() {
+        let i = SigInfo::new(Signal::USR1)
+            .with_value(0x1234_0000_0007)
+            .with_sender(42, 1000);
+        assert_eq!(i.value_int(), 7);
+        assert_eq!(i.value_ptr(), 0x1234_0000_0007);
+        assert_eq!((i.pid(), i.uid(), i.signal()), (42, 1000, Signal::USR1));
+    }
+}

@@ -1,0 +1,180 @@
+//! Signal watchers: one per signal per loop. The kernel keeps instances pending until the
+//! watcher is ready for the next one: a signal is armed (in the backend's set) only while its
+//! watcher is enabled, idle and holds no undelivered instance, and instances are taken one at a
+//! time, so each handler call gets its own `SigInfo` and none is lost while the watcher is
+//! queued, running or disabled.
+
+use super::State;
+use crate::backend::Backend;
+use crate::error::{Error, Pool as PoolKind};
+use crate::signal::{MAX_SIGNAL, SigInfo, Signal, SignalSet};
+use crate::waker::WakeShared;
+use crate::watch::{Detail, Half, SignalWatch, Watch};
+
+const NONE: u32 = u32::MAX;
+
+/// Per-signal tables, indexed by signal number.
+pub(crate) struct SignalTables {
+    /// The slot of the watcher of each signal.
+    owner: Box<[u32]>,
+    /// The instance each watcher has taken and not yet delivered.
+    info: Box<[SigInfo]>,
+    /// Signals whose watcher is ready for an instance.
+    pub(super) ready: SignalSet,
+    /// What the backend was last told to report.
+    pub(super) armed: SignalSet,
+    pub(super) dirty: bool,
+}
+
+impl SignalTables {
+    pub(crate) fn new() -> Option<Self> {
+        let n = MAX_SIGNAL as usize + 1;
+        let mut owner = Vec::new();
+        owner.try_reserve_exact(n).ok()?;
+        owner.resize(n, NONE);
+        let mut info = Vec::new();
+        info.try_reserve_exact(n).ok()?;
+        info.resize(n, SigInfo::new(Signal::from_raw(0)));
+        Some(SignalTables {
+            owner: owner.into_boxed_slice(),
+            info: info.into_boxed_slice(),
+            ready: SignalSet::new(),
+            armed: SignalSet::new(),
+            dirty: false,
+        })
+    }
+
+    fn owner(&self, sig: Signal) -> Option<u32> {
+        let i = usize::try_from(sig.raw()).ok()?;
+        self.owner.get(i).copied().filter(|o| *o != NONE)
+    }
+
+    pub(super) fn info(&self, sig: Signal) -> SigInfo {
+        usize::try_from(sig.raw())
+            .ok()
+            .and_then(|i| self.info.get(i).copied())
+            .unwrap_or(SigInfo::new(sig))
+    }
+
+    fn set_owner(&mut self, sig: Signal, owner: u32) {
+        if let Some(o) = usize::try_from(sig.raw())
+            .ok()
+            .and_then(|i| self.owner.get_mut(i))
+        {
+            *o = owner;
+        }
+    }
+
+    fn set_info(&mut self, info: SigInfo) {
+        if let Some(slot) = usize::try_from(info.signal().raw())
+            .ok()
+            .and_then(|i| self.info.get_mut(i))
+        {
+            *slot = info;
+        }
+    }
+}
+
+impl State {
+    /// Register a signal watcher (enabled, armed at once).
+    pub(crate) fn add_signal<B: Backend>(
+        &mut self,
+        signal: Signal,
+        priority: i32,
+        backend: &B,
+    ) -> Result<u32, Error> {
+        if let Some(why) = signal.unwatchable() {
+            return Err(Error::InvalidArgument(why));
+        }
+        if self.signals.owner(signal).is_some() {
+            return Err(Error::SignalAlreadyWatched(signal));
+        }
+        if !backend.signal_blocked(signal) {
+            return Err(Error::SignalNotBlocked(signal));
+        }
+        let w = Watch::new(
+            [Half::new(priority, true), Half::absent()],
+            Detail::Signal(SignalWatch {
+                signal,
+                pending: false,
+            }),
+        );
+        let (index, _) = self
+            .slots
+            .insert(w)
+            .map_err(|_| Error::Capacity(PoolKind::Watchers))?;
+        self.signals.set_owner(signal, index);
+        self.sync_signal(index, backend);
+        Ok(index)
+    }
+
+    /// Arm or disarm the watcher's signal according to its state.
+    pub(super) fn sync_signal<B: Backend>(&mut self, index: u32, backend: &B) {
+        let Some(w) = self.slots.at(index) else {
+            return;
+        };
+        let Detail::Signal(sw) = w.detail else { return };
+        let h = &w.halves[0];
+        let ready =
+            h.enabled && !h.queued && !h.running && !h.removed && !sw.pending && !w.remove_pending;
+        if ready {
+            self.signals.ready.add(sw.signal);
+        } else {
+            self.signals.ready.remove(sw.signal);
+        }
+        self.flush_signals(backend);
+    }
+
+    /// Tell the backend the signals to report: those whose watchers are ready, plus `SIGCHLD`
+    /// while children are watched the fallback way.
+    pub(super) fn flush_signals<B: Backend>(&mut self, backend: &B) {
+        let mut want = self.signals.ready;
+        if !self.fallback_children.is_empty() {
+            want.add(Signal::CHLD);
+        }
+        if want == self.signals.armed && !self.signals.dirty {
+            return;
+        }
+        match backend.arm_signals(want) {
+            Ok(()) => {
+                self.signals.armed = want;
+                self.signals.dirty = false;
+            }
+            Err(e) => {
+                self.fault(e);
+                self.signals.dirty = true;
+            }
+        }
+    }
+
+    /// One instance taken from the kernel: hand it to its watcher.
+    pub(crate) fn on_signal<B: Backend>(&mut self, info: SigInfo, backend: &B, wake: &WakeShared) {
+        // A SIGCHLD taken for fallback children with no watcher of its own: the poll after
+        // every wait handles those children.
+        let Some(index) = self.signals.owner(info.signal()) else {
+            return;
+        };
+        let Some(Watch {
+            detail: Detail::Signal(sw),
+            ..
+        }) = self.slots.at_mut(index)
+        else {
+            return;
+        };
+        if !sw.pending {
+            sw.pending = true;
+            self.signals.set_info(info);
+        }
+        // Otherwise a standard signal (SIGCHLD, taken for fallback children while its watcher
+        // already held one) coalesces, as POSIX lets it.
+        self.maybe_queue(index, 0, wake);
+        self.sync_signal(index, backend);
+    }
+
+    /// The end of a signal registration.
+    pub(super) fn release_signal<B: Backend>(&mut self, signal: Signal, backend: &B) {
+        self.signals.set_owner(signal, NONE);
+        self.signals.ready.remove(signal);
+        self.flush_signals(backend);
+    }
+}

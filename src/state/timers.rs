@@ -1,0 +1,152 @@
+//! Timer watchers: registration, arming, and counting expirations against the clocks.
+
+use super::State;
+use crate::backend::Backend;
+use crate::error::{Error, Pool as PoolKind, UsageError};
+use crate::timer::{Clock, catch_up};
+use crate::waker::WakeShared;
+use crate::watch::{Detail, Half, TimerWatch, Watch};
+
+impl State {
+    pub(crate) fn add_timer(&mut self, clock: Clock, priority: i32) -> Result<u32, Error> {
+        if self.timers_used >= self.timers_cap {
+            return Err(Error::Capacity(PoolKind::Timers));
+        }
+        let w = Watch::new(
+            [Half::new(priority, true), Half::absent()],
+            Detail::Timer(TimerWatch {
+                clock,
+                deadline: 0,
+                interval: 0,
+                expirations: 0,
+            }),
+        );
+        let (index, _) = self
+            .slots
+            .insert(w)
+            .map_err(|_| Error::Capacity(PoolKind::Watchers))?;
+        self.timers_used += 1;
+        Ok(index)
+    }
+
+    /// Arm a timer for `deadline` (ns on its clock's scale) repeating every `interval` ns
+    /// (0: one-shot).
+    pub(crate) fn arm_timer<B: Backend>(
+        &mut self,
+        index: u32,
+        deadline: u64,
+        interval: u64,
+        backend: &B,
+    ) -> Result<(), UsageError> {
+        let clock = self.timer_clock(index, "arm_timer")?;
+        self.dequeue_half(index, 0);
+        let Some(w) = self.slots.at_mut(index) else {
+            return Err(UsageError::Stale);
+        };
+        if let Detail::Timer(t) = &mut w.detail {
+            t.deadline = deadline;
+            t.interval = interval;
+            t.expirations = 0;
+        }
+        w.halves[0].enabled = true;
+        self.timers[clock.index()].set(index, deadline);
+        self.sync_clock(clock, false, backend);
+        Ok(())
+    }
+
+    pub(crate) fn stop_timer<B: Backend>(
+        &mut self,
+        index: u32,
+        backend: &B,
+    ) -> Result<(), UsageError> {
+        let clock = self.timer_clock(index, "stop_timer")?;
+        self.dequeue_half(index, 0);
+        if let Some(Watch {
+            detail: Detail::Timer(t),
+            ..
+        }) = self.slots.at_mut(index)
+        {
+            t.expirations = 0;
+        }
+        self.timers[clock.index()].remove(index);
+        self.sync_clock(clock, false, backend);
+        Ok(())
+    }
+
+    pub(crate) fn timer_clock(&self, index: u32, op: &'static str) -> Result<Clock, UsageError> {
+        match self.slots.at(index).map(|w| &w.detail) {
+            Some(Detail::Timer(t)) => Ok(t.clock),
+            Some(_) => Err(UsageError::WrongKind {
+                op,
+                kind: self.kind_of(index),
+            }),
+            None => Err(UsageError::Stale),
+        }
+    }
+
+    /// Keep the backend's deadline for `clock` no later than the earliest timer. Moving it
+    /// later is left until it fires (`fired`), which saves a system call per re-arm for
+    /// timers pushed back on activity (idle timeouts).
+    pub(super) fn sync_clock<B: Backend>(&mut self, clock: Clock, fired: bool, backend: &B) {
+        let c = clock.index();
+        let head = self.timers[c].peek().map(|(_, d)| d);
+        let earlier = match (head, self.armed[c]) {
+            (Some(h), Some(a)) => h < a,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if !(fired || earlier || self.clock_dirty[c]) || (head == self.armed[c] && !fired) {
+            return;
+        }
+        match backend.set_deadline(clock, head) {
+            Ok(()) => {
+                self.armed[c] = head;
+                self.clock_dirty[c] = false;
+            }
+            Err(e) => {
+                self.fault(e);
+                self.clock_dirty[c] = true;
+            }
+        }
+    }
+
+    /// Count the expirations of every due timer, queue those enabled, and re-arm the clocks.
+    pub(crate) fn process_timers<B: Backend>(
+        &mut self,
+        fired: [bool; 2],
+        backend: &B,
+        wake: &WakeShared,
+    ) {
+        for clock in Clock::ALL {
+            let c = clock.index();
+            if self.timers[c].len() > 0 {
+                let now = backend.now(clock);
+                while let Some((index, due)) = self.timers[c].peek() {
+                    if due > now {
+                        break;
+                    }
+                    let Some(Watch {
+                        detail: Detail::Timer(t),
+                        ..
+                    }) = self.slots.at_mut(index)
+                    else {
+                        // Unreachable: timers leave the heap when removed.
+                        self.timers[c].remove(index);
+                        continue;
+                    };
+                    if t.interval > 0 {
+                        let (k, next) = catch_up(due, t.interval, now);
+                        t.expirations = t.expirations.saturating_add(k);
+                        t.deadline = next;
+                        self.timers[c].set(index, next);
+                    } else {
+                        t.expirations = t.expirations.saturating_add(1);
+                        self.timers[c].remove(index);
+                    }
+                    self.maybe_queue(index, 0, wake);
+                }
+            }
+            self.sync_clock(clock, fired[c], backend);
+        }
+    }
+}
