@@ -36,6 +36,10 @@ pub struct Usage {
     pub wakers: usize,
     /// Wake slots in all.
     pub wakers_capacity: usize,
+    /// Children watched without a pidfd (through `SIGCHLD` and `waitid(P_PID)`): on kernels
+    /// without pidfd, when one could not be had (`EMFILE`...), or when the loop was built
+    /// with [`child_watch_fallback`](crate::Builder::child_watch_fallback).
+    pub fallback_children: usize,
 }
 
 /// Kernel errors the loop absorbed in operations that cannot fail.

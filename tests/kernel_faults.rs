@@ -379,3 +379,55 @@ fn a_late_event_under_an_old_token_never_reaches_the_slots_next_occupant() {
         "and never misrouted to the new watcher"
     );
 }
+
+#[test]
+fn a_reserved_child_watch_falls_back_when_no_pidfd_can_be_had() {
+    let s = setup();
+    s.k.block_signal(dasynq::Signal::CHLD);
+    let id =
+        s.lp.reserve_child(Priority::DEFAULT, s.h(Rearm::Remove))
+            .unwrap();
+    let pid = s.k.spawn_child().unwrap();
+    s.k.inject(SimCall::PidfdOpen, Fault::once(Errno::MFILE));
+    s.lp.watch_child(id, pid)
+        .expect("a reserved watch cannot fail for resources");
+    assert_eq!(s.lp.usage().fallback_children, 1);
+    s.k.exit_child(pid, dasynq::ChildStatus::Exited(9)).unwrap();
+    assert_eq!(s.lp.run(), 1);
+    assert_eq!(s.calls(), 1);
+    assert_eq!(s.lp.usage().fallback_children, 0);
+    assert_eq!(s.lp.usage().watchers, 0);
+}
+
+#[test]
+fn a_failed_signal_mask_change_is_retried_and_loses_nothing() {
+    let s = setup();
+    let rt = dasynq::Signal::rt(0).unwrap();
+    s.k.block_signal(rt);
+    s.k.inject(SimCall::Signalfd, Fault::once(Errno::NOMEM));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    s.lp.add_signal(
+        rt,
+        Priority::DEFAULT,
+        H {
+            calls: c,
+            removed: Arc::default(),
+            rearm: Rearm::Rearm,
+            drain: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(s.lp.kernel_faults().count, 1, "arming failed once");
+    for v in 0..3 {
+        s.k.raise(dasynq::SigInfo::new(rt).with_value(v)).unwrap();
+    }
+    for _ in 0..5 {
+        s.lp.poll();
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        3,
+        "retried before the next wait; every instance delivered"
+    );
+}

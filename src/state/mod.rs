@@ -197,6 +197,7 @@ impl State {
             timers_capacity: self.timers_cap,
             wakers: self.wakers_cap - self.wake_free.len(),
             wakers_capacity: self.wakers_cap,
+            fallback_children: self.fallback_children.len(),
         }
     }
 

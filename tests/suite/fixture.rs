@@ -2,12 +2,13 @@
 //! kernel and for the simulations.
 
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use dasynq::backend::{Backend, Epoll};
 use dasynq::kernel::LinuxEpoll;
-use dasynq::sim::{EpollSim, Sim, SimWorld};
-use dasynq::{Control, EventLoop, Flavor, Handler};
+use dasynq::sim::{EpollSim, Fault, Sim, SimCall, SimWorld};
+use dasynq::{ChildStatus, Control, Errno, EventLoop, Flavor, Handler, SigInfo, Signal};
 
 /// A backend under test plus the means to drive it.
 pub trait Fixture: Clone + Send + Sync + 'static {
@@ -34,6 +35,30 @@ pub trait Fixture: Clone + Send + Sync + 'static {
     fn tick(&self) -> Duration;
     /// Let time pass until the loop's clock reads at least `target`.
     fn wait_until<H: Handler, F: Flavor>(&self, lp: &EventLoop<H, Self::B, F>, target: Instant);
+
+    // Signals and processes.
+
+    /// Block `sig` for the loop (the real harness-less binaries block theirs in `main`).
+    fn block(&self, sig: Signal);
+    /// A signal that is not blocked here (registration must refuse it).
+    fn unblocked_signal(&self) -> Signal;
+    /// Send `sig` to this process, with a `sigqueue` value if given.
+    fn send(&self, sig: Signal, value: Option<i32>);
+    /// A command whose process exits with `code` (real), or any command (simulated).
+    fn exit_command(&self, code: i32) -> Command;
+    /// A command whose process runs until killed.
+    fn sleeper_command(&self) -> Command;
+    /// Make a spawned child finish with `code` (the simulation's children exit only when told;
+    /// real ones run the command and exit by themselves).
+    fn finish(&self, pid: u32, code: i32);
+    /// A process that exists but is not a child of this one.
+    fn foreign_pid(&self) -> u32;
+    /// Start a child the loop is not told about; it exits at once.
+    fn start_unwatched(&self) -> u32;
+    /// Reap a child the way the program would (`waitpid`), waiting for its exit.
+    fn program_reap(&self, pid: u32) -> Result<ChildStatus, Errno>;
+    /// Arrange for the next spawn to fail as a missing program does, and give that command.
+    fn missing_program(&self) -> Command;
 }
 
 pub fn build<X: Fixture, H: Handler, F: Flavor>(fx: &X) -> EventLoop<H, X::B, F> {
@@ -134,6 +159,65 @@ impl Fixture for Real {
             std::thread::sleep(Duration::from_micros(50));
         }
     }
+
+    fn block(&self, sig: Signal) {
+        dasynq::block_signals(dasynq::SignalSet::of(&[sig])).expect("block");
+    }
+    fn unblocked_signal(&self) -> Signal {
+        // SIGURG's default action is to ignore it: safe to leave unblocked.
+        dasynq::unblock_signals(dasynq::SignalSet::of(&[Signal::URG])).expect("unblock");
+        Signal::URG
+    }
+    fn send(&self, sig: Signal, value: Option<i32>) {
+        let pid = std::process::id() as libc::pid_t;
+        let r = match value {
+            Some(v) => {
+                let val = libc::sigval {
+                    sival_ptr: v as usize as *mut libc::c_void,
+                };
+                // SAFETY (test): sigqueue to our own pid with a plain integer value.
+                unsafe { libc::sigqueue(pid, sig.raw(), val) }
+            }
+            // SAFETY (test): kill our own pid with a blocked signal.
+            None => unsafe { libc::kill(pid, sig.raw()) },
+        };
+        assert_eq!(r, 0, "sending {sig}");
+    }
+    fn exit_command(&self, code: i32) -> Command {
+        let mut c = Command::new("/bin/sh");
+        c.arg("-c").arg(format!("exit {code}"));
+        c
+    }
+    fn sleeper_command(&self) -> Command {
+        let mut c = Command::new("/bin/sleep");
+        c.arg("30");
+        c
+    }
+    fn finish(&self, _pid: u32, _code: i32) {}
+    fn foreign_pid(&self) -> u32 {
+        1
+    }
+    fn start_unwatched(&self) -> u32 {
+        Command::new("/bin/true").spawn().expect("spawn").id()
+    }
+    fn program_reap(&self, pid: u32) -> Result<ChildStatus, Errno> {
+        let pid = rustix::process::Pid::from_raw(pid as i32).ok_or(Errno::CHILD)?;
+        match rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty()) {
+            Ok(Some((_, st))) => Ok(match (st.exit_status(), st.terminating_signal()) {
+                (Some(c), _) => ChildStatus::Exited(c),
+                (None, Some(s)) => ChildStatus::Signaled {
+                    signal: Signal::from_raw(s),
+                    core_dumped: false,
+                },
+                _ => ChildStatus::Unknown,
+            }),
+            Ok(None) => Err(Errno::AGAIN),
+            Err(e) => Err(Errno(e.raw_os_error())),
+        }
+    }
+    fn missing_program(&self) -> Command {
+        Command::new("/nonexistent/dasynq-no-such-program")
+    }
 }
 
 fn tempfile_in(dir: &std::path::Path) -> std::fs::File {
@@ -223,6 +307,51 @@ macro_rules! sim_fixture {
                 if target > now {
                     self.0.advance(target - now);
                 }
+            }
+
+            fn block(&self, sig: Signal) {
+                self.0.block_signal(sig);
+            }
+            fn unblocked_signal(&self) -> Signal {
+                Signal::URG
+            }
+            fn send(&self, sig: Signal, value: Option<i32>) {
+                let info = match value {
+                    // SI_QUEUE, from this process.
+                    Some(v) => SigInfo::new(sig).with_code(-1).with_value(v as u32 as u64),
+                    None => SigInfo::new(sig),
+                };
+                self.0
+                    .raise(info.with_sender(std::process::id() as i32, 0))
+                    .expect("raise");
+            }
+            fn exit_command(&self, _code: i32) -> Command {
+                Command::new("simulated")
+            }
+            fn sleeper_command(&self) -> Command {
+                Command::new("simulated")
+            }
+            fn finish(&self, pid: u32, code: i32) {
+                self.0
+                    .exit_child(pid, ChildStatus::Exited(code))
+                    .expect("exit");
+            }
+            fn foreign_pid(&self) -> u32 {
+                self.0.spawn_foreign().expect("foreign")
+            }
+            fn start_unwatched(&self) -> u32 {
+                let pid = self.0.spawn_child().expect("spawn");
+                self.0
+                    .exit_child(pid, ChildStatus::Exited(0))
+                    .expect("exit");
+                pid
+            }
+            fn program_reap(&self, pid: u32) -> Result<ChildStatus, Errno> {
+                self.0.reap(pid)?.ok_or(Errno::AGAIN)
+            }
+            fn missing_program(&self) -> Command {
+                self.0.inject(SimCall::Spawn, Fault::once(Errno::NOENT));
+                Command::new("/nonexistent/dasynq-no-such-program")
             }
         }
     };

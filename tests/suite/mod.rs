@@ -8,6 +8,8 @@
 #![allow(dead_code)]
 
 pub mod fixture;
+#[macro_use]
+pub mod procs;
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

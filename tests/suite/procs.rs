@@ -1,0 +1,856 @@
+//! Signal and child-process scenarios, written once over the fixture. The simulations run them
+//! in `tests/behaviour.rs`; the real kernel runs them in `tests/signals_real.rs`, a
+//! harness-less binary that blocks the signals in `main` before any thread exists.
+//!
+//! Child scenarios take `fallback`: watch children through `SIGCHLD` and `waitid(P_PID)`
+//! instead of pidfds.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dasynq::backend::Backend;
+use dasynq::{
+    ChildStatus, Clock, Control, Deadline, Error, Event, EventLoop, Priority, Rearm, Signal,
+    SignalChildError, Single, UsageError,
+};
+
+use super::{Fixture, Log, Probe};
+
+type Lp<X> = EventLoop<Probe, <X as Fixture>::B, Single>;
+
+fn lp<X: Fixture>(fx: &X, fallback: bool) -> Lp<X> {
+    EventLoop::<Probe, X::B, Single>::builder()
+        .watchers(512)
+        .timers(8)
+        .child_watch_fallback(fallback)
+        .build_with(fx.backend())
+        .expect("build")
+}
+
+fn rt(n: u32) -> Signal {
+    Signal::rt(n).expect("real-time signal")
+}
+
+/// The signals these scenarios use; the real binary blocks them in `main`.
+pub fn used_signals() -> Vec<Signal> {
+    vec![
+        Signal::USR1,
+        Signal::USR2,
+        Signal::CHLD,
+        rt(0),
+        rt(1),
+        rt(2),
+    ]
+}
+
+/// Run until `done` holds, for at most 20 s of real time (a broken loop fails the test
+/// instead of hanging it; on simulations each timed run passes in virtual time).
+fn run_until<B: Backend>(lp: &EventLoop<Probe, B, Single>, done: impl Fn() -> bool) {
+    let start = std::time::Instant::now();
+    while !done() && start.elapsed() < Duration::from_secs(20) {
+        lp.run_timeout(Duration::from_millis(200));
+    }
+    assert!(done(), "condition not reached in 20 s");
+}
+
+fn signal_logger(log: &Log, name: &'static str, rearm: Rearm) -> Probe {
+    let log = log.clone();
+    Probe::new(move |_, ev| {
+        let Event::Signal(info) = ev else {
+            panic!("signal event expected")
+        };
+        log.push(format!("{name}:{}", info.value_int()));
+        rearm
+    })
+}
+
+// ---------------------------------------------------------------- signals
+
+pub fn signals_remove_handles_only_the_first<X: Fixture>() {
+    let fx = X::new();
+    let lp = lp(&fx, false);
+    for s in used_signals() {
+        fx.block(s);
+    }
+    let log = Log::default();
+    lp.add_signal(
+        Signal::USR1,
+        Priority::DEFAULT,
+        signal_logger(&log, "usr1", Rearm::Remove),
+    )
+    .unwrap();
+    lp.add_signal(
+        Signal::USR2,
+        Priority::DEFAULT,
+        signal_logger(&log, "usr2", Rearm::Remove),
+    )
+    .unwrap();
+    fx.send(Signal::USR1, None);
+    assert_eq!(lp.run(), 1);
+    assert_eq!(log.take(), vec!["usr1:0"]);
+    fx.send(Signal::USR1, None);
+    fx.send(Signal::USR2, None);
+    assert_eq!(lp.run(), 1);
+    assert_eq!(log.take(), vec!["usr2:0"]);
+    assert_eq!(lp.usage().watchers, 0);
+    // The USR1 sent after its watcher left stays pending in the kernel (nobody took it);
+    // a new watcher gets it.
+    lp.add_signal(
+        Signal::USR1,
+        Priority::DEFAULT,
+        signal_logger(&log, "again", Rearm::Remove),
+    )
+    .unwrap();
+    assert_eq!(lp.run(), 1);
+    assert_eq!(log.take(), vec!["again:0"]);
+}
+
+pub fn signals_rearm_receives_again<X: Fixture>() {
+    let fx = X::new();
+    let lp = lp(&fx, false);
+    fx.block(Signal::USR1);
+    let log = Log::default();
+    lp.add_signal(
+        Signal::USR1,
+        Priority::DEFAULT,
+        signal_logger(&log, "usr1", Rearm::Rearm),
+    )
+    .unwrap();
+    for round in 1..=2 {
+        fx.send(Signal::USR1, None);
+        assert_eq!(lp.run(), 1, "round {round}");
+    }
+    assert_eq!(log.take().len(), 2);
+}
+
+pub fn signals_pending_signal_before_a_timer<X: Fixture>() {
+    let fx = X::new();
+    let lp = lp(&fx, false);
+    fx.block(Signal::USR1);
+    let log = Log::default();
+    lp.add_signal(
+        Signal::USR1,
+        Priority::DEFAULT,
+        signal_logger(&log, "signal", Rearm::Remove),
+    )
+    .unwrap();
+    let l = log.clone();
+    let t = lp
+        .add_timer(
+            Clock::Monotonic,
+            Priority::DEFAULT,
+            Probe::new(move |_, _| {
+                l.push("timer");
+                Rearm::Remove
+            }),
+        )
+        .unwrap();
+    lp.arm_timer(t, Deadline::After(fx.unit() * 2), None)
+        .unwrap();
+    fx.send(Signal::USR1, None);
+    assert_eq!(lp.run(), 1);
+    assert_eq!(
+        log.take(),
+        vec!["signal:0"],
+        "the pending signal first, not the timer"
+    );
+    assert_eq!(lp.run(), 1);
+    assert_eq!(log.take(), vec!["timer"]);
+}
+
+pub fn signals_each_realtime_instance_has_its_own_data<X: Fixture>() {
+    let fx = X::new();
+    let lp = lp(&fx, false);
+    fx.block(rt(0));
+    let log = Log::default();
+    lp.add_signal(
+        rt(0),
+        Priority::DEFAULT,
+        signal_logger(&log, "rt", Rearm::Rearm),
+    )
+    .unwrap();
+    for v in 1..=3 {
+        fx.send(rt(0), Some(v));
+    }
+    run_until(&lp, || log.get().len() >= 3);
+    assert_eq!(log.take(), vec!["rt:1", "rt:2", "rt:3"]);
+    assert_eq!(lp.poll(), 0, "nothing duplicated");
+}
+
+pub fn signals_disabled_watcher_loses_nothing<X: Fixture>() {
+    let fx = X::new();
+    let lp = lp(&fx, false);
+    fx.block(rt(1));
+    fx.block(Signal::USR2);
+    let log = Log::default();
+    let r = lp
+        .add_signal(
+            rt(1),
+            Priority::DEFAULT,
+            signal_logger(&log, "rt", Rearm::Rearm),
+        )
+        .unwrap();
+    let u = lp
+        .add_signal(
+            Signal::USR2,
+            Priority::DEFAULT,
+            signal_logger(&log, "usr2", Rearm::Rearm),
+        )
+        .unwrap();
+    lp.disable(r).unwrap();
+    lp.disable(u).unwrap();
+    for v in 1..=5 {
+        fx.send(rt(1), Some(v));
+        fx.send(Signal::USR2, Some(v));
+    }
+    assert_eq!(lp.poll(), 0, "disabled: nothing delivered");
+    lp.enable(r).unwrap();
+    lp.enable(u).unwrap();
+    run_until(&lp, || log.get().len() >= 6);
+    for _ in 0..3 {
+        lp.poll();
+    }
+    let got = log.take();
+    let rt_got: Vec<&String> = got.iter().filter(|s| s.starts_with("rt")).collect();
+    assert_eq!(
+        rt_got,
+        vec!["rt:1", "rt:2", "rt:3", "rt:4", "rt:5"],
+        "real-time: all, in order"
+    );
+    let std_got = got.iter().filter(|s| s.starts_with("usr2")).count();
+    assert_eq!(
+        std_got, 1,
+        "a standard signal coalesces while pending (POSIX)"
+    );
+}
+
+pub fn signals_instances_wait_while_queued_or_running<X: Fixture>() {
+    let fx = X::new();
+    let lp = lp(&fx, false);
+    fx.block(rt(2));
+    let log = Log::default();
+    let fx2 = fx.clone();
+    let l = log.clone();
+    let mut first = true;
+    lp.add_signal(
+        rt(2),
+        Priority::DEFAULT,
+        Probe::new(move |_, ev| {
+            let Event::Signal(info) = ev else { panic!() };
+            if first {
+                // More instances arrive while this handler runs: they must wait in the kernel.
+                first = false;
+                fx2.send(rt(2), Some(20));
+                fx2.send(rt(2), Some(30));
+            }
+            l.push(format!("{}", info.value_int()));
+            Rearm::Rearm
+        }),
+    )
+    .unwrap();
+    fx.send(rt(2), Some(10));
+    run_until(&lp, || log.get().len() >= 3);
+    assert_eq!(log.take(), vec!["10", "20", "30"]);
+}
+
+pub fn signals_every_rearm_code<X: Fixture>() {
+    let fx = X::new();
+    let lp = lp(&fx, false);
+    fx.block(rt(0));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let codes = Arc::new(Mutex::new(vec![
+        Rearm::Requeue,
+        Rearm::Rearm,
+        Rearm::Noop,
+        Rearm::Disarm,
+        Rearm::Remove,
+    ]));
+    let (s2, c2) = (seen.clone(), codes.clone());
+    let removed = Arc::new(AtomicUsize::new(0));
+    let id = lp
+        .add_signal(
+            rt(0),
+            Priority::DEFAULT,
+            Probe::counting(&removed, move |_, ev| {
+                let Event::Signal(info) = ev else { panic!() };
+                s2.lock().unwrap().push(info.value_int());
+                c2.lock().unwrap().remove(0)
+            }),
+        )
+        .unwrap();
+    for v in 1..=4 {
+        fx.send(rt(0), Some(v));
+    }
+    // Requeue: the same instance again in the next batch.
+    assert_eq!(lp.run(), 1);
+    assert_eq!(lp.run(), 1);
+    assert_eq!(*seen.lock().unwrap(), vec![1, 1]);
+    // Rearm: the next instance.
+    run_until(&lp, || seen.lock().unwrap().len() >= 3);
+    assert_eq!(*seen.lock().unwrap(), vec![1, 1, 2]);
+    // Noop leaves it disabled: instance 4 waits.
+    for _ in 0..3 {
+        lp.poll();
+    }
+    assert_eq!(seen.lock().unwrap().len(), 3);
+    lp.enable(id).unwrap();
+    run_until(&lp, || seen.lock().unwrap().len() >= 4);
+    // Disarm: disabled again until enabled.
+    for _ in 0..3 {
+        lp.poll();
+    }
+    assert_eq!(seen.lock().unwrap().len(), 4);
+    lp.enable(id).unwrap();
+    run_until(&lp, || seen.lock().unwrap().len() >= 5);
+    assert_eq!(*seen.lock().unwrap(), vec![1, 1, 2, 3, 4]);
+    // Remove: gone, once.
+    assert_eq!(removed.load(Ordering::SeqCst), 1);
+    assert!(!lp.contains(id));
+    assert_eq!(lp.usage().watchers, 0);
+}
+
+pub fn signals_bad_input_is_refused_and_leaks_nothing<X: Fixture>() {
+    let fx = X::new();
+    let lp = lp(&fx, false);
+    fx.block(Signal::USR1);
+    for (sig, what) in [
+        (Signal::KILL, "kill"),
+        (Signal::STOP, "stop"),
+        (Signal::from_raw(0), "zero"),
+        (Signal::from_raw(65), "65"),
+        (Signal::from_raw(-3), "negative"),
+    ] {
+        let e = lp
+            .add_signal(sig, Priority::DEFAULT, Probe::new(|_, _| Rearm::Rearm))
+            .unwrap_err();
+        assert!(
+            matches!(e.error, Error::InvalidArgument(_)),
+            "{what}: {:?}",
+            e.error
+        );
+    }
+    let unblocked = fx.unblocked_signal();
+    let e = lp
+        .add_signal(
+            unblocked,
+            Priority::DEFAULT,
+            Probe::new(|_, _| Rearm::Rearm),
+        )
+        .unwrap_err();
+    assert_eq!(e.error, Error::SignalNotBlocked(unblocked));
+    assert!(e.to_string().contains("block"));
+    lp.add_signal(
+        Signal::USR1,
+        Priority::DEFAULT,
+        Probe::new(|_, _| Rearm::Rearm),
+    )
+    .unwrap();
+    let e = lp
+        .add_signal(
+            Signal::USR1,
+            Priority::DEFAULT,
+            Probe::new(|_, _| Rearm::Rearm),
+        )
+        .unwrap_err();
+    assert_eq!(e.error, Error::SignalAlreadyWatched(Signal::USR1));
+    assert_eq!(
+        lp.usage().watchers,
+        1,
+        "only the one good registration holds a slot"
+    );
+}
+
+pub fn signals_self_removal_with_every_code<X: Fixture>() {
+    for code in [
+        Rearm::Rearm,
+        Rearm::Disarm,
+        Rearm::Noop,
+        Rearm::Remove,
+        Rearm::Requeue,
+    ] {
+        let fx = X::new();
+        let lp = lp(&fx, false);
+        fx.block(Signal::USR1);
+        let removed = Arc::new(AtomicUsize::new(0));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c2 = calls.clone();
+        lp.add_signal(
+            Signal::USR1,
+            Priority::DEFAULT,
+            Probe::counting(&removed, move |cx, _| {
+                c2.fetch_add(1, Ordering::SeqCst);
+                cx.remove(cx.id()).unwrap();
+                code
+            }),
+        )
+        .unwrap();
+        fx.send(Signal::USR1, None);
+        assert_eq!(lp.run(), 1);
+        assert_eq!(lp.poll(), 0);
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "{code:?}");
+        assert_eq!(removed.load(Ordering::SeqCst), 1, "{code:?}");
+        assert_eq!(lp.usage().watchers, 0);
+        // The signal can be watched again.
+        lp.add_signal(
+            Signal::USR1,
+            Priority::DEFAULT,
+            Probe::new(|_, _| Rearm::Rearm),
+        )
+        .unwrap();
+    }
+}
+
+// ---------------------------------------------------------------- children
+
+fn child_logger(log: &Log, rearm: Rearm) -> Probe {
+    let log = log.clone();
+    Probe::new(move |_, ev| {
+        let Event::Child { pid, status } = ev else {
+            panic!("child event expected")
+        };
+        log.push(format!("{pid}:{status:?}"));
+        rearm
+    })
+}
+
+pub fn children_exit_codes_are_reported<X: Fixture>(fallback: bool) {
+    let fx = X::new();
+    let lp = lp(&fx, fallback);
+    fx.block(Signal::CHLD);
+    let log = Log::default();
+    for code in [0, 3] {
+        let sp = lp
+            .spawn_child(
+                &mut fx.exit_command(code),
+                Priority::DEFAULT,
+                child_logger(&log, Rearm::Remove),
+            )
+            .unwrap();
+        fx.finish(sp.pid, code);
+        run_until(&lp, || !log.get().is_empty());
+        assert_eq!(log.take(), vec![format!("{}:Exited({code})", sp.pid)]);
+        assert!(!lp.contains(sp.id));
+    }
+    assert_eq!(lp.usage().watchers, 0);
+}
+
+pub fn children_killed_by_a_signal<X: Fixture>(fallback: bool) {
+    let fx = X::new();
+    let lp = lp(&fx, fallback);
+    fx.block(Signal::CHLD);
+    let log = Log::default();
+    let sp = lp
+        .spawn_child(
+            &mut fx.sleeper_command(),
+            Priority::DEFAULT,
+            child_logger(&log, Rearm::Rearm),
+        )
+        .unwrap();
+    assert_eq!(
+        lp.usage().fallback_children,
+        usize::from(fallback),
+        "the path under test is used"
+    );
+    lp.signal_child(sp.id, Signal::KILL).unwrap();
+    run_until(&lp, || !log.get().is_empty());
+    assert_eq!(
+        log.take(),
+        vec![format!(
+            "{}:Signaled {{ signal: SIGKILL, core_dumped: false }}",
+            sp.pid
+        )]
+    );
+    assert_eq!(
+        lp.signal_child(sp.id, Signal::TERM),
+        Err(SignalChildError::Gone),
+        "reaped: gone"
+    );
+    assert!(lp.contains(sp.id), "Rearm keeps the (now idle) watcher");
+}
+
+pub fn children_many_exiting_at_once_each_reported_once<X: Fixture>(fallback: bool) {
+    let fx = X::new();
+    let lp = lp(&fx, fallback);
+    fx.block(Signal::CHLD);
+    let log = Log::default();
+    let mut pids = Vec::new();
+    for _ in 0..200 {
+        let sp = lp
+            .spawn_child(
+                &mut fx.exit_command(7),
+                Priority::DEFAULT,
+                child_logger(&log, Rearm::Remove),
+            )
+            .unwrap();
+        pids.push(sp.pid);
+    }
+    for &pid in &pids {
+        fx.finish(pid, 7);
+    }
+    run_until(&lp, || log.get().len() >= 200);
+    for _ in 0..3 {
+        lp.poll();
+    }
+    let mut got = log.take();
+    got.sort();
+    let mut want: Vec<String> = pids.iter().map(|p| format!("{p}:Exited(7)")).collect();
+    want.sort();
+    assert_eq!(got, want, "each child reported exactly once");
+    assert_eq!(lp.usage().watchers, 0);
+}
+
+pub fn children_unwatched_ones_are_left_to_the_program<X: Fixture>(fallback: bool) {
+    let fx = X::new();
+    let lp = lp(&fx, fallback);
+    fx.block(Signal::CHLD);
+    let log = Log::default();
+    let unwatched = fx.start_unwatched();
+    let sp = lp
+        .spawn_child(
+            &mut fx.exit_command(0),
+            Priority::DEFAULT,
+            child_logger(&log, Rearm::Remove),
+        )
+        .unwrap();
+    fx.finish(sp.pid, 0);
+    run_until(&lp, || !log.get().is_empty());
+    for _ in 0..3 {
+        lp.poll();
+    }
+    assert_eq!(
+        fx.program_reap(unwatched),
+        Ok(ChildStatus::Exited(0)),
+        "not reaped by the loop"
+    );
+}
+
+pub fn children_reservation_survives_every_rearm_code<X: Fixture>(fallback: bool) {
+    let fx = X::new();
+    let lp = lp(&fx, fallback);
+    fx.block(Signal::CHLD);
+    let log = Log::default();
+    let codes = Arc::new(Mutex::new(vec![
+        Rearm::Rearm,
+        Rearm::Disarm,
+        Rearm::Noop,
+        Rearm::Requeue,
+        Rearm::Rearm,
+        Rearm::Remove,
+    ]));
+    let (l, c) = (log.clone(), codes.clone());
+    let removed = Arc::new(AtomicUsize::new(0));
+    let id = lp
+        .reserve_child(
+            Priority::DEFAULT,
+            Probe::counting(&removed, move |_, ev| {
+                let Event::Child { status, .. } = ev else {
+                    panic!()
+                };
+                l.push(format!("{status:?}"));
+                c.lock().unwrap().remove(0)
+            }),
+        )
+        .unwrap();
+    assert_eq!(lp.usage().watchers, 1, "the reservation holds its slot");
+    let cycle = |code: i32| {
+        let pid = {
+            // Spawn outside the loop, then watch with the reservation (cannot fail).
+            let mut cmd = fx.exit_command(code);
+            lp.backend().spawn(&mut cmd).expect("spawn").pid
+        };
+        lp.watch_child(id, pid).unwrap();
+        assert_eq!(
+            lp.watch_child(id, pid),
+            Err(UsageError::Busy),
+            "one child at a time"
+        );
+        fx.finish(pid, code);
+        pid
+    };
+    // Rearm: reported, idle again.
+    cycle(1);
+    run_until(&lp, || log.get().len() >= 1);
+    // Disarm: reported, then disabled: the next exit waits for enable.
+    cycle(2);
+    run_until(&lp, || log.get().len() >= 2);
+    cycle(3);
+    for _ in 0..20 {
+        lp.run_timeout(Duration::from_millis(10));
+    }
+    assert_eq!(
+        log.get().len(),
+        2,
+        "disabled: the third exit is kept, not reported"
+    );
+    lp.enable(id).unwrap();
+    run_until(&lp, || log.get().len() >= 3);
+    // Noop left it disabled; Requeue reports the same exit twice.
+    lp.enable(id).unwrap();
+    cycle(4);
+    run_until(&lp, || log.get().len() >= 5);
+    // Rearm, then Remove: the slot comes back once.
+    cycle(5);
+    run_until(&lp, || log.get().len() >= 6);
+    assert_eq!(
+        log.take(),
+        vec![
+            "Exited(1)",
+            "Exited(2)",
+            "Exited(3)",
+            "Exited(4)",
+            "Exited(4)",
+            "Exited(5)"
+        ]
+    );
+    assert_eq!(removed.load(Ordering::SeqCst), 1);
+    assert_eq!(lp.usage().watchers, 0);
+    assert_eq!(lp.watch_child(id, 1), Err(UsageError::Stale));
+}
+
+/// The original's crash: reserve, let the handler `Disarm`, then deregister; repeated.
+pub fn children_disarm_then_remove_cycles_release_once<X: Fixture>(fallback: bool) {
+    let fx = X::new();
+    let lp = lp(&fx, fallback);
+    fx.block(Signal::CHLD);
+    let removed = Arc::new(AtomicUsize::new(0));
+    for round in 0..20 {
+        let log = Log::default();
+        let l = log.clone();
+        let id = lp
+            .reserve_child(
+                Priority::DEFAULT,
+                Probe::counting(&removed, move |_, _| {
+                    l.push("exit");
+                    Rearm::Disarm
+                }),
+            )
+            .unwrap();
+        let pid = lp
+            .backend()
+            .spawn(&mut fx.exit_command(0))
+            .expect("spawn")
+            .pid;
+        lp.watch_child(id, pid).unwrap();
+        fx.finish(pid, 0);
+        run_until(&lp, || !log.get().is_empty());
+        lp.remove(id).unwrap();
+        assert_eq!(removed.load(Ordering::SeqCst), round + 1);
+        assert_eq!(lp.remove(id), Err(UsageError::Stale));
+        assert_eq!(lp.usage().watchers, 0);
+    }
+}
+
+pub fn children_bad_input_is_refused_and_leaks_nothing<X: Fixture>(fallback: bool) {
+    let fx = X::new();
+    let lp = lp(&fx, fallback);
+    fx.block(Signal::CHLD);
+    let foreign = fx.foreign_pid();
+    let e = lp
+        .add_child(foreign, Priority::DEFAULT, Probe::new(|_, _| Rearm::Rearm))
+        .unwrap_err();
+    assert_eq!(e.error, Error::NotAChild(foreign));
+    assert_eq!(lp.usage().watchers, 0);
+    let id = lp
+        .reserve_child(Priority::DEFAULT, Probe::new(|_, _| Rearm::Rearm))
+        .unwrap();
+    assert_eq!(lp.watch_child(id, foreign), Err(UsageError::NotAChild));
+    assert_eq!(lp.watch_child(id, 0), Err(UsageError::NotAChild));
+    assert_eq!(
+        lp.signal_child(id, Signal::TERM),
+        Err(SignalChildError::Gone),
+        "idle: no child"
+    );
+    let before = lp.usage();
+    let e = lp
+        .spawn_child(
+            &mut fx.missing_program(),
+            Priority::DEFAULT,
+            Probe::new(|_, _| Rearm::Rearm),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(e.error, Error::Spawn { errno } if errno == dasynq::Errno::NOENT),
+        "{:?}",
+        e.error
+    );
+    assert!(e.to_string().contains("could not start"));
+    assert_eq!(lp.usage(), before, "no slot leaked");
+    // A pid that was our child but is already reaped is not one any more.
+    let pid = lp
+        .backend()
+        .spawn(&mut fx.exit_command(0))
+        .expect("spawn")
+        .pid;
+    fx.finish(pid, 0);
+    fx.program_reap(pid).expect("reap");
+    assert_eq!(lp.watch_child(id, pid), Err(UsageError::NotAChild));
+    let t = lp
+        .add_timer(
+            Clock::Monotonic,
+            Priority::DEFAULT,
+            Probe::new(|_, _| Rearm::Rearm),
+        )
+        .unwrap();
+    assert!(matches!(
+        lp.watch_child(t, pid),
+        Err(UsageError::WrongKind { .. })
+    ));
+    assert!(matches!(
+        lp.signal_child(t, Signal::TERM),
+        Err(SignalChildError::Usage(_))
+    ));
+}
+
+pub fn children_self_removal_with_every_code<X: Fixture>(fallback: bool) {
+    for code in [
+        Rearm::Rearm,
+        Rearm::Disarm,
+        Rearm::Noop,
+        Rearm::Remove,
+        Rearm::Requeue,
+    ] {
+        let fx = X::new();
+        let lp = lp(&fx, fallback);
+        fx.block(Signal::CHLD);
+        let removed = Arc::new(AtomicUsize::new(0));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c2 = calls.clone();
+        let sp = lp
+            .spawn_child(
+                &mut fx.exit_command(0),
+                Priority::DEFAULT,
+                Probe::counting(&removed, move |cx, _| {
+                    c2.fetch_add(1, Ordering::SeqCst);
+                    cx.remove(cx.id()).unwrap();
+                    code
+                }),
+            )
+            .unwrap();
+        fx.finish(sp.pid, 0);
+        run_until(&lp, || calls.load(Ordering::SeqCst) > 0);
+        for _ in 0..3 {
+            lp.poll();
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "{code:?}");
+        assert_eq!(removed.load(Ordering::SeqCst), 1, "{code:?}");
+        assert_eq!(lp.usage().watchers, 0);
+    }
+}
+
+pub fn children_removing_a_watcher_of_a_running_child_leaves_it_alone<X: Fixture>(fallback: bool) {
+    let fx = X::new();
+    let lp = lp(&fx, fallback);
+    fx.block(Signal::CHLD);
+    let sp = lp
+        .spawn_child(
+            &mut fx.exit_command(4),
+            Priority::DEFAULT,
+            Probe::new(|_, _| panic!("removed")),
+        )
+        .unwrap();
+    lp.remove(sp.id).unwrap();
+    fx.finish(sp.pid, 4);
+    for _ in 0..5 {
+        lp.run_timeout(Duration::from_millis(20));
+    }
+    assert_eq!(
+        fx.program_reap(sp.pid),
+        Ok(ChildStatus::Exited(4)),
+        "the program reaps it"
+    );
+}
+
+/// One `#[test]` per scenario, for the simulated fixtures.
+#[macro_export]
+macro_rules! process_suite {
+    ($fx:ty) => {
+        $crate::process_suite!(@signals $fx;
+            signals_remove_handles_only_the_first,
+            signals_rearm_receives_again,
+            signals_pending_signal_before_a_timer,
+            signals_each_realtime_instance_has_its_own_data,
+            signals_disabled_watcher_loses_nothing,
+            signals_instances_wait_while_queued_or_running,
+            signals_every_rearm_code,
+            signals_bad_input_is_refused_and_leaks_nothing,
+            signals_self_removal_with_every_code,
+        );
+        $crate::process_suite!(@children $fx;
+            children_exit_codes_are_reported,
+            children_killed_by_a_signal,
+            children_many_exiting_at_once_each_reported_once,
+            children_unwatched_ones_are_left_to_the_program,
+            children_reservation_survives_every_rearm_code,
+            children_disarm_then_remove_cycles_release_once,
+            children_bad_input_is_refused_and_leaks_nothing,
+            children_self_removal_with_every_code,
+            children_removing_a_watcher_of_a_running_child_leaves_it_alone,
+        );
+    };
+    (@signals $fx:ty; $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                $crate::suite::procs::$name::<$fx>();
+            }
+        )*
+    };
+    (@children $fx:ty; $($name:ident),* $(,)?) => {
+        mod pidfd {
+            $(
+                #[test]
+                fn $name() {
+                    $crate::suite::procs::$name::<$fx>(false);
+                }
+            )*
+        }
+        mod fallback {
+            $(
+                #[test]
+                fn $name() {
+                    $crate::suite::procs::$name::<$fx>(true);
+                }
+            )*
+        }
+    };
+}
+
+/// The same scenarios as `(name, fn)` pairs, for the harness-less real-kernel runner.
+pub fn all<X: Fixture>() -> Vec<(String, Box<dyn Fn()>)> {
+    let mut v: Vec<(String, Box<dyn Fn()>)> = Vec::new();
+    macro_rules! sig {
+        ($($name:ident),*) => {$(
+            v.push((stringify!($name).to_string(), Box::new(|| $name::<X>())));
+        )*};
+    }
+    macro_rules! child {
+        ($($name:ident),*) => {$(
+            v.push((format!("{}::pidfd", stringify!($name)), Box::new(|| $name::<X>(false))));
+            v.push((format!("{}::fallback", stringify!($name)), Box::new(|| $name::<X>(true))));
+        )*};
+    }
+    sig!(
+        signals_remove_handles_only_the_first,
+        signals_rearm_receives_again,
+        signals_pending_signal_before_a_timer,
+        signals_each_realtime_instance_has_its_own_data,
+        signals_disabled_watcher_loses_nothing,
+        signals_instances_wait_while_queued_or_running,
+        signals_every_rearm_code,
+        signals_bad_input_is_refused_and_leaks_nothing,
+        signals_self_removal_with_every_code
+    );
+    child!(
+        children_exit_codes_are_reported,
+        children_killed_by_a_signal,
+        children_many_exiting_at_once_each_reported_once,
+        children_unwatched_ones_are_left_to_the_program,
+        children_reservation_survives_every_rearm_code,
+        children_disarm_then_remove_cycles_release_once,
+        children_bad_input_is_refused_and_leaks_nothing,
+        children_self_removal_with_every_code,
+        children_removing_a_watcher_of_a_running_child_leaves_it_alone
+    );
+    v
+}
