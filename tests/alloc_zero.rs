@@ -1,8 +1,10 @@
 //! Proof of "no allocation after `build()`": a counting global allocator around 100,000+
 //! dispatched events over fd, bidirectional, emulated fd, timer and wake watchers, with
 //! registration, enable, disable, arm, re-arm, removal and re-registration in between, on
-//! every backend and both lock flavours. Any allocation or deallocation in the measured
-//! section fails the test. A harness-less binary, so no test-runner thread allocates beside it.
+//! every backend and both lock flavours, plus signal instances and child exits (after build and
+//! reservation, delivering them allocates nothing either). Any allocation or deallocation in
+//! the measured section fails the test. A harness-less binary, so no test-runner thread
+//! allocates beside it, and `main` can block the signals before anything else runs.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::RefCell;
@@ -15,8 +17,8 @@ use dasynq::backend::{Backend, Epoll};
 use dasynq::kernel::LinuxEpoll;
 use dasynq::sim::{EpollSim, Sim};
 use dasynq::{
-    BidiOptions, Clock, Control, Cx, Deadline, Event, EventLoop, FdOptions, Flavor, Half, Handler,
-    Interest, Priority, Rearm, Removed, Single, Threaded,
+    BidiOptions, ChildStatus, Clock, Control, Cx, Deadline, Event, EventLoop, FdOptions, Flavor,
+    Half, Handler, Interest, Priority, Rearm, Removed, Signal, Single, Threaded,
 };
 
 struct Counting;
@@ -61,8 +63,10 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 static EVENTS: AtomicU64 = AtomicU64::new(0);
-/// Per kind: fd, bidi read, bidi write, emulated, timer, wake.
-static KIND: [AtomicU64; 6] = [const { AtomicU64::new(0) }; 6];
+/// Per kind: fd, bidi read, bidi write, emulated, timer, wake, signal, child.
+static KIND: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
+/// The child watcher is between children.
+static CHILD_IDLE: AtomicBool = AtomicBool::new(true);
 /// Successful re-registrations of the pipe fd, timer and wake registrations made.
 static REREG: AtomicU64 = AtomicU64::new(0);
 static REMOVED: AtomicU64 = AtomicU64::new(0);
@@ -82,6 +86,19 @@ trait Io: Clone + 'static {
     fn socketpair(&self) -> (OwnedFd, OwnedFd);
     fn file(&self) -> OwnedFd;
     fn advance(&self, d: Duration);
+    /// Block the watched signals (the simulations have their own mask; the real process
+    /// blocked them in `main`).
+    fn prepare(&self) {}
+    /// Queue a real-time signal with a value to this process.
+    fn send_rt(&self, v: i32);
+    /// Start a child that exits (real: fork + _exit; simulated: a virtual child).
+    fn start_child(&self) -> u32;
+    /// Let a started child finish (simulations only; real ones exit by themselves).
+    fn end_child(&self, pid: u32);
+}
+
+fn rt() -> Signal {
+    Signal::rt(0).expect("real-time signal")
 }
 
 #[derive(Clone)]
@@ -117,6 +134,21 @@ impl Io for RealIo {
     fn advance(&self, d: Duration) {
         std::thread::sleep(d);
     }
+    fn send_rt(&self, v: i32) {
+        let val = libc::sigval {
+            sival_ptr: v as usize as *mut libc::c_void,
+        };
+        // SAFETY (test): sigqueue to our own pid; the signal is blocked.
+        unsafe { libc::sigqueue(std::process::id() as libc::pid_t, rt().raw(), val) };
+    }
+    fn start_child(&self) -> u32 {
+        // SAFETY (test): this process has a single thread; the child only calls _exit.
+        match unsafe { libc::fork() } {
+            0 => unsafe { libc::_exit(0) },
+            pid => pid as u32,
+        }
+    }
+    fn end_child(&self, _pid: u32) {}
 }
 
 macro_rules! sim_io {
@@ -140,6 +172,20 @@ macro_rules! sim_io {
             fn advance(&self, d: Duration) {
                 dasynq::sim::SimWorld::advance(self, d)
             }
+            fn prepare(&self) {
+                dasynq::sim::SimWorld::block_signal(self, rt());
+                dasynq::sim::SimWorld::block_signal(self, Signal::CHLD);
+            }
+            fn send_rt(&self, v: i32) {
+                let info = dasynq::SigInfo::new(rt()).with_value(v as u64);
+                let _ = dasynq::sim::SimWorld::raise(self, info);
+            }
+            fn start_child(&self) -> u32 {
+                dasynq::sim::SimWorld::spawn_child(self).unwrap()
+            }
+            fn end_child(&self, pid: u32) {
+                let _ = dasynq::sim::SimWorld::exit_child(self, pid, ChildStatus::Exited(0));
+            }
         }
     };
 }
@@ -152,6 +198,8 @@ enum W<I: Io> {
     Emulated,
     Timer,
     Wake,
+    Signal,
+    Child,
 }
 
 impl<I: Io> Handler for W<I> {
@@ -188,6 +236,16 @@ impl<I: Io> Handler for W<I> {
                 count(5);
                 Rearm::Rearm
             }
+            (W::Signal, Event::Signal(_)) => {
+                count(6);
+                Rearm::Rearm
+            }
+            (W::Child, Event::Child { status, .. }) => {
+                assert_eq!(status, ChildStatus::Exited(0));
+                count(7);
+                CHILD_IDLE.store(true, Ordering::SeqCst);
+                Rearm::Rearm
+            }
             _ => Rearm::Rearm,
         }
     }
@@ -203,6 +261,7 @@ impl<I: Io> Handler for W<I> {
 }
 
 fn scenario<I: Io, B: Backend, F: Flavor>(name: &str, io: I, backend: B, target: u64) {
+    io.prepare();
     let lp = EventLoop::<W<I>, B, F>::builder()
         .watchers(64)
         .timers(8)
@@ -245,6 +304,9 @@ fn scenario<I: Io, B: Backend, F: Flavor>(name: &str, io: I, backend: B, target:
         .add_timer(Clock::Monotonic, Priority::DEFAULT, W::Timer)
         .unwrap();
     let (wake_id, waker) = lp.add_wake(Priority::HIGH, W::Wake).unwrap();
+    let sig_id = lp.add_signal(rt(), Priority::DEFAULT, W::Signal).unwrap();
+    let child_id = lp.reserve_child(Priority::DEFAULT, W::Child).unwrap();
+    CHILD_IDLE.store(true, Ordering::SeqCst);
     let mut spare_timer = Some(W::<I>::Timer);
     let mut spare_wake = Some(W::<I>::Wake);
     let mut extra_timer = None;
@@ -277,6 +339,16 @@ fn scenario<I: Io, B: Backend, F: Flavor>(name: &str, io: I, backend: B, target:
         }
         if round % 2 == 0 {
             waker.wake();
+        }
+        if round % 7 == 0 {
+            io.send_rt(round as i32);
+        }
+        if round % 50 == 0 && CHILD_IDLE.load(Ordering::SeqCst) {
+            let pid = io.start_child();
+            CHILD_IDLE.store(false, Ordering::SeqCst);
+            lp.watch_child(child_id, pid)
+                .expect("a reserved watch cannot fail");
+            io.end_child(pid);
         }
         match round % 13 {
             0 => {
@@ -350,10 +422,14 @@ fn scenario<I: Io, B: Backend, F: Flavor>(name: &str, io: I, backend: B, target:
     println!(
         "zero-allocation {name}: {events} events in {round} rounds, {allocs} allocations, {frees} deallocations"
     );
+    // Let the last child's exit be reported, so no child outlives the scenario unreaped.
+    while !CHILD_IDLE.load(Ordering::SeqCst) {
+        lp.run_timeout(Duration::from_millis(100));
+    }
     let kinds: Vec<u64> = KIND.iter().map(|k| k.load(Ordering::SeqCst)).collect();
     let (rereg, removed) = (REREG.load(Ordering::SeqCst), REMOVED.load(Ordering::SeqCst));
     println!(
-        "  per kind [fd, bidi read, bidi write, emulated, timer, wake] = {kinds:?}; \
+        "  per kind [fd, bidi read, bidi write, emulated, timer, wake, signal, child] = {kinds:?}; \
          registrations {rereg}, removals {removed}"
     );
     assert!(events >= target);
@@ -375,6 +451,8 @@ fn scenario<I: Io, B: Backend, F: Flavor>(name: &str, io: I, backend: B, target:
 }
 
 fn main() {
+    // Before anything else (and any thread): block the signals the scenarios watch.
+    dasynq::block_signals(dasynq::SignalSet::of(&[rt(), Signal::CHLD])).expect("block");
     // The counter itself must work, or a zero would prove nothing.
     ARMED.store(true, Ordering::SeqCst);
     let b = std::hint::black_box(Box::new(7u64));
