@@ -131,8 +131,8 @@ pub trait Control<H: Handler> {
     /// ([`UsageError::Busy`]), or a pid that is not an unreaped child of this process.
     fn watch_child(&self, id: WatchId, pid: u32) -> Result<(), UsageError>;
 
-    /// Reserve and watch in one step (fails for capacity or [`Error::NotAChild`]
-    /// (crate::Error::NotAChild), giving the handler back).
+    /// Reserve and watch in one step (fails for capacity or with
+    /// [`Error::NotAChild`](crate::Error::NotAChild), giving the handler back).
     fn add_child(&self, pid: u32, priority: Priority, handler: H) -> Result<WatchId, Rejected<H>>;
 
     /// Start `cmd` and watch the child, atomically: either the child runs and is watched, or

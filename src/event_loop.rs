@@ -339,14 +339,18 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
                     }
                     let mut fired = [false; 2];
                     let mut woke = false;
+                    let mut signals = false;
                     self.backend.for_each_event(buf, |ev| match ev {
                         BackendEvent::Fd { token, ready } => {
                             s.on_fd_event(token, ready, &self.backend, &self.wake)
                         }
                         BackendEvent::Clock(c) => fired[c.index()] = true,
                         BackendEvent::Wake => woke = true,
-                        BackendEvent::Signal(info) => s.on_signal(info, &self.backend, &self.wake),
+                        BackendEvent::SignalsPending => signals = true,
                     });
+                    if signals {
+                        s.take_signals(&self.backend, &self.wake);
+                    }
                     if s.has_fallback_children() {
                         s.poll_fallback_children(&self.backend, &self.wake);
                     }

@@ -442,6 +442,7 @@ fn scenario<I: Io, B: Backend, F: Flavor>(name: &str, io: I, backend: B, target:
         "{name}: registrations and removals happened"
     );
     assert!(lp.contains(wake_id) && lp.contains(bidi));
+    assert!(lp.contains(sig_id) && lp.contains(child_id));
     assert_eq!(
         (allocs, frees),
         (0, 0),

@@ -9,9 +9,8 @@
 //! epoll cannot poll (`EPERM`) are reported as [`FdMode::Emulated`]. Timers: one `timerfd` per
 //! clock, armed with an absolute time (`TFD_TIMER_ABSTIME`, so system-clock deadlines follow
 //! wall-clock steps) and never read: re-arming resets it. Wake: an `eventfd`, drained when it
-//! is reported. Signals: one `signalfd` whose mask is exactly the armed signals, read one
-//! instance at a time so each reaches its own handler call, and re-masked as watchers take and
-//! finish instances. Children: a pidfd per watched child, registered under the watcher's token,
+//! is reported. Signals: one `signalfd` whose mask is the armed signals, read one instance at a
+//! time (when the loop asks) so each reaches its own handler call. Children: a pidfd per watched child, registered under the watcher's token,
 //! reaped with `waitid(P_PIDFD)`; the fallback is `waitid(P_PID)`.
 
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
@@ -311,13 +310,7 @@ impl<K: EpollKernel> Backend for Epoll<K> {
                 continue;
             }
             match data {
-                TOKEN_SIGNAL => {
-                    // One instance per read, `f` between reads: a signal `f` disarms is not
-                    // read again. Stops at EAGAIN (or any error: nothing more to take).
-                    while let Ok(Some(info)) = self.kernel.signalfd_read(&self.signals) {
-                        f(BackendEvent::Signal(info));
-                    }
-                }
+                TOKEN_SIGNAL => f(BackendEvent::SignalsPending),
                 TOKEN_WAKE => {
                     // Reset the counter so the level-triggered eventfd stops reporting. A
                     // failure (EAGAIN: already drained) leaves nothing to do.
@@ -329,6 +322,15 @@ impl<K: EpollKernel> Backend for Epoll<K> {
                 _ => {}
             }
         }
+    }
+
+    fn take_signal(&self) -> Result<Option<SigInfo>, KernelError> {
+        self.kernel
+            .signalfd_read(&self.signals)
+            .map_err(|errno| KernelError {
+                call: "read(signalfd)",
+                errno,
+            })
     }
 
     fn signal_blocked(&self, signal: Signal) -> bool {

@@ -82,8 +82,9 @@ pub enum BackendEvent {
     Clock(Clock),
     /// The notifier was poked (the wake channel was drained by the backend).
     Wake,
-    /// One instance of an armed signal, taken from the kernel.
-    Signal(SigInfo),
+    /// Instances of armed signals are pending: take them with
+    /// [`Backend::take_signal`].
+    SignalsPending,
 }
 
 /// A child process a backend watches: by pidfd (its exit is reported as readiness under the
@@ -155,10 +156,11 @@ pub trait Backend: Send + Sync + 'static {
     -> Result<(), KernelError>;
 
     /// Hand every event of the last wait to `f`, translating the backend's own objects.
-    /// Signal instances are taken from the kernel one at a time, with `f` called between
-    /// takes, so a signal `f` disarms (through [`arm_signals`](Self::arm_signals)) is not
-    /// taken again.
     fn for_each_event(&self, events: &Self::Events, f: impl FnMut(BackendEvent));
+
+    /// Take one pending instance of an armed signal (`Ok(None)`: none is pending). The loop
+    /// takes instances one at a time, only while it has room for what the next one may be.
+    fn take_signal(&self) -> Result<Option<SigInfo>, KernelError>;
 
     /// Whether `signal` is blocked in the calling thread (watched signals must be).
     fn signal_blocked(&self, signal: Signal) -> bool;

@@ -307,8 +307,10 @@ impl Backend for Sim {
             .map_err(kerr("sim_wait"))?;
         self.wait_with(timeout, |o, x, timed_out| {
             x.collect(o, events);
-            let signals = o.signal_pending(x.armed);
-            if !events.is_empty() || signals || timed_out || timeout == Some(Duration::ZERO) {
+            if o.signal_pending(x.armed) && events.len() < events.capacity() {
+                events.push(BackendEvent::SignalsPending);
+            }
+            if !events.is_empty() || timed_out || timeout == Some(Duration::ZERO) {
                 return Ok(());
             }
             Err(x.next_deadline(o))
@@ -320,18 +322,14 @@ impl Backend for Sim {
         for e in events {
             f(*e);
         }
-        // Signal instances one at a time, unlocked while `f` runs (it may disarm signals).
-        loop {
-            let info = {
-                let mut g = self.lock();
-                let (o, x) = &mut *g;
-                o.take_signal(x.armed)
-            };
-            match info {
-                Some(info) => f(BackendEvent::Signal(info)),
-                None => break,
-            }
-        }
+    }
+
+    fn take_signal(&self) -> Result<Option<crate::signal::SigInfo>, KernelError> {
+        self.change(|o, x| {
+            o.check(SimCall::SignalfdRead)
+                .map_err(kerr("sim_take_signal"))?;
+            Ok(o.take_signal(x.armed))
+        })
     }
 
     fn signal_blocked(&self, signal: Signal) -> bool {

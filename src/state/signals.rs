@@ -1,8 +1,16 @@
-//! Signal watchers: one per signal per loop. The kernel keeps instances pending until the
-//! watcher is ready for the next one: a signal is armed (in the backend's set) only while its
-//! watcher is enabled, idle and holds no undelivered instance, and instances are taken one at a
-//! time, so each handler call gets its own `SigInfo` and none is lost while the watcher is
-//! queued, running or disabled.
+//! Signal watchers: one per signal per loop. Each watcher holds at most one instance taken from
+//! the kernel and not yet delivered; the others stay pending in the kernel, so each handler call
+//! gets its own `SigInfo` and none is lost or duplicated while the watcher is queued, running or
+//! disabled.
+//!
+//! Instances are taken one at a time, and only while the next one has somewhere to go: not
+//! while an armed signal's watcher already holds one (queued, running, or taken). The one
+//! exception is `SIGCHLD` armed for children watched the fallback way: it is read regardless
+//! (those children are polled), and an extra instance coalesces into the one its watcher holds,
+//! as POSIX lets the kernel do for standard signals. A disabled watcher's signal is disarmed,
+//! so its instances wait in the kernel. Otherwise the flavours differ like
+//! they do for fds: single-threaded loops keep a signal armed while its watcher is queued or
+//! running (so a handler that re-arms costs no `signalfd` call), threaded loops disarm it then.
 
 use super::State;
 use crate::backend::Backend;
@@ -115,14 +123,57 @@ impl State {
         };
         let Detail::Signal(sw) = w.detail else { return };
         let h = &w.halves[0];
-        let ready =
-            h.enabled && !h.queued && !h.running && !h.removed && !sw.pending && !w.remove_pending;
-        if ready {
+        let armed = if h.removed || w.remove_pending {
+            false
+        } else if self.oneshot {
+            h.enabled && !h.queued && !h.running && !sw.pending
+        } else {
+            h.enabled || h.queued || h.running
+        };
+        if armed {
             self.signals.ready.add(sw.signal);
         } else {
             self.signals.ready.remove(sw.signal);
         }
         self.flush_signals(backend);
+    }
+
+    /// Whether an armed signal's watcher holds an instance (queued, running, or taken): the
+    /// next instance read could then be one of its, with nowhere to go.
+    fn reading_blocked(&self) -> bool {
+        let chld_coalesces = !self.fallback_children.is_empty();
+        self.signals.armed.iter().any(|sig| {
+            if sig == Signal::CHLD && chld_coalesces {
+                return false;
+            }
+            let Some(index) = self.signals.owner(sig) else {
+                return false;
+            };
+            match self.slots.at(index) {
+                Some(
+                    w @ Watch {
+                        detail: Detail::Signal(sw),
+                        ..
+                    },
+                ) => sw.pending || w.halves[0].queued || w.halves[0].running,
+                _ => false,
+            }
+        })
+    }
+
+    /// The backend says instances are pending: take them, one at a time, while each has
+    /// somewhere to go.
+    pub(crate) fn take_signals<B: Backend>(&mut self, backend: &B, wake: &WakeShared) {
+        while !self.reading_blocked() {
+            match backend.take_signal() {
+                Ok(Some(info)) => self.on_signal(info, backend, wake),
+                Ok(None) => break,
+                Err(e) => {
+                    self.fault(e);
+                    break;
+                }
+            }
+        }
     }
 
     /// Tell the backend the signals to report: those whose watchers are ready, plus `SIGCHLD`
@@ -165,8 +216,8 @@ impl State {
             sw.pending = true;
             self.signals.set_info(info);
         }
-        // Otherwise a standard signal (SIGCHLD, taken for fallback children while its watcher
-        // already held one) coalesces, as POSIX lets it.
+        // Otherwise a SIGCHLD taken for fallback children while its watcher held one: it
+        // coalesces into the one held.
         self.maybe_queue(index, 0, wake);
         self.sync_signal(index, backend);
     }

@@ -21,6 +21,7 @@ use dasynq::{
     Half, Handler, Interest, Pool, Priority, Rearm, Removed, Single, Threaded, UsageError, WatchId,
     WatchKind,
 };
+#[allow(unused_imports)]
 pub use fixture::{EpollSimFx, Fixture, Real, SimFx};
 
 type ProbeFn = dyn FnMut(&Cx<'_, Probe>, Event<'_>) -> Rearm + Send;

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use dasynq::backend::Backend;
 use dasynq::{
-    ChildStatus, Clock, Control, Deadline, Error, Event, EventLoop, Priority, Rearm, Signal,
-    SignalChildError, Single, UsageError,
+    ChildStatus, Clock, Control, Deadline, Error, Event, EventLoop, Flavor, Priority, Rearm,
+    Signal, SignalChildError, Single, Threaded, UsageError,
 };
 
 use super::{Fixture, Log, Probe};
@@ -44,9 +44,16 @@ pub fn used_signals() -> Vec<Signal> {
     ]
 }
 
+fn lp_flavored<X: Fixture, F: Flavor>(fx: &X) -> EventLoop<Probe, X::B, F> {
+    EventLoop::<Probe, X::B, F>::builder()
+        .watchers(64)
+        .build_with(fx.backend())
+        .expect("build")
+}
+
 /// Run until `done` holds, for at most 20 s of real time (a broken loop fails the test
 /// instead of hanging it; on simulations each timed run passes in virtual time).
-fn run_until<B: Backend>(lp: &EventLoop<Probe, B, Single>, done: impl Fn() -> bool) {
+fn run_until<B: Backend, F: Flavor>(lp: &EventLoop<Probe, B, F>, done: impl Fn() -> bool) {
     let start = std::time::Instant::now();
     while !done() && start.elapsed() < Duration::from_secs(20) {
         lp.run_timeout(Duration::from_millis(200));
@@ -160,8 +167,13 @@ pub fn signals_pending_signal_before_a_timer<X: Fixture>() {
 }
 
 pub fn signals_each_realtime_instance_has_its_own_data<X: Fixture>() {
+    realtime_instances::<X, Single>();
+    realtime_instances::<X, Threaded>();
+}
+
+fn realtime_instances<X: Fixture, F: Flavor>() {
     let fx = X::new();
-    let lp = lp(&fx, false);
+    let lp = lp_flavored::<X, F>(&fx);
     fx.block(rt(0));
     let log = Log::default();
     lp.add_signal(
@@ -179,8 +191,13 @@ pub fn signals_each_realtime_instance_has_its_own_data<X: Fixture>() {
 }
 
 pub fn signals_disabled_watcher_loses_nothing<X: Fixture>() {
+    disabled_loses_nothing::<X, Single>();
+    disabled_loses_nothing::<X, Threaded>();
+}
+
+fn disabled_loses_nothing<X: Fixture, F: Flavor>() {
     let fx = X::new();
-    let lp = lp(&fx, false);
+    let lp = lp_flavored::<X, F>(&fx);
     fx.block(rt(1));
     fx.block(Signal::USR2);
     let log = Log::default();
@@ -226,8 +243,13 @@ pub fn signals_disabled_watcher_loses_nothing<X: Fixture>() {
 }
 
 pub fn signals_instances_wait_while_queued_or_running<X: Fixture>() {
+    wait_while_busy::<X, Single>();
+    wait_while_busy::<X, Threaded>();
+}
+
+fn wait_while_busy<X: Fixture, F: Flavor>() {
     let fx = X::new();
-    let lp = lp(&fx, false);
+    let lp = lp_flavored::<X, F>(&fx);
     fx.block(rt(2));
     let log = Log::default();
     let fx2 = fx.clone();
@@ -570,7 +592,7 @@ pub fn children_reservation_survives_every_rearm_code<X: Fixture>(fallback: bool
     };
     // Rearm: reported, idle again.
     cycle(1);
-    run_until(&lp, || log.get().len() >= 1);
+    run_until(&lp, || !log.get().is_empty());
     // Disarm: reported, then disabled: the next exit waits for enable.
     cycle(2);
     run_until(&lp, || log.get().len() >= 2);

@@ -541,6 +541,7 @@ impl EpollKernel for EpollSim {
 
     fn signalfd_read(&self, fd: &SimFd) -> Result<Option<SigInfo>, Errno> {
         self.change(|o, x| {
+            o.check(SimCall::SignalfdRead)?;
             let mask = x.signalfd_mut(fd.fd).ok_or(Errno::BADF)?.mask;
             Ok(o.take_signal(mask))
         })

@@ -77,6 +77,8 @@ pub enum SimCall {
     SimWait,
     /// `signalfd` (create or change the mask).
     Signalfd,
+    /// Reading one signal instance.
+    SignalfdRead,
     /// `pidfd_open`.
     PidfdOpen,
     /// `waitid`.
