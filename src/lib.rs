@@ -1,8 +1,9 @@
 //! # dasynq
 //!
 //! An event loop for system-critical programs: init systems, service supervisors, network
-//! daemons. It waits on file descriptors, timers on two clocks and cross-thread wakeups, and
-//! dispatches each event to a handler, with these promises:
+//! daemons. It waits on file descriptors, timers on two clocks, POSIX signals (each instance
+//! with its own `SigInfo`), child-process exits and cross-thread wakeups, and dispatches each
+//! event to a handler, with these promises:
 //!
 //! - **No allocation after [`build`](Builder::build).** Every pool is sized once. Registering,
 //!   dispatching, arming, enabling and removing never touch the heap.
@@ -13,6 +14,10 @@
 //!   removed watcher, or of another loop, never reaches another watcher.
 //! - **`on_removed` runs exactly once** per registration, even when a handler removes itself.
 //! - **The loop owns registered fds**, so safe code cannot close an fd under it.
+//! - **The loop reaps only the children it watches**, and never signals a recycled pid.
+//!
+//! Watched signals must be blocked in every thread: see [`block_signals`] and the module
+//! docs of [`Signal`].
 //!
 //! One handler type per loop (usually an enum of the program's watchers) keeps storage fixed
 //! and dispatch static:

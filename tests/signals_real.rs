@@ -9,7 +9,57 @@
 #[allow(unused_macros)]
 mod suite;
 
+use std::os::fd::AsFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::process::Command;
+
+use dasynq::backend::Backend;
+use dasynq::{Control, Event, EventLoop, FnHandler, Priority, Rearm};
+use rustix::process::{Resource, Rlimit};
+
+/// Real kernel only: with the fd limit reached, `pidfd_open` fails with EMFILE; a watch made
+/// with a reservation must still succeed, through the fallback, and report the exit.
+fn reserved_watch_falls_back_when_the_fd_limit_is_reached() {
+    let lp = EventLoop::<FnHandler>::builder().build().unwrap();
+    let seen = std::rc::Rc::new(std::cell::Cell::new(None));
+    let s2 = seen.clone();
+    let id = lp
+        .reserve_child(
+            Priority::DEFAULT,
+            FnHandler::new(move |_, ev| {
+                if let Event::Child { status, .. } = ev {
+                    s2.set(Some(status));
+                }
+                Rearm::Remove
+            }),
+        )
+        .unwrap();
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c").arg("sleep 0.2; exit 6");
+    let pid = lp.backend().spawn(&mut cmd).expect("spawn").pid;
+    let old = rustix::process::getrlimit(Resource::Nofile);
+    // The lowest free fd number: with the soft limit there, the next fd cannot be allocated.
+    let probe = std::io::stdin().as_fd().try_clone_to_owned().expect("dup");
+    let lowest = std::os::fd::AsRawFd::as_raw_fd(&probe) as u64;
+    drop(probe);
+    rustix::process::setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(lowest),
+            maximum: old.maximum,
+        },
+    )
+    .expect("setrlimit");
+    let watched = lp.watch_child(id, pid);
+    let fallback = lp.usage().fallback_children;
+    rustix::process::setrlimit(Resource::Nofile, old).expect("restore rlimit");
+    watched.expect("a reserved watch cannot fail for lack of fds");
+    assert_eq!(fallback, 1, "watched through the fallback");
+    while seen.get().is_none() {
+        lp.run();
+    }
+    assert_eq!(seen.get(), Some(dasynq::ChildStatus::Exited(6)));
+}
 
 fn main() {
     // First thing, before any thread: block every signal the scenarios watch.
@@ -20,7 +70,11 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let tests = suite::procs::all::<suite::Real>();
+    let mut tests = suite::procs::all::<suite::Real>();
+    tests.push((
+        "reserved_watch_falls_back_when_the_fd_limit_is_reached".to_string(),
+        Box::new(reserved_watch_falls_back_when_the_fd_limit_is_reached),
+    ));
     let (mut passed, mut failed) = (0, Vec::new());
     for (name, test) in &tests {
         if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
