@@ -61,6 +61,48 @@ fn reserved_watch_falls_back_when_the_fd_limit_is_reached() {
     assert_eq!(seen.get(), Some(dasynq::ChildStatus::Exited(6)));
 }
 
+/// Several loops in one process, in several threads, spawning at once: each reports exactly
+/// its own children (pidfds: no process-wide SIGCHLD handling to share).
+fn several_loops_each_reap_only_their_own_children() {
+    let threads: Vec<_> = (0..3)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let lp = EventLoop::<FnHandler>::builder().build().unwrap();
+                let mine = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+                let mut spawned = Vec::new();
+                for i in 0..20 {
+                    let m = mine.clone();
+                    let mut cmd = Command::new("/bin/sh");
+                    cmd.arg("-c").arg(format!("exit {}", t * 20 + i));
+                    let sp = lp
+                        .spawn_child(
+                            &mut cmd,
+                            Priority::DEFAULT,
+                            FnHandler::new(move |_, ev| {
+                                if let Event::Child { pid, status } = ev {
+                                    m.borrow_mut().push((pid, status));
+                                }
+                                Rearm::Remove
+                            }),
+                        )
+                        .unwrap();
+                    spawned.push((sp.pid, dasynq::ChildStatus::Exited((t * 20 + i) as i32)));
+                }
+                while mine.borrow().len() < 20 {
+                    lp.run();
+                }
+                let mut got = mine.borrow().clone();
+                got.sort_by_key(|e| e.0);
+                spawned.sort_by_key(|e| e.0);
+                assert_eq!(got, spawned, "loop {t} saw exactly its own children");
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("loop thread");
+    }
+}
+
 fn main() {
     // First thing, before any thread: block every signal the scenarios watch.
     let set = dasynq::SignalSet::of(&suite::procs::used_signals());
@@ -71,6 +113,10 @@ fn main() {
         .filter(|a| !a.starts_with('-'))
         .collect();
     let mut tests = suite::procs::all::<suite::Real>();
+    tests.push((
+        "several_loops_each_reap_only_their_own_children".to_string(),
+        Box::new(several_loops_each_reap_only_their_own_children),
+    ));
     tests.push((
         "reserved_watch_falls_back_when_the_fd_limit_is_reached".to_string(),
         Box::new(reserved_watch_falls_back_when_the_fd_limit_is_reached),
