@@ -206,23 +206,8 @@ fn run_mio(p: Params) -> (f64, u64) {
     (t.elapsed().as_nanos() as f64, chain.count.get())
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-fn arg(args: &[String], name: &str, default: u64) -> u64 {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+mod common;
+use common::{arg, median, median_ratio};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -277,10 +262,7 @@ fn main() {
             min
         );
     }
-    let ratio = |a: usize, b: usize| {
-        let mut r: Vec<f64> = ns[a].iter().zip(&ns[b]).map(|(x, y)| x / y).collect();
-        median(&mut r)
-    };
+    let ratio = |a: usize, b: usize| median_ratio(&ns[a], &ns[b]);
     println!(
         "median ratio dasynq / raw level-triggered epoll: {:.3}",
         ratio(0, 1)

@@ -133,23 +133,8 @@ fn raw_children(n: u32) -> f64 {
     t.elapsed().as_nanos() as f64 / 1000.0 / f64::from(n)
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-fn arg(args: &[String], name: &str, default: u64) -> u64 {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+mod common;
+use common::{arg, median, median_ratio};
 
 fn main() {
     // Before any thread: the signal is blocked, as the masking rule requires.
@@ -199,10 +184,7 @@ fn main() {
         let mut v = res[i].clone();
         println!("{name:<40} median {:>9.1}", median(&mut v));
     }
-    let ratio = |a: usize, b: usize| {
-        let mut r: Vec<f64> = res[a].iter().zip(&res[b]).map(|(x, y)| x / y).collect();
-        median(&mut r)
-    };
+    let ratio = |a: usize, b: usize| median_ratio(&res[a], &res[b]);
     println!(
         "median ratio dasynq signals / raw signalfd (1 per read): {:.3}",
         ratio(0, 1)

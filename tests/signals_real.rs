@@ -86,7 +86,7 @@ fn several_loops_each_reap_only_their_own_children() {
                             }),
                         )
                         .unwrap();
-                    spawned.push((sp.pid, dasynq::ChildStatus::Exited((t * 20 + i) as i32)));
+                    spawned.push((sp.pid, dasynq::ChildStatus::Exited(t * 20 + i)));
                 }
                 while mine.borrow().len() < 20 {
                     lp.run();
