@@ -29,7 +29,6 @@ use dasynq::{
     Priority, Rearm, Removed, WatchId,
 };
 use rustix::io::Errno;
-use rustix::net::SocketFlags;
 
 /// Bytes a connection buffers on the server when the client is slow to read.
 const BUF: usize = 4096;
@@ -71,10 +70,27 @@ enum Server {
     Shutdown,
 }
 
+/// Accept one connection as a non-blocking, close-on-exec socket: atomically with `accept4`
+/// where the system has it, else with `fcntl` after `accept` (macOS).
+fn accept_nonblocking(fd: BorrowedFd<'_>) -> rustix::io::Result<OwnedFd> {
+    #[cfg(not(target_vendor = "apple"))]
+    {
+        use rustix::net::SocketFlags;
+        rustix::net::accept_with(fd, SocketFlags::NONBLOCK | SocketFlags::CLOEXEC)
+    }
+    #[cfg(target_vendor = "apple")]
+    {
+        let conn = rustix::net::accept(fd)?;
+        rustix::io::fcntl_setfd(&conn, rustix::io::FdFlags::CLOEXEC)?;
+        rustix::fs::fcntl_setfl(&conn, rustix::fs::OFlags::NONBLOCK)?;
+        Ok(conn)
+    }
+}
+
 impl Server {
     fn accept_all(cx: &Cx<'_, Self>, fd: BorrowedFd<'_>, stats: &Rc<ServerStats>, idle: Duration) {
         loop {
-            match rustix::net::accept_with(fd, SocketFlags::NONBLOCK | SocketFlags::CLOEXEC) {
+            match accept_nonblocking(fd) {
                 Ok(conn) => {
                     // Registered for WRITE first: a new socket is writable at once, so its first
                     // call comes straight away; that call, which knows its own id, sets up its

@@ -28,9 +28,7 @@ use crate::state::{Capacities, Delivery, Dispatch, Removal, State};
 use crate::timer::{Clock, Deadline, MonoAnchor, duration_ns, system_ns, system_time};
 use crate::waker::{WakeShared, Waker};
 
-/// The default backend of this platform: epoll on Linux.
-#[cfg(target_os = "linux")]
-pub type DefaultBackend = crate::backend::Epoll<crate::kernel::LinuxEpoll>;
+use crate::DefaultBackend;
 
 /// A loop that other threads may use while one thread runs it.
 pub type ThreadedLoop<H, B = DefaultBackend> = EventLoop<H, B, Threaded>;
@@ -203,9 +201,9 @@ impl<H: Handler, B: Backend, F: Flavor> Builder<H, B, F> {
     }
 }
 
-#[cfg(target_os = "linux")]
+#[cfg(any(dasynq_epoll, dasynq_kqueue))]
 impl<H: Handler, F: Flavor> Builder<H, DefaultBackend, F> {
-    /// Build on the platform's default backend (epoll on Linux).
+    /// Build on the platform's default backend (epoll on Linux, kqueue on the BSDs and macOS).
     pub fn build(self) -> Result<EventLoop<H, DefaultBackend, F>, BuildError> {
         let backend = DefaultBackend::new().map_err(|e| BuildError::Kernel {
             call: e.call,

@@ -95,6 +95,11 @@ impl Half {
 /// `ERROR` and `HANGUP` are reported even when not asked for (the kernel always reports them),
 /// and even while a watcher is disabled: the loop then keeps them pending and delivers them when
 /// the watcher is enabled again.
+///
+/// Platforms differ in how a peer's close looks: epoll reports a closed pipe or socket as
+/// `HANGUP`; kqueue's read filter cannot tell a full close from the peer shutting down its
+/// writing side, so a watcher that asked only to read sees `READABLE | READ_CLOSED`. Code
+/// that treats "the peer is gone" should test `is_read_closed() || is_hangup()`.
 #[derive(Copy, Clone, PartialEq, Eq, Hash, Default)]
 pub struct Readiness(u8);
 

@@ -85,9 +85,20 @@ pub use control::{Control, Cx, KernelFaults, Usage};
 pub use error::{
     BuildError, Errno, Error, Pool, Rejected, SignalChildError, UsageError, WatchKind,
 };
-#[cfg(target_os = "linux")]
-pub use event_loop::DefaultBackend;
 pub use event_loop::{Builder, EventLoop, ThreadedLoop};
+
+/// The default backend of this platform: epoll on Linux, kqueue on the BSDs and macOS. (The
+/// platform list lives in `build.rs`, which sets `dasynq_epoll` or `dasynq_kqueue`.)
+#[cfg(dasynq_epoll)]
+pub type DefaultBackend = backend::Epoll<kernel::LinuxEpoll>;
+/// The default backend of this platform: epoll on Linux, kqueue on the BSDs and macOS.
+#[cfg(dasynq_kqueue)]
+pub type DefaultBackend = backend::Kqueue<kernel::BsdKqueue>;
+#[cfg(not(any(dasynq_epoll, dasynq_kqueue)))]
+compile_error!(
+    "dasynq runs on Linux (epoll) and on FreeBSD, NetBSD, OpenBSD, DragonFly and Apple systems \
+     (kqueue); this target has neither"
+);
 pub use handler::{Event, FnHandler, Handler, Rearm, Removed, SendFnHandler};
 pub use id::{Priority, WatchId};
 pub use interest::{Half, Interest, Readiness};
@@ -104,7 +115,8 @@ pub use waker::{Notify, Waker};
 pub mod sim {
     pub use crate::backend::sim::{Sim, SimTables};
     pub use crate::kernel::sim::{
-        EpollSim, EpollTables, Fault, SimCall, SimEventFd, SimFd, SimWorld,
+        EpollSim, EpollTables, Fault, KqSimBuffer, KqSimFd, KqueuePlatform, KqueueSim,
+        KqueueTables, SimCall, SimEventFd, SimFd, SimWorld,
     };
 }
 
@@ -115,7 +127,7 @@ pub struct ReadmeDoctests;
 
 static_assertions::assert_eq_size!(WatchId, [u32; 3]);
 static_assertions::assert_impl_all!(Waker: Send, Sync, Clone);
-#[cfg(target_os = "linux")]
+#[cfg(any(dasynq_epoll, dasynq_kqueue))]
 static_assertions::assert_impl_all!(ThreadedLoop<SendFnHandler>: Send, Sync);
-#[cfg(target_os = "linux")]
+#[cfg(any(dasynq_epoll, dasynq_kqueue))]
 static_assertions::assert_not_impl_any!(EventLoop<FnHandler>: Sync);

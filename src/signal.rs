@@ -87,31 +87,63 @@ impl Signal {
         self.0
     }
 
-    /// The `n`th real-time signal (`SIGRTMIN + n`), if it exists on this system. The C library
-    /// reserves the first few kernel real-time signals for itself; this starts after them.
-    #[cfg(any(target_os = "linux", target_os = "android"))]
+    /// The `n`th real-time signal (`SIGRTMIN + n`), if it exists on this system (Linux,
+    /// FreeBSD and NetBSD have them; macOS, OpenBSD and DragonFly do not). On Linux the C
+    /// library reserves the first few kernel real-time signals for itself; this starts after
+    /// them.
     pub fn rt(n: u32) -> Option<Signal> {
-        let (min, max) = (libc::SIGRTMIN(), libc::SIGRTMAX());
-        let s = min.checked_add(i32::try_from(n).ok()?)?;
-        (s <= max).then_some(Signal(s))
+        let range = Self::rt_range();
+        let s = range.start().checked_add(i32::try_from(n).ok()?)?;
+        range.contains(&s).then_some(Signal(s))
     }
 
-    /// The range of real-time signals a program may use (`SIGRTMIN..=SIGRTMAX`).
-    #[cfg(any(target_os = "linux", target_os = "android"))]
+    /// The range of real-time signals a program may use (`SIGRTMIN..=SIGRTMAX`); empty where
+    /// there are none.
     pub fn rt_range() -> core::ops::RangeInclusive<i32> {
-        libc::SIGRTMIN()..=libc::SIGRTMAX()
+        #[cfg(dasynq_epoll)]
+        {
+            libc::SIGRTMIN()..=libc::SIGRTMAX()
+        }
+        #[cfg(target_os = "freebsd")]
+        {
+            65..=126
+        }
+        #[cfg(target_os = "netbsd")]
+        {
+            33..=63
+        }
+        #[cfg(not(any(dasynq_epoll, target_os = "freebsd", target_os = "netbsd")))]
+        {
+            #[allow(clippy::reversed_empty_ranges)]
+            {
+                1..=0
+            }
+        }
     }
 
     /// Whether this is a real-time signal: its instances queue (each with its own value)
     /// instead of coalescing.
     pub fn is_realtime(self) -> bool {
-        #[cfg(any(target_os = "linux", target_os = "android"))]
+        Self::rt_range().contains(&self.0)
+    }
+
+    /// The largest signal number of this system.
+    fn max() -> i32 {
+        #[cfg(dasynq_epoll)]
         {
-            Self::rt_range().contains(&self.0)
+            libc::SIGRTMAX()
         }
-        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        #[cfg(target_os = "freebsd")]
         {
-            false
+            126
+        }
+        #[cfg(target_os = "netbsd")]
+        {
+            63
+        }
+        #[cfg(not(any(dasynq_epoll, target_os = "freebsd", target_os = "netbsd")))]
+        {
+            31
         }
     }
 
@@ -123,11 +155,11 @@ impl Signal {
         if self == Signal::KILL || self == Signal::STOP {
             return Some("SIGKILL and SIGSTOP cannot be caught or watched");
         }
-        #[cfg(any(target_os = "linux", target_os = "android"))]
+        if self.0 > Self::max() {
+            return Some("signal number out of range");
+        }
+        #[cfg(dasynq_epoll)]
         {
-            if self.0 > libc::SIGRTMAX() {
-                return Some("signal number out of range");
-            }
             if self.0 > 31 && self.0 < libc::SIGRTMIN() {
                 return Some("reserved for the C library's threads");
             }
@@ -141,14 +173,7 @@ impl fmt::Debug for Signal {
         match name(self.0) {
             Some(n) => f.write_str(n),
             None if self.is_realtime() => {
-                #[cfg(any(target_os = "linux", target_os = "android"))]
-                {
-                    write!(f, "SIGRTMIN+{}", self.0 - libc::SIGRTMIN())
-                }
-                #[cfg(not(any(target_os = "linux", target_os = "android")))]
-                {
-                    write!(f, "SIG{}", self.0)
-                }
+                write!(f, "SIGRTMIN+{}", self.0 - Self::rt_range().start())
             }
             None => write!(f, "SIG{}", self.0),
         }
@@ -246,12 +271,12 @@ pub struct SigInfo {
     uid: u32,
     status: i32,
     value: u64,
-    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[cfg(dasynq_epoll)]
     linux: LinuxSigInfo,
 }
 
 /// The fields only Linux's `signalfd_siginfo` provides.
-#[cfg(any(target_os = "linux", target_os = "android"))]
+#[cfg(dasynq_epoll)]
 #[derive(Copy, Clone, PartialEq, Eq, Hash, Debug, Default)]
 pub(crate) struct LinuxSigInfo {
     pub(crate) fd: i32,
@@ -276,7 +301,7 @@ impl SigInfo {
             uid: 0,
             status: 0,
             value: 0,
-            #[cfg(any(target_os = "linux", target_os = "android"))]
+            #[cfg(dasynq_epoll)]
             linux: LinuxSigInfo::default(),
         }
     }
@@ -344,47 +369,47 @@ impl SigInfo {
     }
 
     /// `ssi_fd`: the fd, for `SIGIO`/`SIGPOLL` (Linux only).
-    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[cfg(dasynq_epoll)]
     pub fn fd(&self) -> i32 {
         self.linux.fd
     }
     /// `ssi_tid`: the kernel timer id, for POSIX timer signals (Linux only).
-    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[cfg(dasynq_epoll)]
     pub fn timer_id(&self) -> u32 {
         self.linux.tid
     }
     /// `ssi_band`: the band event, for `SIGIO`/`SIGPOLL` (Linux only).
-    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[cfg(dasynq_epoll)]
     pub fn band(&self) -> u32 {
         self.linux.band
     }
     /// `ssi_overrun`: the overrun count, for POSIX timer signals (Linux only).
-    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[cfg(dasynq_epoll)]
     pub fn overrun(&self) -> u32 {
         self.linux.overrun
     }
     /// `ssi_trapno`: the trap number (Linux only).
-    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[cfg(dasynq_epoll)]
     pub fn trapno(&self) -> u32 {
         self.linux.trapno
     }
     /// `ssi_utime`: user CPU time consumed by the child, for `SIGCHLD` (Linux only).
-    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[cfg(dasynq_epoll)]
     pub fn utime(&self) -> u64 {
         self.linux.utime
     }
     /// `ssi_stime`: system CPU time consumed by the child, for `SIGCHLD` (Linux only).
-    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[cfg(dasynq_epoll)]
     pub fn stime(&self) -> u64 {
         self.linux.stime
     }
     /// `ssi_addr`: the faulting address, for hardware-generated signals (Linux only).
-    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[cfg(dasynq_epoll)]
     pub fn addr(&self) -> u64 {
         self.linux.addr
     }
 
-    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[cfg(dasynq_epoll)]
     pub(crate) fn from_signalfd(s: &libc::signalfd_siginfo) -> Self {
         SigInfo {
             signo: s.ssi_signo as i32,

@@ -1,5 +1,7 @@
 //! The behavioural suite against every backend available here: the real kernel's epoll, the
-//! epoll backend over the simulated kernel, and the `Sim` backend. The signal and child
+//! epoll backend over the simulated kernel, the kqueue backend over the simulated kqueue (as
+//! FreeBSD, macOS and OpenBSD behave: between them every optional kqueue feature is both used
+//! and missing), and the `Sim` backend. The signal and child
 //! scenarios run here on the simulations; the real kernel runs them in `signals_real.rs`,
 //! which must block signals before any thread starts.
 
@@ -18,10 +20,34 @@ mod sim {
     behavioural_suite!(crate::suite::SimFx);
 }
 
+mod kqueue_over_sim_freebsd {
+    behavioural_suite!(crate::suite::KqueueFreeBsdFx);
+}
+
+mod kqueue_over_sim_macos {
+    behavioural_suite!(crate::suite::KqueueMacOsFx);
+}
+
+mod kqueue_over_sim_openbsd {
+    behavioural_suite!(crate::suite::KqueueOpenBsdFx);
+}
+
 mod epoll_over_sim_processes {
     process_suite!(crate::suite::EpollSimFx);
 }
 
 mod sim_processes {
     process_suite!(crate::suite::SimFx);
+}
+
+mod kqueue_over_sim_freebsd_processes {
+    process_suite!(crate::suite::KqueueFreeBsdFx);
+}
+
+mod kqueue_over_sim_macos_processes {
+    process_suite!(crate::suite::KqueueMacOsFx);
+}
+
+mod kqueue_over_sim_openbsd_processes {
+    process_suite!(crate::suite::KqueueOpenBsdFx);
 }

@@ -3,6 +3,9 @@
 //! every registration ended with exactly one `on_removed`, no handler ran after its removal
 //! completed, every slot came back.
 
+#[path = "suite/portable.rs"]
+mod portable;
+
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -82,8 +85,7 @@ fn other_threads_hammer_a_running_loop() {
                     i += 1;
                     match (i + w) % 4 {
                         0 => {
-                            let (r, wr) =
-                                rustix::pipe::pipe_with(rustix::pipe::PipeFlags::NONBLOCK).unwrap();
+                            let (r, wr) = portable::pipe();
                             if let Ok(id) = lp.add_fd(r, Interest::READ, FdOptions::new(), mk()) {
                                 registered.fetch_add(1, Ordering::SeqCst);
                                 let _ = rustix::io::write(&wr, b"x");

@@ -218,7 +218,7 @@ impl<K: EpollKernel> Epoll<K> {
     }
 }
 
-#[cfg(target_os = "linux")]
+#[cfg(dasynq_epoll)]
 impl Epoll<crate::kernel::LinuxEpoll> {
     /// The epoll backend on the running Linux kernel.
     pub fn new() -> Result<Self, KernelError> {

@@ -4,7 +4,8 @@
 //! what happened as [`BackendEvent`]s. It knows nothing of watchers, priorities or handlers:
 //! the core owns all of that and hands the backend only [`Token`]s, which come back with every
 //! fd event. Backends: [`Epoll`] (Linux, over any [`EpollKernel`](epoll::EpollKernel), real or
-//! simulated) and, with the `sim` feature, [`Sim`] (virtual time, deterministic).
+//! simulated), [`Kqueue`] (the BSDs and macOS, over any [`KqueueKernel`](kqueue::KqueueKernel),
+//! real or simulated) and, with the `sim` feature, [`Sim`] (virtual time, deterministic).
 
 use std::os::fd::BorrowedFd;
 use std::process::Command;
@@ -19,10 +20,12 @@ use crate::timer::Clock;
 use crate::waker::Notify;
 
 pub mod epoll;
+pub mod kqueue;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
 
 pub use epoll::Epoll;
+pub use kqueue::Kqueue;
 #[cfg(any(test, feature = "sim"))]
 pub use sim::Sim;
 

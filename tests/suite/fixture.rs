@@ -5,9 +5,9 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use dasynq::backend::{Backend, Epoll};
-use dasynq::kernel::LinuxEpoll;
-use dasynq::sim::{EpollSim, Fault, Sim, SimCall, SimWorld};
+use dasynq::DefaultBackend;
+use dasynq::backend::{Backend, Epoll, Kqueue};
+use dasynq::sim::{EpollSim, Fault, KqueuePlatform, KqueueSim, Sim, SimCall, SimWorld};
 use dasynq::{ChildStatus, Control, Errno, EventLoop, Flavor, Handler, SigInfo, Signal};
 
 /// A backend under test plus the means to drive it.
@@ -40,6 +40,12 @@ pub trait Fixture: Clone + Send + Sync + 'static {
 
     /// Block `sig` for the loop (the real harness-less binaries block theirs in `main`).
     fn block(&self, sig: Signal);
+    /// Whether the platform queues real-time signals and reports every `siginfo` field
+    /// (Linux, FreeBSD, NetBSD, DragonFly). macOS and OpenBSD have no real-time signals and
+    /// take instances with `sigwait`, which yields the signal number only.
+    fn queued_signals(&self) -> bool {
+        true
+    }
     /// A signal that is not blocked here (registration must refuse it).
     fn unblocked_signal(&self) -> Signal;
     /// Send `sig` to this process, with a `sigqueue` value if given.
@@ -71,42 +77,24 @@ pub fn build<X: Fixture, H: Handler, F: Flavor>(fx: &X) -> EventLoop<H, X::B, F>
         .expect("build")
 }
 
-fn real_nonblocking_pair(sock: bool) -> (OwnedFd, OwnedFd) {
-    use rustix::net::{AddressFamily, SocketFlags, SocketType};
-    if sock {
-        rustix::net::socketpair(
-            AddressFamily::UNIX,
-            SocketType::STREAM,
-            SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
-            None,
-        )
-        .expect("socketpair")
-    } else {
-        rustix::pipe::pipe_with(
-            rustix::pipe::PipeFlags::NONBLOCK | rustix::pipe::PipeFlags::CLOEXEC,
-        )
-        .expect("pipe")
-    }
-}
-
-/// The running Linux kernel.
+/// The running kernel (epoll on Linux, kqueue on the BSDs and macOS).
 #[derive(Clone, Copy)]
 pub struct Real;
 
 impl Fixture for Real {
-    type B = Epoll<LinuxEpoll>;
+    type B = DefaultBackend;
     const EXACT_TIME: bool = false;
     fn new() -> Self {
         Real
     }
     fn backend(&self) -> Self::B {
-        Epoll::new().expect("epoll")
+        DefaultBackend::new().expect("kernel backend")
     }
     fn pipe(&self) -> (OwnedFd, OwnedFd) {
-        real_nonblocking_pair(false)
+        super::portable::pipe()
     }
     fn socketpair(&self) -> (OwnedFd, OwnedFd) {
-        real_nonblocking_pair(true)
+        super::portable::socketpair()
     }
     fn regular_file(&self) -> OwnedFd {
         let dir = std::env::temp_dir();
@@ -163,25 +151,16 @@ impl Fixture for Real {
     fn block(&self, sig: Signal) {
         dasynq::block_signals(dasynq::SignalSet::of(&[sig])).expect("block");
     }
+    fn queued_signals(&self) -> bool {
+        !cfg!(any(target_vendor = "apple", target_os = "openbsd"))
+    }
     fn unblocked_signal(&self) -> Signal {
         // SIGURG's default action is to ignore it: safe to leave unblocked.
         dasynq::unblock_signals(dasynq::SignalSet::of(&[Signal::URG])).expect("unblock");
         Signal::URG
     }
     fn send(&self, sig: Signal, value: Option<i32>) {
-        let pid = std::process::id() as libc::pid_t;
-        let r = match value {
-            Some(v) => {
-                let val = libc::sigval {
-                    sival_ptr: v as usize as *mut libc::c_void,
-                };
-                // SAFETY (test): sigqueue to our own pid with a plain integer value.
-                unsafe { libc::sigqueue(pid, sig.raw(), val) }
-            }
-            // SAFETY (test): kill our own pid with a blocked signal.
-            None => unsafe { libc::kill(pid, sig.raw()) },
-        };
-        assert_eq!(r, 0, "sending {sig}");
+        super::portable::send_to_self(sig, value)
     }
     fn exit_command(&self, code: i32) -> Command {
         let mut c = Command::new("/bin/sh");
@@ -251,7 +230,7 @@ fn sim_drain<X>(w: &SimWorld<X>, fd: BorrowedFd<'_>) -> usize {
 }
 
 macro_rules! sim_fixture {
-    ($name:ident, $world:ty, $backend:ty, $make:expr) => {
+    ($name:ident, $world:ty, $new:path, $backend:ty, $make:path, $queued:literal) => {
         #[derive(Clone)]
         pub struct $name(pub $world);
 
@@ -259,11 +238,10 @@ macro_rules! sim_fixture {
             type B = $backend;
             const EXACT_TIME: bool = true;
             fn new() -> Self {
-                $name(<$world>::new())
+                $name($new())
             }
             fn backend(&self) -> Self::B {
-                #[allow(clippy::redundant_closure_call)]
-                ($make)(self.0.clone())
+                $make(self.0.clone())
             }
             fn pipe(&self) -> (OwnedFd, OwnedFd) {
                 self.0.pipe().expect("sim pipe")
@@ -309,6 +287,9 @@ macro_rules! sim_fixture {
                 }
             }
 
+            fn queued_signals(&self) -> bool {
+                $queued
+            }
             fn block(&self, sig: Signal) {
                 self.0.block_signal(sig);
             }
@@ -357,7 +338,61 @@ macro_rules! sim_fixture {
     };
 }
 
-sim_fixture!(SimFx, Sim, Sim, |w: Sim| w);
-sim_fixture!(EpollSimFx, EpollSim, Epoll<EpollSim>, |w: EpollSim| {
+fn new_sim() -> Sim {
+    Sim::new()
+}
+fn new_epoll_sim() -> EpollSim {
+    EpollSim::new()
+}
+fn kq_freebsd() -> KqueueSim {
+    KqueueSim::for_platform(KqueuePlatform::FreeBsd)
+}
+fn kq_macos() -> KqueueSim {
+    KqueueSim::for_platform(KqueuePlatform::MacOs)
+}
+fn kq_openbsd() -> KqueueSim {
+    KqueueSim::for_platform(KqueuePlatform::OpenBsd)
+}
+fn kq_backend(w: KqueueSim) -> Kqueue<KqueueSim> {
+    Kqueue::with_kernel(w).expect("sim kqueue")
+}
+fn epoll_backend(w: EpollSim) -> Epoll<EpollSim> {
     Epoll::with_kernel(w).expect("sim epoll")
-});
+}
+fn sim_backend(w: Sim) -> Sim {
+    w
+}
+
+sim_fixture!(SimFx, Sim, new_sim, Sim, sim_backend, true);
+sim_fixture!(
+    EpollSimFx,
+    EpollSim,
+    new_epoll_sim,
+    Epoll<EpollSim>,
+    epoll_backend,
+    true
+);
+sim_fixture!(
+    KqueueFreeBsdFx,
+    KqueueSim,
+    kq_freebsd,
+    Kqueue<KqueueSim>,
+    kq_backend,
+    true
+);
+sim_fixture!(
+    KqueueMacOsFx,
+    KqueueSim,
+    kq_macos,
+    Kqueue<KqueueSim>,
+    kq_backend,
+    false
+);
+sim_fixture!(
+    KqueueOpenBsdFx,
+    KqueueSim,
+    kq_openbsd,
+    Kqueue<KqueueSim>,
+    kq_backend,
+    false
+);

@@ -4,8 +4,9 @@
 //! [`SimWorld`] holds the simulated objects (pipes, stream sockets, regular files), two
 //! virtual clocks and a fault plan; it is generic over the tables of the kernel interface that
 //! runs on it, kept under the same lock so that a wait sees one consistent world:
-//! [`EpollSim`] models epoll(7) with timerfds and eventfds for the epoll backend, and the
-//! [`Sim`](crate::backend::Sim) backend keeps its own registrations directly.
+//! [`EpollSim`] models epoll(7) with timerfds, eventfds, signalfds and pidfds for the epoll
+//! backend, [`KqueueSim`] models kqueue(2) (with per-platform differences) for the kqueue
+//! backend, and the [`Sim`](crate::backend::Sim) backend keeps its own registrations directly.
 //!
 //! Simulated fds are real fds (each simulated object is backed by one end of a real pipe, made
 //! by the world), so the loop can own them like any other; their readiness and data, however,
@@ -13,8 +14,10 @@
 //! made by the world with a simulated kernel.
 
 mod epoll;
+mod kqueue;
 mod world;
 
 pub use epoll::{EpollSim, EpollTables, SimEventFd, SimFd};
+pub use kqueue::{KqSimBuffer, KqSimFd, KqueuePlatform, KqueueSim, KqueueTables};
 pub use world::{Fault, SimCall, SimWorld};
 pub(crate) use world::{Kind, Objects, ProcState};

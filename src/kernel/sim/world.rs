@@ -87,6 +87,17 @@ pub enum SimCall {
     SignalChild,
     /// Starting a process.
     Spawn,
+    /// `kqueue`.
+    Kqueue,
+    /// `kevent` with a change list.
+    KeventChange,
+    /// One `EV_ADD` inside a `kevent` change list: fails that change alone (its receipt, or
+    /// the call where there is no room for one), as a kernel out of knote memory would.
+    KnoteAdd,
+    /// `kevent` waiting for events.
+    KeventWait,
+    /// `fstat`.
+    Fstat,
 }
 
 /// A fault to inject: fail a call with `errno`, after letting `skip` calls through, `times`
@@ -164,6 +175,9 @@ pub struct Objects {
     pending: Vec<SigInfo>,
     procs: Vec<Proc>,
     next_pid: u32,
+    /// Delivery attempts per signal number, blocked or not (kqueue's `EVFILT_SIGNAL` counts
+    /// these).
+    attempts: [u64; 128],
 }
 
 impl Objects {
@@ -178,7 +192,17 @@ impl Objects {
             pending: Vec::with_capacity(SIGNAL_QUEUE),
             procs: Vec::with_capacity(MAX_PROCESSES),
             next_pid: FIRST_PID,
+            attempts: [0; 128],
         }
+    }
+
+    /// How many times `signal` was sent to the simulated process.
+    pub(crate) fn signal_attempts(&self, signal: Signal) -> u64 {
+        usize::try_from(signal.raw())
+            .ok()
+            .and_then(|i| self.attempts.get(i))
+            .copied()
+            .unwrap_or(0)
     }
 
     pub(crate) fn blocked(&self) -> SignalSet {
@@ -190,6 +214,12 @@ impl Objects {
     /// coalesces (POSIX); real-time instances queue up to `SIGNAL_QUEUE` (then `EAGAIN`).
     pub(crate) fn raise(&mut self, info: SigInfo) -> Result<(), Errno> {
         let sig = info.signal();
+        if let Some(a) = usize::try_from(sig.raw())
+            .ok()
+            .and_then(|i| self.attempts.get_mut(i))
+        {
+            *a += 1;
+        }
         if !self.blocked.contains(sig) {
             return Ok(());
         }
@@ -500,8 +530,14 @@ impl<X> core::fmt::Debug for SimWorld<X> {
     }
 }
 
+/// A real pipe whose fds stand for simulated objects (close-on-exec, so spawned processes do
+/// not inherit them).
 fn placeholder_pair() -> Result<(OwnedFd, OwnedFd), Errno> {
-    rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(Errno::from_rustix)
+    let (r, w) = rustix::pipe::pipe().map_err(Errno::from_rustix)?;
+    for fd in [&r, &w] {
+        rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::CLOEXEC).map_err(Errno::from_rustix)?;
+    }
+    Ok((r, w))
 }
 
 impl<X> SimWorld<X> {

@@ -1,0 +1,446 @@
+//! The kqueue translation itself, against the simulated kqueue kernel of each platform
+//! profile: how registration errors inside a batched `kevent` are attributed, that an fd
+//! number reused after a removal registers cleanly, that disabling never loses a pending EOF,
+//! the wake channel's fallback, and system-clock timers (absolute or re-checked).
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dasynq::backend::Kqueue;
+use dasynq::sim::{Fault, KqueuePlatform, KqueueSim, SimCall};
+use dasynq::{
+    Clock, Control, Cx, Deadline, Errno, Error, Event, EventLoop, FdOptions, Flavor, Handler,
+    Interest, Priority, Readiness, Rearm, Removed, Single, Threaded, WatchId,
+};
+
+const PLATFORMS: [KqueuePlatform; 5] = [
+    KqueuePlatform::FreeBsd,
+    KqueuePlatform::NetBsd,
+    KqueuePlatform::DragonFly,
+    KqueuePlatform::OpenBsd,
+    KqueuePlatform::MacOs,
+];
+
+/// Records what it saw; drains fds it is told about.
+#[derive(Clone)]
+struct Rec {
+    name: &'static str,
+    log: Arc<Mutex<Vec<String>>>,
+    sim: KqueueSim,
+    rearm: Rearm,
+    removed: Arc<AtomicUsize>,
+    /// A watcher this handler disables when it runs.
+    disable: Arc<Mutex<Option<WatchId>>>,
+}
+
+impl Handler for Rec {
+    fn on_event(&mut self, cx: &Cx<'_, Self>, ev: Event<'_>) -> Rearm {
+        if let Some(t) = *self.disable.lock().unwrap() {
+            cx.disable(t).unwrap();
+        }
+        let line = match ev {
+            Event::Fd { fd, ready } => {
+                let _ = self.sim.read(&fd.as_raw_fd(), u64::MAX);
+                format!("{}:{ready:?}", self.name)
+            }
+            Event::Timer { .. } => format!("{}:timer", self.name),
+            _ => format!("{}:other", self.name),
+        };
+        self.log.lock().unwrap().push(line);
+        self.rearm
+    }
+    fn on_removed(self, _cx: &Cx<'_, Self>, _removed: Removed) {
+        self.removed.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+struct Setup<F: Flavor> {
+    sim: KqueueSim,
+    lp: EventLoop<Rec, Kqueue<KqueueSim>, F>,
+    log: Arc<Mutex<Vec<String>>>,
+    removed: Arc<AtomicUsize>,
+}
+
+fn setup<F: Flavor>(platform: KqueuePlatform) -> Setup<F> {
+    let sim = KqueueSim::for_platform(platform);
+    let lp = EventLoop::<Rec, Kqueue<KqueueSim>, F>::builder()
+        .watchers(8)
+        .timers(2)
+        .build_with(Kqueue::with_kernel(sim.clone()).unwrap())
+        .unwrap();
+    Setup {
+        sim,
+        lp,
+        log: Arc::default(),
+        removed: Arc::default(),
+    }
+}
+
+impl<F: Flavor> Setup<F> {
+    fn rec(&self, name: &'static str, rearm: Rearm) -> Rec {
+        Rec {
+            name,
+            log: self.log.clone(),
+            sim: self.sim.clone(),
+            rearm,
+            removed: self.removed.clone(),
+            disable: Arc::default(),
+        }
+    }
+    fn take(&self) -> Vec<String> {
+        core::mem::take(&mut *self.log.lock().unwrap())
+    }
+    /// Knotes besides the wake channel's (an `EVFILT_USER` knote, or the wake pipe's read
+    /// knote) after the simulation dropped those of closed fds.
+    fn knotes(&self) -> usize {
+        self.lp.poll();
+        self.sim.knotes_total() - 1
+    }
+}
+
+#[test]
+fn a_failing_add_in_a_batch_is_reported_to_its_watcher_and_leaves_the_others() {
+    for platform in PLATFORMS {
+        // The failing change first, then second, in the read+write batch of one registration.
+        for nth in [0, 1] {
+            let s = setup::<Single>(platform);
+            let (r1, w1) = s.sim.pipe().unwrap();
+            let a =
+                s.lp.add_fd(
+                    r1,
+                    Interest::READ,
+                    FdOptions::new(),
+                    s.rec("a", Rearm::Rearm),
+                )
+                .unwrap();
+            let (sock, peer) = s.sim.socketpair().unwrap();
+            let sock_raw = sock.as_raw_fd();
+            s.sim
+                .inject(SimCall::KnoteAdd, Fault::nth(nth, Errno::NOMEM));
+            let err =
+                s.lp.add_fd(
+                    sock,
+                    Interest::BOTH,
+                    FdOptions::new(),
+                    s.rec("b", Rearm::Rearm),
+                )
+                .unwrap_err();
+            assert!(
+                matches!(err.error, Error::Kernel { errno, .. } if errno == Errno::NOMEM),
+                "{platform:?}/{nth}: the failing change's errno reaches the registration: {:?}",
+                err.error
+            );
+            let back = err.fd.expect("the fd is handed back");
+            assert_eq!(back.as_raw_fd(), sock_raw);
+            assert_eq!(s.lp.usage().watchers, 1, "{platform:?}: nothing leaked");
+            assert_eq!(
+                s.knotes(),
+                1,
+                "{platform:?}/{nth}: the half that got in was taken out again; a's stays"
+            );
+            // The refused fd's readiness reaches nobody; the other watcher still works.
+            s.sim.write(&peer, 1).unwrap();
+            s.sim.write(&w1, 1).unwrap();
+            assert_eq!(s.lp.poll(), 1);
+            assert_eq!(s.take(), vec!["a:READABLE"], "{platform:?}/{nth}");
+            // The same fd registers once the kernel has memory again.
+            let b =
+                s.lp.add_fd(
+                    back,
+                    Interest::BOTH,
+                    FdOptions::new(),
+                    s.rec("b", Rearm::Rearm),
+                )
+                .unwrap();
+            assert_eq!(s.knotes(), 3, "{platform:?}: a's read, b's read and write");
+            assert!(s.lp.contains(a) && s.lp.contains(b));
+        }
+    }
+}
+
+#[test]
+fn a_failing_enable_is_absorbed_and_retried_for_that_watcher_only() {
+    for platform in PLATFORMS {
+        let s = setup::<Single>(platform);
+        let (r1, w1) = s.sim.pipe().unwrap();
+        let (r2, w2) = s.sim.pipe().unwrap();
+        let opts = FdOptions::new().disabled();
+        s.lp.add_fd(
+            r1,
+            Interest::READ,
+            FdOptions::new(),
+            s.rec("a", Rearm::Rearm),
+        )
+        .unwrap();
+        let b =
+            s.lp.add_fd(r2, Interest::READ, opts, s.rec("b", Rearm::Rearm))
+                .unwrap();
+        s.sim.inject(SimCall::KnoteAdd, Fault::once(Errno::NOMEM));
+        s.lp.enable(b).unwrap();
+        assert_eq!(s.lp.kernel_faults().count, 1, "{platform:?}");
+        s.sim.write(&w1, 1).unwrap();
+        s.sim.write(&w2, 1).unwrap();
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            s.lp.poll();
+            got.extend(s.take());
+        }
+        got.sort();
+        assert_eq!(
+            got,
+            vec!["a:READABLE", "b:READABLE"],
+            "{platform:?}: the enable was retried; nothing misrouted"
+        );
+    }
+}
+
+#[test]
+fn a_removed_fds_reused_number_registers_cleanly() {
+    for platform in PLATFORMS {
+        // Other tests in this process open fds too: try until the number is reused here.
+        let mut reused = false;
+        for _ in 0..20 {
+            let s = setup::<Single>(platform);
+            let (r1, w1) = s.sim.pipe().unwrap();
+            let n = r1.as_raw_fd();
+            let old =
+                s.lp.add_fd(
+                    r1,
+                    Interest::READ,
+                    FdOptions::new(),
+                    s.rec("old", Rearm::Rearm),
+                )
+                .unwrap();
+            s.lp.remove(old).unwrap();
+            assert_eq!(s.removed.load(Ordering::SeqCst), 1);
+            // The handler dropped the fd it was handed back: the number is free again.
+            drop(w1);
+            let (r2, w2) = s.sim.pipe().unwrap();
+            if r2.as_raw_fd() != n {
+                continue;
+            }
+            reused = true;
+            let new =
+                s.lp.add_fd(
+                    r2,
+                    Interest::READ,
+                    FdOptions::new(),
+                    s.rec("new", Rearm::Rearm),
+                )
+                .expect("no 'already exists' for a reused number");
+            assert_eq!(s.knotes(), 1, "{platform:?}: one knote, not two");
+            s.sim.write(&w2, 1).unwrap();
+            assert_eq!(s.lp.poll(), 1);
+            assert_eq!(s.take(), vec!["new:READABLE"]);
+            assert!(s.lp.contains(new) && !s.lp.contains(old));
+            break;
+        }
+        assert!(reused, "{platform:?}: the fd number was never reused");
+    }
+}
+
+#[test]
+fn a_reused_number_of_an_fd_closed_behind_the_loops_back_is_not_a_duplicate() {
+    // The kernel dropped the knotes when the file was closed (kqueue(2): "closing a file
+    // descriptor removes its knotes"); the loop's EV_DELETE then finds nothing (ENOENT), which
+    // is the state wanted, not a fault.
+    for platform in PLATFORMS {
+        let s = setup::<Single>(platform);
+        let (r1, _w1) = s.sim.pipe().unwrap();
+        let raw = r1.as_raw_fd();
+        let old =
+            s.lp.add_fd(
+                r1,
+                Interest::READ,
+                FdOptions::new(),
+                s.rec("old", Rearm::Rearm),
+            )
+            .unwrap();
+        s.sim.close(&raw);
+        s.lp.remove(old).unwrap();
+        assert_eq!(
+            s.lp.kernel_faults().count,
+            0,
+            "{platform:?}: ENOENT on delete is fine"
+        );
+        assert_eq!(s.knotes(), 0);
+    }
+}
+
+#[test]
+fn disabling_never_loses_a_pending_eof() {
+    fn run<F: Flavor>(platform: KqueuePlatform, rearm: Rearm) {
+        let s = setup::<F>(platform);
+        let (r, w) = s.sim.pipe().unwrap();
+        let id =
+            s.lp.add_fd(r, Interest::READ, FdOptions::new(), s.rec("r", rearm))
+                .unwrap();
+        // 1. EOF while the watcher is disabled, before any wait saw it.
+        s.lp.disable(id).unwrap();
+        s.sim.write(&w, 1).unwrap();
+        s.sim.close(&w);
+        drop(w);
+        for _ in 0..3 {
+            assert_eq!(s.lp.poll(), 0, "{platform:?}: disabled");
+        }
+        s.lp.enable(id).unwrap();
+        assert_eq!(s.lp.poll(), 1, "{platform:?}");
+        let got = s.take();
+        assert!(
+            got[0].contains("READ_CLOSED") || got[0].contains("HANGUP"),
+            "{platform:?}: {got:?}"
+        );
+        // 2. With the EOF still there (it is a state, not an edge): disable after it was
+        // delivered, enable, and it is reported again.
+        s.lp.enable(id).unwrap();
+        s.lp.disable(id).unwrap();
+        assert_eq!(s.lp.poll(), 0);
+        s.lp.enable(id).unwrap();
+        assert_eq!(s.lp.poll(), 1, "{platform:?}: the EOF is still reported");
+        let _ = s.take();
+    }
+    for platform in PLATFORMS {
+        run::<Single>(platform, Rearm::Disarm);
+        run::<Threaded>(platform, Rearm::Disarm);
+    }
+}
+
+#[test]
+fn an_eof_taken_from_the_kernel_then_disabled_before_it_runs_is_delivered_on_enable() {
+    // Both events come out of one kevent; the first handler disables the second watcher
+    // before it runs. The loop keeps the collected EOF and delivers it on enable.
+    fn run<F: Flavor>(platform: KqueuePlatform) {
+        let s = setup::<F>(platform);
+        let (r1, w1) = s.sim.pipe().unwrap();
+        let (r2, w2) = s.sim.pipe().unwrap();
+        let first = s.rec("first", Rearm::Rearm);
+        let target = first.disable.clone();
+        let hi = FdOptions::new().priority(Priority(-10));
+        s.lp.add_fd(r1, Interest::READ, hi, first).unwrap();
+        let second =
+            s.lp.add_fd(
+                r2,
+                Interest::READ,
+                FdOptions::new(),
+                s.rec("second", Rearm::Rearm),
+            )
+            .unwrap();
+        *target.lock().unwrap() = Some(second);
+        s.sim.write(&w1, 1).unwrap();
+        s.sim.close(&w2);
+        drop(w2);
+        assert_eq!(s.lp.poll(), 1, "{platform:?}: only the first ran");
+        *target.lock().unwrap() = None;
+        for _ in 0..3 {
+            s.lp.poll();
+        }
+        assert_eq!(s.take(), vec!["first:READABLE"]);
+        s.lp.enable(second).unwrap();
+        assert_eq!(s.lp.poll(), 1, "{platform:?}");
+        let got = s.take();
+        assert!(got[0].starts_with("second:"), "{got:?}");
+        assert!(got[0].contains("READ_CLOSED"), "{platform:?}: {got:?}");
+        drop(w1);
+    }
+    for platform in PLATFORMS {
+        run::<Single>(platform);
+        run::<Threaded>(platform);
+    }
+}
+
+#[test]
+fn the_wake_channel_falls_back_to_a_pipe_where_evfilt_user_is_refused() {
+    let sim = KqueueSim::for_platform(KqueuePlatform::NetBsd);
+    // The first EV_ADD is the wake channel's EVFILT_USER: a kernel without the filter
+    // refuses it with EINVAL.
+    sim.inject(SimCall::KnoteAdd, Fault::once(Errno::INVAL));
+    let backend = Kqueue::with_kernel(sim.clone()).expect("falls back instead of failing");
+    let lp = EventLoop::<Rec, Kqueue<KqueueSim>>::builder()
+        .wakers(1)
+        .build_with(backend)
+        .unwrap();
+    let s = Setup {
+        sim: sim.clone(),
+        lp,
+        log: Arc::default(),
+        removed: Arc::default(),
+    };
+    let (_, waker) =
+        s.lp.add_wake(Priority::DEFAULT, s.rec("w", Rearm::Rearm))
+            .unwrap();
+    assert_eq!(s.sim.knotes_total(), 1, "the wake pipe's read knote");
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(20));
+        waker.wake();
+    });
+    // Virtual time does not pass by itself: this wait ends only through the pipe.
+    assert_eq!(s.lp.run(), 1);
+    t.join().unwrap();
+    assert_eq!(s.take(), vec!["w:other"]);
+}
+
+#[test]
+fn system_clock_timers_follow_wall_clock_steps_on_every_profile() {
+    for platform in PLATFORMS {
+        let s = setup::<Single>(platform);
+        let t =
+            s.lp.add_timer(Clock::System, Priority::DEFAULT, s.rec("t", Rearm::Rearm))
+                .unwrap();
+        let hour = Duration::from_secs(3600);
+        let sys0 = s.lp.system_now();
+        s.lp.arm_timer(t, Deadline::AtSystem(sys0 + hour), None)
+            .unwrap();
+        // Stepped back a day: an hour of monotonic time later, the wall clock is still short.
+        s.sim.set_system_time(sys0 - 24 * hour);
+        s.sim.advance(hour + Duration::from_secs(1));
+        assert_eq!(s.lp.poll(), 0, "{platform:?}");
+        // Stepped forward past the deadline: noticed within the one-second re-check.
+        s.sim.set_system_time(sys0 + 2 * hour);
+        let before = s.lp.now();
+        assert_eq!(s.lp.run(), 1, "{platform:?}");
+        assert!(
+            s.lp.now() - before <= Duration::from_secs(1),
+            "{platform:?}: within a second of monotonic time"
+        );
+        // A deadline within the last second: handed over as it is where the kernel takes
+        // absolute timers, and exact everywhere.
+        let now = s.lp.system_now();
+        s.lp.arm_timer(
+            t,
+            Deadline::AtSystem(now + Duration::from_millis(250)),
+            None,
+        )
+        .unwrap();
+        let start = s.lp.now();
+        assert_eq!(s.lp.run(), 1);
+        let took = s.lp.now() - start;
+        assert!(
+            took >= Duration::from_millis(250) && took <= Duration::from_millis(251),
+            "{platform:?}: {took:?}"
+        );
+        assert_eq!(s.take(), vec!["t:timer", "t:timer"]);
+    }
+}
+
+#[test]
+fn regular_files_are_emulated_as_always_ready_on_every_profile() {
+    for platform in PLATFORMS {
+        let s = setup::<Single>(platform);
+        let f: OwnedFd = s.sim.regular_file().unwrap();
+        let id =
+            s.lp.add_fd(f, Interest::READ, FdOptions::new(), s.rec("f", Rearm::Noop))
+                .unwrap();
+        assert_eq!(
+            s.sim.knotes_total(),
+            1,
+            "{platform:?}: only the wake channel's knote"
+        );
+        assert_eq!(s.lp.poll(), 1);
+        assert_eq!(s.take(), vec![format!("f:{:?}", Readiness::READABLE)]);
+        assert_eq!(s.lp.poll(), 0, "Noop leaves it disabled");
+        s.lp.enable(id).unwrap();
+        assert_eq!(s.lp.poll(), 1);
+    }
+}

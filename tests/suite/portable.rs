@@ -1,0 +1,79 @@
+//! Test helpers that build on every target: Linux, the BSDs and macOS differ in which
+//! flag-taking calls they have (`pipe2`, `accept4`, `SOCK_NONBLOCK`, `sigqueue`).
+
+#![allow(dead_code)]
+
+use std::os::fd::OwnedFd;
+
+use dasynq::Signal;
+
+fn nonblocking_cloexec(pair: (OwnedFd, OwnedFd)) -> (OwnedFd, OwnedFd) {
+    for fd in [&pair.0, &pair.1] {
+        rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::CLOEXEC).expect("FD_CLOEXEC");
+        rustix::fs::fcntl_setfl(fd, rustix::fs::OFlags::NONBLOCK).expect("O_NONBLOCK");
+    }
+    pair
+}
+
+/// A non-blocking, close-on-exec pipe: `(read end, write end)`.
+pub fn pipe() -> (OwnedFd, OwnedFd) {
+    nonblocking_cloexec(rustix::pipe::pipe().expect("pipe"))
+}
+
+/// A non-blocking, close-on-exec Unix stream socket pair.
+pub fn socketpair() -> (OwnedFd, OwnedFd) {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    nonblocking_cloexec(
+        rustix::net::socketpair(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            SocketFlags::empty(),
+            None,
+        )
+        .expect("socketpair"),
+    )
+}
+
+/// A regular file opened for reading (this test's own executable).
+pub fn regular_file() -> OwnedFd {
+    let exe = std::env::current_exe().expect("current_exe");
+    std::fs::File::open(exe).expect("open").into()
+}
+
+#[cfg(not(any(
+    target_vendor = "apple",
+    target_os = "openbsd",
+    target_os = "dragonfly"
+)))]
+use libc::sigqueue;
+
+// DragonFly has sigqueue(2), but the libc crate does not declare it.
+#[cfg(target_os = "dragonfly")]
+unsafe extern "C" {
+    fn sigqueue(pid: libc::pid_t, sig: libc::c_int, value: libc::sigval) -> libc::c_int;
+}
+
+/// Send `sig` to this process: with `sigqueue` and `value` where the platform has it, else
+/// with `kill` (macOS and OpenBSD: the value is dropped, their siginfo has no room for it).
+pub fn send_to_self(sig: Signal, value: Option<i32>) {
+    let pid = std::process::id() as libc::pid_t;
+    #[cfg(not(any(target_vendor = "apple", target_os = "openbsd")))]
+    let r = match value {
+        Some(v) => {
+            let val = libc::sigval {
+                sival_ptr: v as usize as *mut libc::c_void,
+            };
+            // SAFETY (test): sigqueue to our own pid with a plain integer value.
+            unsafe { sigqueue(pid, sig.raw(), val) }
+        }
+        // SAFETY (test): kill our own pid with a blocked signal.
+        None => unsafe { libc::kill(pid, sig.raw()) },
+    };
+    #[cfg(any(target_vendor = "apple", target_os = "openbsd"))]
+    let r = {
+        let _ = value;
+        // SAFETY (test): kill our own pid with a blocked signal.
+        unsafe { libc::kill(pid, sig.raw()) }
+    };
+    assert_eq!(r, 0, "sending {sig}");
+}
