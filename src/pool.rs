@@ -199,3 +199,86 @@ mod tests {
         assert!(p.insert(4).is_err());
     }
 }
+
+/// Properties: any sequence of operations matches a reference model.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use quickcheck::{Arbitrary, Gen, QuickCheck};
+    use std::collections::HashMap;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Insert(u16),
+        /// Remove the id issued `n`th (modulo the ids issued so far): live or stale.
+        Remove(usize),
+        /// Look up the id issued `n`th.
+        Get(usize),
+        /// An id that was never issued with this generation.
+        Forged(u32, u32),
+    }
+
+    impl Arbitrary for Op {
+        fn arbitrary(g: &mut Gen) -> Op {
+            match u8::arbitrary(g) % 8 {
+                0..=2 => Op::Insert(u16::arbitrary(g)),
+                3..=4 => Op::Remove(usize::arbitrary(g)),
+                5..=6 => Op::Get(usize::arbitrary(g)),
+                _ => Op::Forged(u32::arbitrary(g) % 16, u32::arbitrary(g) % 4),
+            }
+        }
+    }
+
+    fn matches_model(capacity: u8, ops: Vec<Op>) -> bool {
+        let capacity = usize::from(capacity % 12);
+        let mut pool = Pool::with_capacity(capacity).unwrap();
+        // Every id ever issued, and the live ones with their values.
+        let mut issued: Vec<(u32, u32)> = Vec::new();
+        let mut live: HashMap<(u32, u32), u16> = HashMap::new();
+        for op in ops {
+            match op {
+                Op::Insert(v) => match pool.insert(v) {
+                    Ok(id) => {
+                        // Capacity is exact: an insert succeeds only below it, and never
+                        // hands out an id that is live or was issued before.
+                        assert!(live.len() < capacity);
+                        assert!(!issued.contains(&id), "id {id:?} issued twice");
+                        issued.push(id);
+                        live.insert(id, v);
+                    }
+                    Err(back) => {
+                        assert_eq!(back, v);
+                        assert_eq!(live.len(), capacity);
+                    }
+                },
+                Op::Remove(n) if !issued.is_empty() => {
+                    let id = issued[n % issued.len()];
+                    assert_eq!(pool.remove(id.0, id.1), live.remove(&id));
+                }
+                Op::Get(n) if !issued.is_empty() => {
+                    let id = issued[n % issued.len()];
+                    assert_eq!(pool.get(id.0, id.1), live.get(&id));
+                    assert_eq!(pool.get_mut(id.0, id.1).copied(), live.get(&id).copied());
+                }
+                Op::Forged(index, generation) => {
+                    let id = (index, generation);
+                    if !issued.contains(&id) {
+                        assert!(pool.get(index, generation).is_none());
+                        assert!(pool.remove(index, generation).is_none());
+                    }
+                }
+                _ => {}
+            }
+            assert_eq!(pool.len(), live.len());
+            assert_eq!(pool.capacity(), capacity);
+        }
+        true
+    }
+
+    #[test]
+    fn pool_matches_a_reference_model() {
+        QuickCheck::new()
+            .tests(2000)
+            .quickcheck(matches_model as fn(u8, Vec<Op>) -> bool);
+    }
+}

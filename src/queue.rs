@@ -223,19 +223,57 @@ impl PendingQueue {
         true
     }
 
-    /// Move every deferred node into the ready queue, keeping their arrival order.
+    /// Move every deferred node into the ready queue by arrival order: a deferred event arrived
+    /// before anything queued to run after it was deferred (say, a watcher enabled between two
+    /// runs), so in the FIFO it goes before those, as it would in the heap.
     pub(crate) fn merge_deferred(&mut self) {
         if self.lists[DEFERRED_LIST].len == 0 {
             return;
         }
         let mut cur = self.lists[DEFERRED_LIST].head;
         self.lists[DEFERRED_LIST] = List::EMPTY;
+        // Where the next deferred node goes in the FIFO: both lists are in sequence order, so
+        // this only moves forward (a linear merge).
+        let mut at = self.lists[READY_LIST].head;
         while cur != NONE {
             let n = self.nodes[cur as usize];
             self.nodes[cur as usize].pos = NONE;
-            self.insert(cur, n.priority, n.seq);
+            let fifo_mode = self.heap.is_empty()
+                && (self.lists[READY_LIST].len == 0 || self.fifo_priority == n.priority);
+            if fifo_mode {
+                while at != NONE && self.nodes[at as usize].seq < n.seq {
+                    at = self.nodes[at as usize].next;
+                }
+                self.fifo_priority = n.priority;
+                self.link_before(READY_LIST, cur, at, n.priority, n.seq);
+            } else {
+                self.insert_heap(cur, n.priority, n.seq);
+            }
             cur = n.next;
         }
+    }
+
+    /// Link `node` into `list` before `before` (at the tail if `before` is `NONE`).
+    fn link_before(&mut self, list: usize, node: u32, before: u32, priority: i32, seq: u64) {
+        let Some(b) = self.nodes.get(before as usize).copied() else {
+            self.link_tail(list, node, priority, seq);
+            return;
+        };
+        if let Some(n) = self.nodes.get_mut(node as usize) {
+            *n = NodeInfo {
+                pos: LIST_MARKER[list],
+                prev: b.prev,
+                next: before,
+                priority,
+                seq,
+            };
+        }
+        match self.nodes.get_mut(b.prev as usize) {
+            Some(p) => p.next = node,
+            None => self.lists[list].head = node,
+        }
+        self.nodes[before as usize].prev = node;
+        self.lists[list].len += 1;
     }
 
     /// Take the highest-priority, earliest node.
@@ -288,6 +326,22 @@ impl PendingQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the queue property: a node deferred before another was pushed ran after it
+    /// when the queue was in FIFO mode (the heap ordered them by arrival).
+    #[test]
+    fn a_deferred_node_keeps_its_arrival_order_against_later_pushes() {
+        let mut q = PendingQueue::with_nodes(12).unwrap();
+        assert!(q.defer(10, 0));
+        assert!(q.push(3, 0));
+        assert!(q.push(4, 0));
+        assert!(q.defer(5, 0));
+        q.merge_deferred();
+        assert_eq!(
+            std::iter::from_fn(|| q.pop()).collect::<Vec<_>>(),
+            vec![10, 3, 4, 5]
+        );
+    }
 
     #[test]
     fn priority_then_arrival_order() {
@@ -387,5 +441,116 @@ mod tests {
         q.merge_deferred();
         assert_eq!(q.pop(), Some(2));
         assert_eq!(q.pop(), None);
+    }
+}
+
+/// Properties: any sequence of operations matches a reference sorted list.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use quickcheck::{Arbitrary, Gen, QuickCheck};
+
+    const NODES: u32 = 12;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Push(u32, i8),
+        Defer(u32, i8),
+        Merge,
+        Pop,
+        Remove(u32),
+    }
+
+    impl Arbitrary for Op {
+        fn arbitrary(g: &mut Gen) -> Op {
+            // Few distinct priorities, so equal ones (stability) and the FIFO/heap switch are
+            // exercised; node ids a little past the range, so refusals are too.
+            let node = u32::arbitrary(g) % (NODES + 2);
+            let prio = i8::arbitrary(g) % 3;
+            match u8::arbitrary(g) % 10 {
+                0..=3 => Op::Push(node, prio),
+                4 => Op::Defer(node, prio),
+                5 => Op::Merge,
+                6..=8 => Op::Pop,
+                _ => Op::Remove(node),
+            }
+        }
+    }
+
+    /// The model: `(priority, sequence, node)` entries, ready and deferred.
+    #[derive(Default)]
+    struct Model {
+        ready: Vec<(i32, u64, u32)>,
+        deferred: Vec<(i32, u64, u32)>,
+        seq: u64,
+    }
+
+    impl Model {
+        fn queued(&self, node: u32) -> bool {
+            self.ready.iter().chain(&self.deferred).any(|e| e.2 == node)
+        }
+        fn add(&mut self, node: u32, prio: i32, deferred: bool) -> bool {
+            if node >= NODES || self.queued(node) {
+                return false;
+            }
+            let e = (prio, self.seq, node);
+            self.seq += 1;
+            if deferred {
+                self.deferred.push(e);
+            } else {
+                self.ready.push(e);
+            }
+            true
+        }
+        fn pop(&mut self) -> Option<u32> {
+            let i = (0..self.ready.len()).min_by_key(|&i| (self.ready[i].0, self.ready[i].1))?;
+            Some(self.ready.remove(i).2)
+        }
+        fn remove(&mut self, node: u32) -> bool {
+            let before = self.ready.len() + self.deferred.len();
+            self.ready.retain(|e| e.2 != node);
+            self.deferred.retain(|e| e.2 != node);
+            before != self.ready.len() + self.deferred.len()
+        }
+    }
+
+    fn matches_model(ops: Vec<Op>) -> bool {
+        let mut q = PendingQueue::with_nodes(NODES as usize).unwrap();
+        let mut m = Model::default();
+        for op in ops {
+            match op {
+                Op::Push(n, p) => {
+                    assert_eq!(q.push(n, i32::from(p)), m.add(n, i32::from(p), false))
+                }
+                Op::Defer(n, p) => {
+                    assert_eq!(q.defer(n, i32::from(p)), m.add(n, i32::from(p), true))
+                }
+                Op::Merge => {
+                    q.merge_deferred();
+                    let d = core::mem::take(&mut m.deferred);
+                    m.ready.extend(d);
+                }
+                Op::Pop => assert_eq!(q.pop(), m.pop()),
+                Op::Remove(n) => assert_eq!(q.remove(n), m.remove(n)),
+            }
+            assert_eq!(q.len(), m.ready.len());
+            assert_eq!(q.deferred_len(), m.deferred.len());
+            for n in 0..NODES {
+                assert_eq!(q.contains(n), m.queued(n));
+            }
+        }
+        // Draining gives the model's order: by priority, then arrival.
+        while let Some(n) = m.pop() {
+            assert_eq!(q.pop(), Some(n));
+        }
+        assert_eq!(q.pop(), None);
+        true
+    }
+
+    #[test]
+    fn queue_matches_a_reference_sorted_list() {
+        QuickCheck::new()
+            .tests(3000)
+            .quickcheck(matches_model as fn(Vec<Op>) -> bool);
     }
 }

@@ -213,3 +213,144 @@ mod tests {
         let _ = a.to_instant(0);
     }
 }
+
+/// Properties: the heap against a `BTreeMap` model, and periodic expiration counts against
+/// their closed form.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use quickcheck::{Arbitrary, Gen, QuickCheck};
+    use std::collections::BTreeMap;
+
+    const IDS: u32 = 10;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        /// Arm (or re-arm) a timer at an absolute deadline.
+        Arm(u32, u16),
+        /// Re-arm an armed timer earlier or later by a delta.
+        Move(u32, i16),
+        Cancel(u32),
+        /// Take every timer due at this time.
+        PopDue(u16),
+    }
+
+    impl Arbitrary for Op {
+        fn arbitrary(g: &mut Gen) -> Op {
+            let id = u32::arbitrary(g) % (IDS + 1);
+            match u8::arbitrary(g) % 8 {
+                0..=2 => Op::Arm(id, u16::arbitrary(g) % 200),
+                3..=4 => Op::Move(id, i16::arbitrary(g) % 100),
+                5 => Op::Cancel(id),
+                _ => Op::PopDue(u16::arbitrary(g) % 250),
+            }
+        }
+    }
+
+    fn heap_matches_model(ops: Vec<Op>) -> bool {
+        let mut h = TimerHeap::new(IDS as usize, IDS as usize).unwrap();
+        // (deadline, arm sequence) -> id, and id -> its key.
+        let mut by_time: BTreeMap<(u64, u64), u32> = BTreeMap::new();
+        let mut key: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
+        let mut seq = 0u64;
+        let mut arm = |h: &mut TimerHeap,
+                       by_time: &mut BTreeMap<(u64, u64), u32>,
+                       key: &mut BTreeMap<u32, (u64, u64)>,
+                       id: u32,
+                       at: u64| {
+            let ok = h.set(id, at);
+            assert_eq!(ok, id < IDS, "set accepts exactly the ids in range");
+            if ok {
+                if let Some(old) = key.remove(&id) {
+                    by_time.remove(&old);
+                }
+                by_time.insert((at, seq), id);
+                key.insert(id, (at, seq));
+            }
+            seq += 1;
+        };
+        for op in ops {
+            match op {
+                Op::Arm(id, at) => arm(&mut h, &mut by_time, &mut key, id, u64::from(at)),
+                Op::Move(id, delta) => {
+                    if let Some(&(at, _)) = key.get(&id) {
+                        let to = at.saturating_add_signed(i64::from(delta));
+                        arm(&mut h, &mut by_time, &mut key, id, to);
+                    }
+                }
+                Op::Cancel(id) => {
+                    let was = key.remove(&id);
+                    if let Some(k) = was {
+                        by_time.remove(&k);
+                    }
+                    assert_eq!(h.remove(id), was.is_some());
+                }
+                Op::PopDue(now) => {
+                    let now = u64::from(now);
+                    let mut got = Vec::new();
+                    while let Some((id, at)) = h.peek().filter(|&(_, at)| at <= now) {
+                        assert!(h.remove(id));
+                        got.push((id, at));
+                    }
+                    let mut want = Vec::new();
+                    while let Some((&(at, s), &id)) = by_time.first_key_value() {
+                        if at > now {
+                            break;
+                        }
+                        by_time.remove(&(at, s));
+                        key.remove(&id);
+                        want.push((id, at));
+                    }
+                    assert_eq!(got, want, "due timers, earliest (then first armed) first");
+                }
+            }
+            assert_eq!(h.len(), key.len());
+            assert_eq!(
+                h.peek(),
+                by_time.first_key_value().map(|(&(at, _), &id)| (id, at))
+            );
+        }
+        true
+    }
+
+    #[test]
+    fn timer_heap_matches_a_btreemap_model() {
+        QuickCheck::new()
+            .tests(3000)
+            .quickcheck(heap_matches_model as fn(Vec<Op>) -> bool);
+    }
+
+    /// A periodic timer first due at `first`, every `interval`, sampled at increasing times:
+    /// the counts reported by repeated `catch_up` add up to the closed form
+    /// `floor((t - first) / interval) + 1` expirations by time `t` (none before `first`), and
+    /// the next deadline keeps the phase.
+    fn periodic_counts(first: u32, interval: u16, steps: Vec<u16>) -> bool {
+        let interval = u64::from(interval.max(1));
+        let first = u64::from(first);
+        let (mut due, mut total, mut now) = (first, 0u64, 0u64);
+        for step in steps {
+            now += u64::from(step);
+            if now >= due {
+                let (k, next) = catch_up(due, interval, now);
+                total += k;
+                due = next;
+            }
+            let closed = if now < first {
+                0
+            } else {
+                (now - first) / interval + 1
+            };
+            assert_eq!(total, closed, "at {now}");
+            assert!(due > now, "the next deadline is in the future");
+            assert_eq!((due - first) % interval, 0, "phase kept");
+        }
+        true
+    }
+
+    #[test]
+    fn periodic_expiration_counts_match_the_closed_form() {
+        QuickCheck::new()
+            .tests(3000)
+            .quickcheck(periodic_counts as fn(u32, u16, Vec<u16>) -> bool);
+    }
+}

@@ -208,13 +208,13 @@ impl State {
         }
         let (fired, bidi, interest) = (f.fired, f.bidi, f.interest);
         let mut queued = false;
-        for h in 0..if bidi { 2 } else { 1 } {
+        let halves = if bidi { 2 } else { 1 };
+        for (h, half) in w.halves.iter_mut().enumerate().take(halves) {
             let half_interest = match (bidi, h) {
                 (false, _) => interest,
                 (true, 0) => Interest::READ,
                 (true, _) => Interest::WRITE,
             };
-            let half = &mut w.halves[h];
             let bits = ready & Readiness::mask_for(half_interest);
             if half.removed || bits.is_empty() {
                 continue;
