@@ -126,6 +126,8 @@ pub enum Error {
     SignalAlreadyWatched(Signal),
     /// The pid is not an unreaped child of this process.
     NotAChild(u32),
+    /// Another watcher of this loop already watches the child.
+    ChildAlreadyWatched(u32),
     /// The process could not be started (`fork`/`exec` failed: missing program, no
     /// permission, resource limits...).
     Spawn {
@@ -172,6 +174,11 @@ impl fmt::Display for Error {
                 f,
                 "pid {pid} is not an unreaped child of this process; watch only children this \
                  process started and has not waited for"
+            ),
+            Error::ChildAlreadyWatched(pid) => write!(
+                f,
+                "child {pid} is already watched by another watcher of this loop; use that \
+                 watcher, or remove it first"
             ),
             Error::Spawn { errno } => write!(f, "could not start the process: {errno}"),
         }
@@ -252,6 +259,8 @@ pub enum UsageError {
     Busy,
     /// The pid is not an unreaped child of this process.
     NotAChild,
+    /// Another watcher of this loop already watches the child (two would race to reap it).
+    AlreadyWatched,
 }
 
 impl fmt::Display for UsageError {
@@ -275,6 +284,10 @@ impl fmt::Display for UsageError {
             UsageError::NotAChild => f.write_str(
                 "the pid is not an unreaped child of this process; watch only children this \
                  process started and has not waited for",
+            ),
+            UsageError::AlreadyWatched => f.write_str(
+                "another watcher of this loop already watches this child; use that watcher, or \
+                 remove it first",
             ),
         }
     }

@@ -607,9 +607,13 @@ impl<H: Handler, B: Backend, F: Flavor> Control<H> for EventLoop<H, B, F> {
             let index = s.reserve_child(priority.0).map_err(|e| (e, None))?;
             match s.watch_child(index, pid, &self.backend) {
                 Ok(()) => Ok(index),
-                Err(_) => {
+                Err(e) => {
                     s.discard(index);
-                    Err((Error::NotAChild(pid), None))
+                    let error = match e {
+                        UsageError::AlreadyWatched => Error::ChildAlreadyWatched(pid),
+                        _ => Error::NotAChild(pid),
+                    };
+                    Err((error, None))
                 }
             }
         })

@@ -444,3 +444,25 @@ fn regular_files_are_emulated_as_always_ready_on_every_profile() {
         assert_eq!(s.lp.poll(), 1);
     }
 }
+
+#[test]
+fn a_pipe_hung_up_before_a_disabled_registration_reports_on_enable() {
+    for platform in PLATFORMS {
+        let s = setup::<Single>(platform);
+        let (r, w) = s.sim.pipe().unwrap();
+        s.sim.close(&w);
+        drop(w);
+        let id =
+            s.lp.add_fd(
+                r,
+                Interest::READ,
+                FdOptions::new().disabled(),
+                s.rec("r", Rearm::Disarm),
+            )
+            .unwrap();
+        assert_eq!(s.lp.poll(), 0);
+        s.lp.disable(id).unwrap();
+        s.lp.enable(id).unwrap();
+        assert_eq!(s.lp.poll(), 1, "{platform:?}");
+    }
+}

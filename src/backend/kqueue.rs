@@ -235,8 +235,9 @@ struct SignalState {
     armed: SignalSet,
     /// An armed signal may have an instance pending that kqueue will not report again:
     /// set when one was armed (kqueue does not report instances already pending when a
-    /// filter is added) and after each instance taken (`EVFILT_SIGNAL` reports delivery
-    /// attempts once, not the instances still queued); cleared when a take finds none. While
+    /// filter is added) and after each instance taken or failed take (`EVFILT_SIGNAL` reports
+    /// delivery attempts once, not the instances still queued); cleared when a take finds
+    /// none. While
     /// set, waits do not block and report [`BackendEvent::SignalsPending`], which gives the
     /// core the level-triggered report that a Linux signalfd gives.
     recheck: bool,
@@ -622,10 +623,10 @@ impl<K: KqueueKernel> Backend for Kqueue<K> {
             return Ok(None);
         }
         let taken = self.kernel.signal_take(s.armed);
-        // Look again after an instance (more may be queued), stop after a miss or a failure
-        // (a failing call must not turn every wait into a spin; the next delivery attempt
-        // reports again).
-        s.recheck = matches!(taken, Ok(Some(_)));
+        // Look again after an instance (more may be queued) and after a failure (an instance
+        // may still be there, and no new delivery attempt may ever report it: like a Linux
+        // signalfd, which stays readable); stop once a take finds none.
+        s.recheck = !matches!(taken, Ok(None));
         taken.map_err(kerr("sigtimedwait"))
     }
 

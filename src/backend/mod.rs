@@ -71,6 +71,14 @@ pub struct KernelError {
     pub errno: Errno,
 }
 
+impl core::fmt::Display for KernelError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "the kernel refused {}: {}", self.call, self.errno)
+    }
+}
+
+impl std::error::Error for KernelError {}
+
 /// One thing a wait reported.
 #[derive(Copy, Clone, PartialEq, Eq, Debug)]
 pub enum BackendEvent {

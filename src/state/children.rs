@@ -58,6 +58,17 @@ impl State {
         if pid == 0 || pid > i32::MAX as u32 {
             return Err(UsageError::NotAChild);
         }
+        // Two watchers of one child would race to reap it: the loser would report
+        // `ChildStatus::Unknown`.
+        let watched = self.watched_children.iter().any(|&i| {
+            matches!(
+                self.slots.at(i).map(|w| &w.detail),
+                Some(Detail::Child(cw)) if cw.pid == pid && cw.watching.is_some()
+            )
+        });
+        if watched {
+            return Err(UsageError::AlreadyWatched);
+        }
         let handle = match backend.watch_child(pid, token(index, generation), self.use_pidfd) {
             Ok(h) => h,
             Err(KernelError {
@@ -85,6 +96,8 @@ impl State {
             cw.watching = Some(handle);
             cw.pid = pid;
         }
+        // Room for every slot, each listed once: no reallocation.
+        self.watched_children.push(index);
         if handle.fallback {
             // Room for every slot, each listed once: no reallocation.
             self.fallback_children.push(index);
@@ -164,6 +177,9 @@ impl State {
 
     /// Drop the kernel side of a child watch (the child itself is left alone).
     pub(super) fn stop_watching<B: Backend>(&mut self, index: u32, h: ChildHandle, backend: &B) {
+        if let Some(p) = self.watched_children.iter().position(|&x| x == index) {
+            self.watched_children.swap_remove(p);
+        }
         if h.fallback {
             if let Some(p) = self.fallback_children.iter().position(|&x| x == index) {
                 self.fallback_children.swap_remove(p);

@@ -104,6 +104,8 @@ pub(crate) struct State {
     signals: SignalTables,
     /// Child watchers watching the fallback way (polled after every wait).
     fallback_children: Vec<u32>,
+    /// Child watchers watching a child (either way): what `watch_child` checks a pid against.
+    watched_children: Vec<u32>,
     use_pidfd: bool,
 }
 
@@ -153,9 +155,12 @@ impl State {
         dirty.try_reserve_exact(cap.watchers).ok()?;
         let mut fallback_children = Vec::new();
         fallback_children.try_reserve_exact(cap.watchers).ok()?;
+        let mut watched_children = Vec::new();
+        watched_children.try_reserve_exact(cap.watchers).ok()?;
         Some(State {
             signals: SignalTables::new()?,
             fallback_children,
+            watched_children,
             use_pidfd: cap.use_pidfd,
             slots,
             queue,

@@ -138,8 +138,9 @@ impl State {
         self.flush_signals(backend);
     }
 
-    /// Whether an armed signal's watcher holds an instance (queued, running, or taken): the
-    /// next instance read could then be one of its, with nowhere to go.
+    /// Whether an armed signal's watcher holds an instance (queued, running, or taken), or an
+    /// armed signal has no watcher (its disarming failed and waits for a retry): the next
+    /// instance read could then have nowhere to go.
     fn reading_blocked(&self) -> bool {
         let chld_coalesces = !self.fallback_children.is_empty();
         self.signals.armed.iter().any(|sig| {
@@ -147,7 +148,10 @@ impl State {
                 return false;
             }
             let Some(index) = self.signals.owner(sig) else {
-                return false;
+                // Armed with no watcher: the kernel refused to disarm it (the change is
+                // retried). An instance read now would have nowhere to go: leave them all in
+                // the kernel until the mask is right.
+                return true;
             };
             match self.slots.at(index) {
                 Some(

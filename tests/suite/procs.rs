@@ -912,6 +912,52 @@ pub fn children_removing_a_watcher_of_a_running_child_leaves_it_alone<X: Fixture
     );
 }
 
+/// Found by the `loop_ops` fuzz target: a second watcher of one child was accepted, and the
+/// two raced to reap it (the loser reported `ChildStatus::Unknown`).
+pub fn children_a_child_is_watched_by_one_watcher_only<X: Fixture>(fallback: bool) {
+    let fx = X::new();
+    let lp = lp(&fx, fallback);
+    fx.block(Signal::CHLD);
+    let log = Log::default();
+    let l = log.clone();
+    let sp = lp
+        .spawn_child(
+            &mut fx.exit_command(6),
+            Priority::DEFAULT,
+            Probe::new(move |_, ev| {
+                if let Event::Child { status, .. } = ev {
+                    l.push(format!("{status:?}"));
+                }
+                Rearm::Rearm
+            }),
+        )
+        .unwrap();
+    let removed = Arc::new(AtomicUsize::new(0));
+    let other = lp
+        .reserve_child(
+            Priority::DEFAULT,
+            Probe::counting(&removed, |_, _| panic!("the second watcher never runs")),
+        )
+        .unwrap();
+    assert_eq!(
+        lp.watch_child(other, sp.pid),
+        Err(UsageError::AlreadyWatched)
+    );
+    let err = lp
+        .add_child(sp.pid, Priority::DEFAULT, Probe::new(|_, _| Rearm::Rearm))
+        .unwrap_err();
+    assert_eq!(err.error, Error::ChildAlreadyWatched(sp.pid));
+    assert!(err.to_string().contains("already watched"));
+    assert_eq!(lp.usage().watchers, 2, "nothing leaked");
+    fx.finish(sp.pid, 6);
+    run_until(&lp, || !log.get().is_empty());
+    assert_eq!(log.take(), vec!["Exited(6)"]);
+    // Reaped now: no longer anyone's child.
+    assert_eq!(lp.watch_child(other, sp.pid), Err(UsageError::NotAChild));
+    lp.remove(other).unwrap();
+    assert_eq!(removed.load(Ordering::SeqCst), 1);
+}
+
 /// One `#[test]` per scenario, for the simulated fixtures.
 #[macro_export]
 macro_rules! process_suite {
@@ -937,6 +983,7 @@ macro_rules! process_suite {
             children_bad_input_is_refused_and_leaks_nothing,
             children_self_removal_with_every_code,
             children_removing_a_watcher_of_a_running_child_leaves_it_alone,
+            children_a_child_is_watched_by_one_watcher_only,
         );
     };
     (@signals $fx:ty; $($name:ident),* $(,)?) => {
@@ -1001,7 +1048,8 @@ pub fn all<X: Fixture>() -> Vec<(String, Box<dyn Fn()>)> {
         children_disarm_then_remove_cycles_release_once,
         children_bad_input_is_refused_and_leaks_nothing,
         children_self_removal_with_every_code,
-        children_removing_a_watcher_of_a_running_child_leaves_it_alone
+        children_removing_a_watcher_of_a_running_child_leaves_it_alone,
+        children_a_child_is_watched_by_one_watcher_only
     );
     v
 }

@@ -729,6 +729,12 @@ impl<X> SimWorld<X> {
             obj.open = false;
             obj.shut_wr = true;
             let peer = obj.peer;
+            obj.peer = -1;
+            // The link goes with the file: a new object that later gets this fd number is
+            // not the old peer's peer (a pipe's ends are objects, not numbers).
+            if let Some(p) = o.get_mut(peer).filter(|p| p.peer == fd) {
+                p.peer = -1;
+            }
             o.touch(fd);
             o.touch(peer);
         });
@@ -863,6 +869,30 @@ mod tests {
 
     fn world() -> SimWorld<()> {
         SimWorld::with_tables(())
+    }
+
+    /// Found by the differential fuzz target: a pipe's read end looked for its writer by fd
+    /// number, so a new object given the closed writer's number revived the hang-up's peer.
+    #[test]
+    fn a_closed_peers_reused_number_is_not_the_peer() {
+        let w: SimWorld<()> = SimWorld::with_tables(());
+        let (r, wr) = w.pipe().unwrap();
+        let n = wr.as_raw_fd();
+        w.close(&wr);
+        drop(wr);
+        let mut keep = Vec::new();
+        let mut hit = false;
+        for _ in 0..64 {
+            let f = w.regular_file().unwrap();
+            hit = f.as_raw_fd() == n;
+            keep.push(f);
+            if hit {
+                break;
+            }
+        }
+        assert!(hit, "the writer's number was not reused");
+        let g = w.lock();
+        assert!(g.0.readiness(r.as_raw_fd()).unwrap().is_hangup());
     }
 
     #[test]
