@@ -278,7 +278,7 @@ mod properties {
     #[test]
     fn pool_matches_a_reference_model() {
         QuickCheck::new()
-            .tests(2000)
+            .tests(if cfg!(miri) { 10 } else { 2000 })
             .quickcheck(matches_model as fn(u8, Vec<Op>) -> bool);
     }
 }

@@ -550,7 +550,7 @@ mod properties {
     #[test]
     fn queue_matches_a_reference_sorted_list() {
         QuickCheck::new()
-            .tests(3000)
+            .tests(if cfg!(miri) { 10 } else { 3000 })
             .quickcheck(matches_model as fn(Vec<Op>) -> bool);
     }
 }

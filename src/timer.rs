@@ -316,7 +316,7 @@ mod properties {
     #[test]
     fn timer_heap_matches_a_btreemap_model() {
         QuickCheck::new()
-            .tests(3000)
+            .tests(if cfg!(miri) { 10 } else { 3000 })
             .quickcheck(heap_matches_model as fn(Vec<Op>) -> bool);
     }
 
@@ -350,7 +350,7 @@ mod properties {
     #[test]
     fn periodic_expiration_counts_match_the_closed_form() {
         QuickCheck::new()
-            .tests(3000)
+            .tests(if cfg!(miri) { 10 } else { 3000 })
             .quickcheck(periodic_counts as fn(u32, u16, Vec<u16>) -> bool);
     }
 }

@@ -207,6 +207,9 @@ struct Slot {
     wake_pending: bool,
     /// Children: the pid watched.
     pid: Option<u32>,
+    /// Watched although the kernel could not confirm it is a child (a fault in the probe):
+    /// the loop watches it the fallback way and may report `ChildStatus::Unknown`.
+    unconfirmed: bool,
     /// The last delivered signal value or child pid (what a requeue repeats).
     last: u64,
     script: [u8; 8],
@@ -417,7 +420,9 @@ impl<X: 'static> Handler for H<X> {
                         s.pid == Some(pid)
                     };
                     s.last = u64::from(pid);
-                    if let Some(c) = m.children.iter_mut().find(|c| c.pid == pid) {
+                    if s.unconfirmed && status == ChildStatus::Unknown {
+                        // Reaped elsewhere before the loop could watch it: allowed.
+                    } else if let Some(c) = m.children.iter_mut().find(|c| c.pid == pid) {
                         good &= c.exited.map(|e| e as u64) == Some(code);
                         good &= !c.delivered || replay;
                         c.delivered = true;
@@ -427,6 +432,7 @@ impl<X: 'static> Handler for H<X> {
                     }
                     if !replay {
                         s.pid = None;
+                        s.unconfirmed = false;
                     }
                     let why = if good {
                         String::new()
@@ -1154,9 +1160,14 @@ pub fn run<X: 'static, B: Backend>(
                     };
                     if let Some((pid, exited, delivered, watched)) = pid {
                         let r = lpc.watch_child(id, pid);
+                        log!(
+                            "  watch_child(slot {i}, {pid}) = {r:?} [exited {exited} delivered {delivered} watched {watched}]"
+                        );
                         let mut m = model.borrow_mut();
                         let s = &m.slots[i];
-                        let free = s.live && s.kind == Kind::Child && s.pid.is_none();
+                        // A requeued exit is still the watcher's until delivered again.
+                        let free =
+                            s.live && s.kind == Kind::Child && s.pid.is_none() && !s.requeued[0];
                         // An exited child is reaped once its exit was delivered; one whose
                         // watcher was removed after the exit was seen may be reaped too.
                         let expect = if !free || watched || delivered {
@@ -1166,13 +1177,17 @@ pub fn run<X: 'static, B: Backend>(
                         } else {
                             Some(true)
                         };
+                        // A kernel fault in the probe makes the loop watch the pid anyway (the
+                        // fallback way), rather than fail an operation that cannot fail.
+                        let unconfirmed = m.faults && free && r.is_ok() && expect != Some(true);
                         check!(
                             &mut m,
-                            expect.is_none_or(|e| r.is_ok() == e),
+                            unconfirmed || expect.is_none_or(|e| r.is_ok() == e),
                             "watch_child(slot {i}, pid {pid}) = {r:?}, expected ok {expect:?}"
                         );
                         if r.is_ok() {
                             m.slots[i].pid = Some(pid);
+                            m.slots[i].unconfirmed = unconfirmed;
                             if let Some(c) = m.children.iter_mut().find(|c| c.pid == pid) {
                                 c.watched = true;
                             }
@@ -1215,9 +1230,11 @@ pub fn run<X: 'static, B: Backend>(
         let after = allocs.count();
         {
             let mut m = model.borrow_mut();
+            // (A failure message recorded during the step allocates: count only clean steps.)
+            let clean = m.failures.is_empty();
             check!(
                 &mut m,
-                after == before,
+                !clean || after == before,
                 "operation {} allocated {} times",
                 op % 20,
                 after - before
@@ -1239,8 +1256,9 @@ pub fn run<X: 'static, B: Backend>(
     for (i, id) in &ids {
         set_enabled(&model, lpc, *i, *id, true);
     }
+    // Each batch delivers at most one instance per signal: room for every instance sent.
     let mut quiet = 0;
-    for _ in 0..200 {
+    for _ in 0..4000 {
         model.borrow_mut().batch_prio = None;
         if lp.poll() == 0 {
             quiet += 1;

@@ -85,7 +85,8 @@ pub trait EpollKernel: Send + Sync + 'static {
     ) -> Result<(), Errno>;
     /// A buffer with room for `capacity` events.
     fn buffer(&self, capacity: usize) -> Result<Self::Buffer, Errno>;
-    /// `epoll_wait(ep, buf, capacity, timeout)`, replacing the buffer's contents.
+    /// `epoll_wait(ep, buf, capacity, timeout)`, replacing the buffer's contents (left empty
+    /// when the call fails, so a failed wait never hands back the last wait's events).
     fn epoll_wait(
         &self,
         ep: &Self::Fd,

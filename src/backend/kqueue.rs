@@ -188,7 +188,8 @@ pub trait KqueueKernel: Clone + Send + Sync + 'static {
     ) -> Result<usize, Errno>;
     /// A buffer with room for `capacity` events.
     fn buffer(&self, capacity: usize) -> Result<Self::Buffer, Errno>;
-    /// `kevent(kq, NULL, 0, buf, capacity, timeout)`, replacing the buffer's contents.
+    /// `kevent(kq, NULL, 0, buf, capacity, timeout)`, replacing the buffer's contents (left
+    /// empty when the call fails).
     fn kevent_wait(
         &self,
         kq: &Self::Fd,

@@ -301,6 +301,8 @@ impl Backend for Sim {
         events: &mut Vec<BackendEvent>,
         timeout: Option<Duration>,
     ) -> Result<(), KernelError> {
+        // This wait's events only, none on error.
+        events.clear();
         self.lock()
             .0
             .check(SimCall::SimWait)

@@ -71,6 +71,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg_attr(miri, ignore = "Miri has no pthread_sigmask")]
     fn block_and_unblock_in_this_thread() {
         // A fresh thread so the test does not disturb others.
         std::thread::spawn(|| {

@@ -446,6 +446,9 @@ impl EpollKernel for EpollSim {
         buf: &mut Self::Buffer,
         timeout: Option<Duration>,
     ) -> Result<(), Errno> {
+        // Like the real call's wrapper: the buffer holds this wait's events only, none on error
+        // (stale events from the last wait must never be handled twice).
+        buf.clear();
         let ep_index = slot(ep.fd, EPOLL_BASE).ok_or(Errno::BADF)?;
         {
             let mut g = self.lock();

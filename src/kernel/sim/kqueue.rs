@@ -543,6 +543,8 @@ impl KqueueKernel for KqueueSim {
         buf: &mut KqSimBuffer,
         timeout: Option<Duration>,
     ) -> Result<(), Errno> {
+        // This wait's events only, none on error (as the real wrapper).
+        buf.clear();
         {
             let mut g = self.lock();
             g.0.check(SimCall::KeventWait)?;

@@ -533,11 +533,20 @@ impl<X> core::fmt::Debug for SimWorld<X> {
 /// A real pipe whose fds stand for simulated objects (close-on-exec, so spawned processes do
 /// not inherit them).
 fn placeholder_pair() -> Result<(OwnedFd, OwnedFd), Errno> {
-    let (r, w) = rustix::pipe::pipe().map_err(Errno::from_rustix)?;
-    for fd in [&r, &w] {
-        rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::CLOEXEC).map_err(Errno::from_rustix)?;
+    // `pipe2(O_CLOEXEC)` where it exists (also what Miri supports); macOS has only `pipe`.
+    #[cfg(not(target_vendor = "apple"))]
+    {
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(Errno::from_rustix)
     }
-    Ok((r, w))
+    #[cfg(target_vendor = "apple")]
+    {
+        let (r, w) = rustix::pipe::pipe().map_err(Errno::from_rustix)?;
+        for fd in [&r, &w] {
+            rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::CLOEXEC)
+                .map_err(Errno::from_rustix)?;
+        }
+        Ok((r, w))
+    }
 }
 
 impl<X> SimWorld<X> {
