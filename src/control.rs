@@ -128,11 +128,15 @@ pub trait Control<H: Handler> {
     /// Point an idle child watcher at child `pid`. Cannot fail for lack of resources (if a
     /// pidfd cannot be had, the child is watched the fallback way); reports only caller
     /// mistakes: a stale id, a watcher of another kind, a watcher still busy with a child
-    /// ([`UsageError::Busy`]), or a pid that is not an unreaped child of this process.
+    /// ([`UsageError::Busy`]), a child another watcher of this loop already watches
+    /// ([`UsageError::AlreadyWatched`]), or a pid that is not an unreaped child of this
+    /// process.
     fn watch_child(&self, id: WatchId, pid: u32) -> Result<(), UsageError>;
 
-    /// Reserve and watch in one step (fails for capacity or with
-    /// [`Error::NotAChild`](crate::Error::NotAChild), giving the handler back).
+    /// Reserve and watch in one step (fails for capacity, with
+    /// [`Error::NotAChild`](crate::Error::NotAChild), or with
+    /// [`Error::ChildAlreadyWatched`](crate::Error::ChildAlreadyWatched), giving the handler
+    /// back).
     fn add_child(&self, pid: u32, priority: Priority, handler: H) -> Result<WatchId, Rejected<H>>;
 
     /// Start `cmd` and watch the child, atomically: either the child runs and is watched, or

@@ -89,6 +89,12 @@ impl<F: Flavor> Setup<F> {
             disable: Arc::default(),
         }
     }
+    /// Watch `fd` for reading with default options.
+    fn watch(&self, fd: OwnedFd, name: &'static str, rearm: Rearm) -> WatchId {
+        self.lp
+            .add_fd(fd, Interest::READ, FdOptions::new(), self.rec(name, rearm))
+            .unwrap()
+    }
     fn take(&self) -> Vec<String> {
         core::mem::take(&mut *self.log.lock().unwrap())
     }
@@ -107,14 +113,7 @@ fn a_failing_add_in_a_batch_is_reported_to_its_watcher_and_leaves_the_others() {
         for nth in [0, 1] {
             let s = setup::<Single>(platform);
             let (r1, w1) = s.sim.pipe().unwrap();
-            let a =
-                s.lp.add_fd(
-                    r1,
-                    Interest::READ,
-                    FdOptions::new(),
-                    s.rec("a", Rearm::Rearm),
-                )
-                .unwrap();
+            let a = s.watch(r1, "a", Rearm::Rearm);
             let (sock, peer) = s.sim.socketpair().unwrap();
             let sock_raw = sock.as_raw_fd();
             s.sim
@@ -167,13 +166,7 @@ fn a_failing_enable_is_absorbed_and_retried_for_that_watcher_only() {
         let (r1, w1) = s.sim.pipe().unwrap();
         let (r2, w2) = s.sim.pipe().unwrap();
         let opts = FdOptions::new().disabled();
-        s.lp.add_fd(
-            r1,
-            Interest::READ,
-            FdOptions::new(),
-            s.rec("a", Rearm::Rearm),
-        )
-        .unwrap();
+        s.watch(r1, "a", Rearm::Rearm);
         let b =
             s.lp.add_fd(r2, Interest::READ, opts, s.rec("b", Rearm::Rearm))
                 .unwrap();
@@ -205,14 +198,7 @@ fn a_removed_fds_reused_number_registers_cleanly() {
             let s = setup::<Single>(platform);
             let (r1, w1) = s.sim.pipe().unwrap();
             let n = r1.as_raw_fd();
-            let old =
-                s.lp.add_fd(
-                    r1,
-                    Interest::READ,
-                    FdOptions::new(),
-                    s.rec("old", Rearm::Rearm),
-                )
-                .unwrap();
+            let old = s.watch(r1, "old", Rearm::Rearm);
             s.lp.remove(old).unwrap();
             assert_eq!(s.removed.load(Ordering::SeqCst), 1);
             // The handler dropped the fd it was handed back: the number is free again.
@@ -250,14 +236,7 @@ fn a_reused_number_of_an_fd_closed_behind_the_loops_back_is_not_a_duplicate() {
         let s = setup::<Single>(platform);
         let (r1, _w1) = s.sim.pipe().unwrap();
         let raw = r1.as_raw_fd();
-        let old =
-            s.lp.add_fd(
-                r1,
-                Interest::READ,
-                FdOptions::new(),
-                s.rec("old", Rearm::Rearm),
-            )
-            .unwrap();
+        let old = s.watch(r1, "old", Rearm::Rearm);
         s.sim.close(&raw);
         s.lp.remove(old).unwrap();
         assert_eq!(
@@ -319,14 +298,7 @@ fn an_eof_taken_from_the_kernel_then_disabled_before_it_runs_is_delivered_on_ena
         let target = first.disable.clone();
         let hi = FdOptions::new().priority(Priority(-10));
         s.lp.add_fd(r1, Interest::READ, hi, first).unwrap();
-        let second =
-            s.lp.add_fd(
-                r2,
-                Interest::READ,
-                FdOptions::new(),
-                s.rec("second", Rearm::Rearm),
-            )
-            .unwrap();
+        let second = s.watch(r2, "second", Rearm::Rearm);
         *target.lock().unwrap() = Some(second);
         s.sim.write(&w1, 1).unwrap();
         s.sim.close(&w2);
@@ -429,9 +401,7 @@ fn regular_files_are_emulated_as_always_ready_on_every_profile() {
     for platform in PLATFORMS {
         let s = setup::<Single>(platform);
         let f: OwnedFd = s.sim.regular_file().unwrap();
-        let id =
-            s.lp.add_fd(f, Interest::READ, FdOptions::new(), s.rec("f", Rearm::Noop))
-                .unwrap();
+        let id = s.watch(f, "f", Rearm::Noop);
         assert_eq!(
             s.sim.knotes_total(),
             1,

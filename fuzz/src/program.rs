@@ -175,6 +175,17 @@ enum Kind {
     Child,
 }
 
+/// The kinds registered by operations 0 to 6.
+const KINDS: [Kind; 7] = [
+    Kind::Fd,
+    Kind::Bidi,
+    Kind::File,
+    Kind::Timer,
+    Kind::Wake,
+    Kind::Signal,
+    Kind::Child,
+];
+
 /// The model of one registration.
 #[derive(Default)]
 struct Slot {
@@ -975,75 +986,15 @@ pub fn run<X: 'static, B: Backend>(
         let before = allocs.count();
         allocs.set(true);
         match op % 20 {
-            0 => {
+            k @ 0..=6 => {
+                let kind = KINDS[usize::from(k)];
                 let s = input.script();
-                register(
-                    &model,
-                    lpc,
-                    Kind::Fd,
-                    a,
-                    i32::from(a as u8 % 4),
-                    a & 64 != 0,
-                    s,
-                )
-            }
-            1 => {
-                let s = input.script();
-                register(
-                    &model,
-                    lpc,
-                    Kind::Bidi,
-                    a,
-                    i32::from(a as u8 % 4),
-                    a & 64 != 0,
-                    s,
-                )
-            }
-            2 => {
-                let s = input.script();
-                allocs.set(false);
-                // The simulated file is made outside the count (the world allocates for it).
-                register(&model, lpc, Kind::File, a, i32::from(a as u8 % 4), false, s)
-            }
-            3 => {
-                let s = input.script();
-                register(
-                    &model,
-                    lpc,
-                    Kind::Timer,
-                    a,
-                    i32::from(a as u8 % 4),
-                    false,
-                    s,
-                )
-            }
-            4 => {
-                let s = input.script();
-                register(&model, lpc, Kind::Wake, a, i32::from(a as u8 % 4), false, s)
-            }
-            5 => {
-                let s = input.script();
-                register(
-                    &model,
-                    lpc,
-                    Kind::Signal,
-                    a,
-                    i32::from(a as u8 % 4),
-                    false,
-                    s,
-                )
-            }
-            6 => {
-                let s = input.script();
-                register(
-                    &model,
-                    lpc,
-                    Kind::Child,
-                    a,
-                    i32::from(a as u8 % 4),
-                    false,
-                    s,
-                )
+                if kind == Kind::File {
+                    // The simulated file is made outside the count (the world allocates for it).
+                    allocs.set(false);
+                }
+                let disabled = a & 64 != 0 && matches!(kind, Kind::Fd | Kind::Bidi);
+                register(&model, lpc, kind, a, i32::from(a as u8 % 4), disabled, s)
             }
             7 => {
                 if let Some((i, id)) = pick(a) {

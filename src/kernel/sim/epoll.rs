@@ -23,7 +23,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::process::Command;
 use std::time::Duration;
 
-use super::world::{MAX_PROCESSES, Objects, ProcState, SimCall, SimWorld};
+use super::world::{MAX_PROCESSES, Objects, ProcState, SimCall, SimWorld, reserved};
 use crate::backend::epoll::{
     CtlOp, EPOLLERR, EPOLLET, EPOLLHUP, EPOLLIN, EPOLLONESHOT, EPOLLOUT, EPOLLRDHUP, EpollKernel,
 };
@@ -349,18 +349,10 @@ impl EpollKernel for EpollSim {
     fn epoll_create(&self) -> Result<SimFd, Errno> {
         let fd = self.change(|o, x| {
             o.check(SimCall::EpollCreate)?;
-            let mut entries = Vec::new();
-            entries
-                .try_reserve_exact(MAX_ENTRIES)
-                .map_err(|_| Errno::NOMEM)?;
-            let mut scratch = Vec::new();
-            scratch
-                .try_reserve_exact(MAX_ENTRIES)
-                .map_err(|_| Errno::NOMEM)?;
             x.instances.push(Instance {
                 open: true,
-                entries,
-                scratch,
+                entries: reserved(MAX_ENTRIES)?,
+                scratch: reserved(MAX_ENTRIES)?,
             });
             Ok(EPOLL_BASE + (x.instances.len() - 1) as RawFd)
         })?;
@@ -616,23 +608,11 @@ impl EpollKernel for EpollSim {
     }
 
     fn kill(&self, pid: u32, signal: Signal) -> Result<(), Errno> {
-        self.change(|o, _| {
-            o.check(SimCall::SignalChild)?;
-            o.signal_process(pid, signal, true)
-        })
+        self.sys_kill(pid, signal)
     }
 
     fn spawn(&self, _cmd: &mut Command) -> Result<SpawnedProcess, Errno> {
-        let pid = self.change(|o, _| {
-            o.check(SimCall::Spawn)?;
-            o.spawn_process(true)
-        })?;
-        Ok(SpawnedProcess {
-            pid,
-            stdin: None,
-            stdout: None,
-            stderr: None,
-        })
+        self.sys_spawn()
     }
 
     fn eventfd_read(&self, fd: &SimEventFd) -> Result<u64, Errno> {

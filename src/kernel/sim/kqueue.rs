@@ -30,7 +30,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::process::Command;
 use std::time::Duration;
 
-use super::world::{Objects, ProcState, SimCall, SimWorld};
+use super::world::{Objects, ProcState, SimCall, SimWorld, reserved};
 use crate::backend::kqueue::{
     Features, Filter, Kev, KevFlags, KqueueKernel, NOTE_ABSTIME, NOTE_NSECONDS, NOTE_TRIGGER,
 };
@@ -463,18 +463,10 @@ impl KqueueKernel for KqueueSim {
     fn kqueue(&self) -> Result<KqSimFd, Errno> {
         let fd = self.change(|o, x| {
             o.check(SimCall::Kqueue)?;
-            let mut knotes = Vec::new();
-            knotes
-                .try_reserve_exact(MAX_KNOTES)
-                .map_err(|_| Errno::NOMEM)?;
-            let mut scratch = Vec::new();
-            scratch
-                .try_reserve_exact(MAX_KNOTES)
-                .map_err(|_| Errno::NOMEM)?;
             x.instances.push(Instance {
                 open: true,
-                knotes,
-                scratch,
+                knotes: reserved(MAX_KNOTES)?,
+                scratch: reserved(MAX_KNOTES)?,
             });
             Ok(KQ_BASE + (x.instances.len() - 1) as RawFd)
         })?;
@@ -634,23 +626,11 @@ impl KqueueKernel for KqueueSim {
     }
 
     fn kill(&self, pid: u32, signal: Signal) -> Result<(), Errno> {
-        self.change(|o, _| {
-            o.check(SimCall::SignalChild)?;
-            o.signal_process(pid, signal, true)
-        })
+        self.sys_kill(pid, signal)
     }
 
     fn spawn(&self, _cmd: &mut Command) -> Result<SpawnedProcess, Errno> {
-        let pid = self.change(|o, _| {
-            o.check(SimCall::Spawn)?;
-            o.spawn_process(true)
-        })?;
-        Ok(SpawnedProcess {
-            pid,
-            stdin: None,
-            stdout: None,
-            stderr: None,
-        })
+        self.sys_spawn()
     }
 }
 

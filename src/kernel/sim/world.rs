@@ -532,6 +532,14 @@ impl<X> core::fmt::Debug for SimWorld<X> {
 
 /// A real pipe whose fds stand for simulated objects (close-on-exec, so spawned processes do
 /// not inherit them).
+/// An empty vector with room for `n` entries, or `ENOMEM` (simulated kernels reserve their
+/// tables when an instance is created, as a kernel allocates its object).
+pub(crate) fn reserved<T>(n: usize) -> Result<Vec<T>, Errno> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| Errno::NOMEM)?;
+    Ok(v)
+}
+
 fn placeholder_pair() -> Result<(OwnedFd, OwnedFd), Errno> {
     // `pipe2(O_CLOEXEC)` where it exists (also what Miri supports); macOS has only `pipe`.
     #[cfg(not(target_vendor = "apple"))]
@@ -550,6 +558,28 @@ fn placeholder_pair() -> Result<(OwnedFd, OwnedFd), Errno> {
 }
 
 impl<X> SimWorld<X> {
+    /// `kill(pid, signal)` on a simulated process (the simulated kernels' shared call).
+    pub(crate) fn sys_kill(&self, pid: u32, signal: Signal) -> Result<(), Errno> {
+        self.change(|o, _| {
+            o.check(SimCall::SignalChild)?;
+            o.signal_process(pid, signal, true)
+        })
+    }
+
+    /// Start a simulated child (the simulated kernels' `Command::spawn`: no stdio).
+    pub(crate) fn sys_spawn(&self) -> Result<crate::child::SpawnedProcess, Errno> {
+        let pid = self.change(|o, _| {
+            o.check(SimCall::Spawn)?;
+            o.spawn_process(true)
+        })?;
+        Ok(crate::child::SpawnedProcess {
+            pid,
+            stdin: None,
+            stdout: None,
+            stderr: None,
+        })
+    }
+
     pub(crate) fn with_tables(x: X) -> Self {
         SimWorld {
             shared: Arc::new(Shared {
