@@ -1151,7 +1151,19 @@ pub fn run<X: 'static, B: Backend>(
                 if opts.faults && sub & 0x80 != 0 {
                     allocs.set(false);
                     let call = FAULT_CALLS[usize::from(sub) % FAULT_CALLS.len()];
-                    let errno = ERRNOS[a % ERRNOS.len()];
+                    let mut errno = ERRNOS[a % ERRNOS.len()];
+                    // A deregistration that answers "not registered" (ENOENT, EBADF) is taken
+                    // at its word: on a real kernel it is true. Injected, the simulation would
+                    // keep the registration while the loop forgets it, and a file that stays
+                    // ready would then report forever under a stale token (dropped, but never
+                    // ending a wait in virtual time). Such deletions fail with ENOMEM instead.
+                    let deletes = matches!(
+                        call,
+                        SimCall::EpollCtlDel | SimCall::SimRemoveFd | SimCall::KeventChange
+                    );
+                    if deletes && matches!(errno, Errno::NOENT | Errno::BADF) {
+                        errno = Errno::NOMEM;
+                    }
                     let times = u32::from(input.b() % 3 + 1);
                     log!("  inject {call:?} {errno:?} x{times}");
                     world.inject(
