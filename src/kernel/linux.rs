@@ -258,10 +258,9 @@ impl EpollKernel for LinuxEpoll {
         let mut buf = [0u8; SIZE];
         match rustix::io::read(fd, &mut buf) {
             Ok(SIZE) => {
-                // SAFETY: the kernel wrote one whole `signalfd_siginfo`; it is plain old data
-                // (integers and padding), so any bytes are a valid value, and the unaligned
-                // read copies it out of the byte buffer.
                 let raw: libc::signalfd_siginfo =
+                    // SAFETY: the kernel wrote one whole `signalfd_siginfo`: plain old data
+                    // (integers, padding), so any bytes are valid; read_unaligned copies it out.
                     unsafe { core::ptr::read_unaligned(buf.as_ptr().cast()) };
                 Ok(Some(SigInfo::from_signalfd(&raw)))
             }
