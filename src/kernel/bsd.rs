@@ -1,14 +1,16 @@
 //! The real kqueue kernels (FreeBSD, NetBSD, OpenBSD, DragonFly, macOS) for the kqueue backend.
 //!
-//! `kevent` goes through `libc` directly: rustix's kqueue `Event` cannot carry the flags and
-//! timer data this backend needs (`EV_RECEIPT`, `EV_DISPATCH`, `NOTE_NSECONDS` periods) and
-//! panics on filters it does not know. Everything else uses rustix where it has the call.
+//! The kqueue is created through rustix; `kevent` goes through `libc` directly: rustix's
+//! kqueue `Event` picks the timer unit itself (no `NOTE_ABSTIME`, no chosen `NOTE_NSECONDS`),
+//! has no `EVFILT_USER` on NetBSD, and panics on filters it does not know. Everything else
+//! uses rustix where it has the call (`libc` for `sigtimedwait`, `sigwait`, `waitid`,
+//! `waitpid` with its status macros, and `kill` with real-time signals).
 
 // libc's field and constant types differ between the BSDs (`flags` is u16 on FreeBSD, u32 on
 // NetBSD...): a cast needed on one target is a no-op on another.
 #![allow(clippy::unnecessary_cast)]
 
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::process::Command;
 use std::time::Duration;
 
@@ -221,13 +223,8 @@ impl KqueueKernel for BsdKqueue {
     }
 
     fn kqueue(&self) -> Result<OwnedFd, Errno> {
-        // SAFETY: no arguments; returns a new fd or -1.
-        let fd = unsafe { libc::kqueue() };
-        if fd < 0 {
-            return Err(last_errno());
-        }
-        // SAFETY: `kqueue` just returned this fd, which nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let fd = rustix::event::kqueue::kqueue().map_err(|e| Errno(e.raw_os_error()))?;
+        // Not inherited by fork(2) children anyway; this keeps it from an exec without fork.
         rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC)
             .map_err(|e| Errno(e.raw_os_error()))?;
         Ok(fd)
