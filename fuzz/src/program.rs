@@ -438,7 +438,9 @@ impl<X: 'static> Handler for H<X> {
                         s.pid == Some(pid)
                     };
                     s.last = u64::from(pid);
-                    if s.unconfirmed && status == ChildStatus::Unknown {
+                    if replay {
+                        // The same exit again: checked when first delivered.
+                    } else if s.unconfirmed && status == ChildStatus::Unknown {
                         // Reaped elsewhere before the loop could watch it: allowed.
                     } else if let Some(c) = m.children.iter_mut().find(|c| c.pid == pid) {
                         good &= c.exited.map(|e| e as u64) == Some(code);
