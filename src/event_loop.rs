@@ -331,13 +331,17 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
                 let r = self.backend.wait(buf, timeout);
                 self.state.with(|s| {
                     s.waiting = false;
+                    let failed = r.is_err();
                     if let Err(e) = r {
+                        // Nothing came from the kernel; what lives in user space (wakes, timer
+                        // counts, fallback children) is still taken in, so that a wake made
+                        // before this call coalesces with an event queued before it.
                         s.fault(e);
-                        return true;
                     }
                     let mut fired = [false; 2];
                     let mut woke = false;
                     let mut signals = false;
+                    // (A failed wait leaves the buffer empty.)
                     self.backend.for_each_event(buf, |ev| match ev {
                         BackendEvent::Fd { token, ready } => {
                             s.on_fd_event(token, ready, &self.backend, &self.wake)
@@ -356,7 +360,7 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
                     if woke || self.wake.has_pending() {
                         s.process_wakes(&self.wake);
                     }
-                    false
+                    failed
                 })
             });
             let (n, stopped) = self.run_batch(limit - ran);

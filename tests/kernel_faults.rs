@@ -112,6 +112,37 @@ fn an_interrupted_wait_never_replays_the_last_waits_events() {
     assert_eq!(s.calls(), 1);
 }
 
+/// Found by the `epoll_backend` fuzz target: a failed wait skipped the wake list, so a wake
+/// made before the run, for a watcher whose earlier wake was already queued, was taken in only
+/// after that watcher ran: two calls for wakes that should have coalesced.
+#[test]
+fn a_wake_before_a_failed_wait_coalesces_with_the_queued_one() {
+    let s = setup();
+    let (r, w) = s.k.pipe().unwrap();
+    s.lp.add_fd(r, Interest::READ, FdOptions::new(), s.h(Rearm::Rearm))
+        .unwrap();
+    let wakes = Arc::new(AtomicUsize::new(0));
+    let h = H {
+        calls: wakes.clone(),
+        removed: Arc::default(),
+        rearm: Rearm::Rearm,
+        drain: None,
+    };
+    let (_, waker) = s.lp.add_wake(Priority(5), h).unwrap();
+    waker.wake();
+    s.k.write(&w, 1).unwrap();
+    assert_eq!(s.lp.poll_limit(1), 1, "the fd runs; the wake stays queued");
+    waker.wake();
+    s.k.inject(SimCall::EpollWait, Fault::once(Errno::NOMEM));
+    assert_eq!(
+        s.lp.poll(),
+        1,
+        "the queued wake runs despite the failed wait"
+    );
+    assert_eq!(s.lp.poll(), 0, "the second wake coalesced into it");
+    assert_eq!(wakes.load(Ordering::SeqCst), 1);
+}
+
 #[test]
 fn enable_is_retried_until_the_kernel_accepts_it() {
     let s = setup();
