@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use dasynq::DefaultBackend;
 use dasynq::backend::{Backend, Epoll, Kqueue};
-use dasynq::sim::{EpollSim, KqueuePlatform, KqueueSim, Sim};
+use dasynq::sim::{EpollSim, Fault, KqueuePlatform, KqueueSim, Sim, SimCall};
 use dasynq::{
     BidiOptions, ChildStatus, Clock, Control, Cx, Deadline, Event, EventLoop, FdOptions, Flavor,
     Half, Handler, Interest, Priority, Rearm, Removed, Signal, Single, Threaded,
@@ -446,6 +446,96 @@ fn scenario<I: Io, B: Backend, F: Flavor>(name: &str, io: I, backend: B, target:
     let _ = sb.as_fd();
 }
 
+/// Found by the `epoll_backend` fuzz target: with every watcher slot in use and every kernel
+/// change failing, the retry before a wait re-listed each watcher before the list was emptied,
+/// so the list outgrew the capacity reserved at build and reallocated.
+fn retries_at_full_capacity<I: Io, B: Backend>(
+    name: &str,
+    io: I,
+    backend: B,
+    fail: impl Fn(),
+    heal: impl Fn(),
+) {
+    let lp = EventLoop::<W<I>, B, Single>::builder()
+        .watchers(4)
+        .timers(1)
+        .wakers(1)
+        .events(8)
+        .build_with(backend)
+        .expect("build");
+    let mut ids = Vec::new();
+    let mut writers = Vec::new();
+    while let Ok(id) = {
+        let (r, w) = io.pipe();
+        writers.push(w);
+        lp.add_fd(
+            r,
+            Interest::READ,
+            FdOptions::new(),
+            W::Bidi { io: io.clone() },
+        )
+    } {
+        ids.push(id);
+    }
+    assert_eq!(ids.len(), 4, "{name}: every slot in use");
+    for w in &writers {
+        io.write(w);
+    }
+    let (spare_r, spare_w) = io.pipe();
+    io.write(&spare_w);
+    writers.push(spare_w);
+    fail();
+    let before = lp.kernel_faults().count;
+    ALLOCS.store(0, Ordering::SeqCst);
+    FREES.store(0, Ordering::SeqCst);
+    ARMED.store(true, Ordering::SeqCst);
+    // A watcher on the retry list is removed and its slot taken by a new registration, whose
+    // own change then fails too: the slot must not be listed twice.
+    let _ = lp.disable(ids[0]);
+    let _ = lp.remove(ids[0]);
+    match lp.add_fd(
+        spare_r,
+        Interest::READ,
+        FdOptions::new(),
+        W::Bidi { io: io.clone() },
+    ) {
+        Ok(id) => ids[0] = id,
+        Err(_) => {
+            ids.remove(0);
+        }
+    }
+    for round in 0..4 {
+        for &id in &ids {
+            if round % 2 == 0 {
+                let _ = lp.disable(id);
+            } else {
+                let _ = lp.enable(id);
+            }
+        }
+        lp.poll();
+        lp.poll();
+    }
+    heal();
+    let ran = lp.poll();
+    ARMED.store(false, Ordering::SeqCst);
+    let (allocs, frees) = (ALLOCS.load(Ordering::SeqCst), FREES.load(Ordering::SeqCst));
+    assert!(
+        lp.kernel_faults().count > before + 4,
+        "{name}: the kernel changes failed and were retried"
+    );
+    assert_eq!(
+        ran,
+        ids.len(),
+        "{name}: after the kernel heals, every watcher runs"
+    );
+    assert_eq!(
+        (allocs, frees),
+        (0, 0),
+        "{name}: retrying failed kernel changes allocated"
+    );
+    println!("{name}: retries at full capacity allocated nothing");
+}
+
 fn main() {
     // Before anything else (and any thread): block the signals the scenarios watch.
     dasynq::block_signals(dasynq::SignalSet::of(&[rt(), Signal::CHLD])).expect("block");
@@ -505,4 +595,29 @@ fn main() {
     );
     let sim = Sim::new();
     scenario::<_, _, Single>("Sim", sim.clone(), sim, n);
+
+    let k = EpollSim::new();
+    retries_at_full_capacity(
+        "epoll over EpollSim",
+        k.clone(),
+        Epoll::with_kernel(k.clone()).unwrap(),
+        || k.inject(SimCall::EpollCtlMod, Fault::always(dasynq::Errno::NOMEM)),
+        || k.clear_faults(),
+    );
+    let k = KqueueSim::for_platform(KqueuePlatform::FreeBsd);
+    retries_at_full_capacity(
+        "kqueue over KqueueSim",
+        k.clone(),
+        Kqueue::with_kernel(k.clone()).unwrap(),
+        || k.inject(SimCall::KeventChange, Fault::always(dasynq::Errno::NOMEM)),
+        || k.clear_faults(),
+    );
+    let sim = Sim::new();
+    retries_at_full_capacity(
+        "Sim",
+        sim.clone(),
+        sim.clone(),
+        || sim.inject(SimCall::SimModifyFd, Fault::always(dasynq::Errno::NOMEM)),
+        || sim.clear_faults(),
+    );
 }

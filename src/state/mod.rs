@@ -7,6 +7,7 @@
 //! (run a handler, call `on_removed`). Kernel calls are made here, under the lock, so the
 //! kernel's view and the slot's record of it change together.
 
+use std::collections::VecDeque;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
@@ -92,7 +93,7 @@ pub(crate) struct State {
     wake_slot: Box<[u32]>,
     wakers_cap: usize,
     /// Slots whose kernel registration must be retried.
-    dirty: Vec<u32>,
+    dirty: VecDeque<u32>,
     pub(crate) batch_depth: u32,
     pub(crate) stop: bool,
     pub(crate) waiting: bool,
@@ -151,7 +152,7 @@ impl State {
         let mut wake_slot = Vec::new();
         wake_slot.try_reserve_exact(cap.wakers).ok()?;
         wake_slot.resize(cap.wakers, u32::MAX);
-        let mut dirty = Vec::new();
+        let mut dirty = VecDeque::new();
         dirty.try_reserve_exact(cap.watchers).ok()?;
         let mut fallback_children = Vec::new();
         fallback_children.try_reserve_exact(cap.watchers).ok()?;
@@ -287,7 +288,18 @@ impl State {
             if !w.dirty {
                 w.dirty = true;
                 // Capacity is one entry per slot and a slot is listed once: no reallocation.
-                self.dirty.push(index);
+                self.dirty.push_back(index);
+            }
+        }
+    }
+
+    /// Take a slot about to be freed off the retry list: its next occupant starts clean, and
+    /// a stale entry beside the occupant's own would overfill the list.
+    #[cold]
+    fn unlist_dirty(&mut self, index: u32) {
+        if self.slots.at(index).is_some_and(|w| w.dirty) {
+            if let Some(at) = self.dirty.iter().position(|&i| i == index) {
+                self.dirty.remove(at);
             }
         }
     }
@@ -345,9 +357,13 @@ impl State {
 
     /// Retry failed kernel changes; returns a wait timeout bound if some are still failing.
     pub(crate) fn retry_kernel<B: Backend>(&mut self, backend: &B) -> Option<Duration> {
-        let n = self.dirty.len();
-        for i in 0..n {
-            let index = self.dirty[i];
+        // Each entry is taken off the front before its retry, so a retry that fails again
+        // re-lists the watcher at the back without the list ever holding it twice (and never
+        // outgrowing its capacity of one entry per slot).
+        for _ in 0..self.dirty.len() {
+            let Some(index) = self.dirty.pop_front() else {
+                break;
+            };
             let zombie = match self.slots.at_mut(index) {
                 Some(w) => {
                     w.dirty = false;
@@ -361,7 +377,6 @@ impl State {
                 self.sync_kernel(index, backend);
             }
         }
-        self.dirty.drain(..n);
         for clock in Clock::ALL {
             if self.clock_dirty[clock.index()] {
                 self.sync_clock(clock, true, backend);
@@ -674,6 +689,7 @@ impl State {
             self.mark_dirty(index);
             return Removal { id, fd: None };
         }
+        self.unlist_dirty(index);
         let fd = match self.slots.remove(index, generation) {
             Some(Watch {
                 detail: Detail::Fd(f),
