@@ -12,7 +12,7 @@ use dasynq::backend::Kqueue;
 use dasynq::sim::{Fault, KqueuePlatform, KqueueSim, SimCall};
 use dasynq::{
     Clock, Control, Cx, Deadline, Errno, Error, Event, EventLoop, FdOptions, Flavor, Handler,
-    Interest, Priority, Readiness, Rearm, Removed, Single, Threaded, WatchId,
+    Interest, Priority, Readiness, Rearm, Removed, SigInfo, Signal, Single, Threaded, WatchId,
 };
 
 const PLATFORMS: [KqueuePlatform; 5] = [
@@ -434,5 +434,44 @@ fn a_pipe_hung_up_before_a_disabled_registration_reports_on_enable() {
         s.lp.disable(id).unwrap();
         s.lp.enable(id).unwrap();
         assert_eq!(s.lp.poll(), 1, "{platform:?}");
+    }
+}
+
+/// Found by the `kqueue_backend` fuzz target: one signal-set change that added a signal (refused)
+/// and deleted another (done) left the backend believing the deleted one still armed, so it was
+/// never added again and an instance sent meanwhile stayed in the kernel for good.
+#[test]
+fn a_signal_deletion_that_went_through_beside_a_refused_add_is_not_forgotten() {
+    for platform in PLATFORMS {
+        let s = setup::<Single>(platform);
+        s.sim.block_signal(Signal::USR1);
+        s.sim.block_signal(Signal::USR2);
+        let a =
+            s.lp.add_signal(Signal::USR1, Priority::DEFAULT, s.rec("a", Rearm::Rearm))
+                .unwrap();
+        assert_eq!(s.lp.poll(), 0, "{platform:?}: nothing pending yet");
+        s.sim.inject(SimCall::KnoteAdd, Fault::always(Errno::AGAIN));
+        // b's EVFILT_SIGNAL is refused: the change is kept for a retry.
+        let b =
+            s.lp.add_signal(Signal::USR2, Priority::DEFAULT, s.rec("b", Rearm::Rearm))
+                .unwrap();
+        // One change: add USR2 (refused again) and delete USR1 (done).
+        s.lp.disable(a).unwrap();
+        s.sim.raise(SigInfo::new(Signal::USR1)).unwrap();
+        s.lp.enable(a).unwrap();
+        // Only USR1 is wanted now; the kernel must be asked to add it back.
+        s.lp.remove(b).unwrap();
+        s.sim.clear_faults();
+        assert_eq!(
+            s.lp.poll(),
+            1,
+            "{platform:?}: the USR1 sent while a was disabled"
+        );
+        assert_eq!(s.take(), vec!["a:other"], "{platform:?}");
+        assert_eq!(
+            s.sim.pending_signals(),
+            0,
+            "{platform:?}: taken from the kernel"
+        );
     }
 }

@@ -651,6 +651,7 @@ fn remove<X: 'static>(model: &Shared<X>, lp: &dyn Control<H<X>>, i: usize, id: W
         mark_removed(&mut model.borrow_mut(), i);
     }
     let r = lp.remove(id);
+    log!("  remove(slot {i}) = {r:?}, live {was_live}");
     let mut m = model.borrow_mut();
     check!(
         &mut m,

@@ -639,9 +639,10 @@ impl<K: KqueueKernel> Backend for Kqueue<K> {
         let mut s = self.signals.lock().unwrap_or_else(|p| p.into_inner());
         let mut first = None;
         let mut added = false;
-        for sig in s.armed.iter().chain(set.iter()) {
-            let (was, now) = (s.armed.contains(sig), set.contains(sig));
-            if was == now || (was && now) {
+        let old = s.armed;
+        for sig in old.iter().chain(set.iter()) {
+            let (was, now) = (old.contains(sig), set.contains(sig));
+            if was == now {
                 continue;
             }
             let flags = if now { KevFlags::ADD } else { KevFlags::DELETE };
@@ -656,14 +657,18 @@ impl<K: KqueueKernel> Backend for Kqueue<K> {
                 "kevent(EVFILT_SIGNAL)",
                 ignore,
             ) {
-                Ok(()) => added |= now,
+                // Each change is recorded as the kernel took it: after a partial failure the
+                // retry redoes only what is missing (a deletion that went through must not
+                // be believed still armed, or re-adding it would be skipped).
+                Ok(()) if now => {
+                    s.armed.add(sig);
+                    added = true;
+                }
+                Ok(()) => s.armed.remove(sig),
                 Err(e) => {
                     first.get_or_insert(e);
                 }
             }
-        }
-        if first.is_none() {
-            s.armed = set;
         }
         s.recheck |= added;
         match first {
