@@ -46,6 +46,9 @@ impl Handler for Rec {
                 format!("{}:{ready:?}", self.name)
             }
             Event::Timer { .. } => format!("{}:timer", self.name),
+            Event::Signal(info) if info.value_int() != 0 => {
+                format!("{}:value {}", self.name, info.value_int())
+            }
             _ => format!("{}:other", self.name),
         };
         self.log.lock().unwrap().push(line);
@@ -473,5 +476,54 @@ fn a_signal_deletion_that_went_through_beside_a_refused_add_is_not_forgotten() {
             0,
             "{platform:?}: taken from the kernel"
         );
+    }
+}
+
+/// Found by the `kqueue_backend` fuzz target: while a signal-set change kept failing part-way,
+/// the loop believed no signal armed, so it read every queued instance of the one the kernel
+/// had taken; all but the first found their watcher holding one already and were dropped.
+#[test]
+fn instances_read_while_a_signal_change_half_failed_are_never_dropped() {
+    for platform in [
+        KqueuePlatform::FreeBsd,
+        KqueuePlatform::NetBsd,
+        KqueuePlatform::DragonFly,
+    ] {
+        let (rt0, rt1) = (Signal::rt(0).unwrap(), Signal::rt(1).unwrap());
+        let s = setup::<Single>(platform);
+        s.sim.block_signal(rt0);
+        s.sim.block_signal(rt1);
+        assert_eq!(s.lp.poll(), 0);
+        s.sim.inject(SimCall::KnoteAdd, Fault::always(Errno::AGAIN));
+        s.lp.add_signal(rt0, Priority::DEFAULT, s.rec("a", Rearm::Rearm))
+            .unwrap();
+        for v in 1..=3 {
+            s.sim.raise(SigInfo::new(rt0).with_value(v)).unwrap();
+        }
+        s.lp.add_signal(rt1, Priority::DEFAULT, s.rec("b", Rearm::Rearm))
+            .unwrap();
+        // From the retry before the next wait on, rt0's EVFILT_SIGNAL gets in, rt1's never.
+        s.sim.clear_faults();
+        s.sim.inject(
+            SimCall::KnoteAdd,
+            Fault {
+                errno: Errno::AGAIN,
+                skip: 1,
+                times: u32::MAX,
+            },
+        );
+        assert_eq!(s.lp.poll(), 1, "{platform:?}: the first instance");
+        s.sim.clear_faults();
+        let mut ran = 1;
+        for _ in 0..10 {
+            ran += s.lp.poll();
+        }
+        assert_eq!(ran, 3, "{platform:?}: one call per instance");
+        assert_eq!(
+            s.take(),
+            vec!["a:value 1", "a:value 2", "a:value 3"],
+            "{platform:?}"
+        );
+        assert_eq!(s.sim.pending_signals(), 0, "{platform:?}");
     }
 }

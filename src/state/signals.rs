@@ -29,7 +29,8 @@ pub(crate) struct SignalTables {
     info: Box<[SigInfo]>,
     /// Signals whose watcher is ready for an instance.
     pub(super) ready: SignalSet,
-    /// What the backend was last told to report.
+    /// What the backend was last told to report (after a failed change: every signal it may
+    /// report, the old set and the wanted one together, until a retry succeeds).
     pub(super) armed: SignalSet,
     pub(super) dirty: bool,
 }
@@ -198,6 +199,12 @@ impl State {
             Err(e) => {
                 self.fault(e);
                 self.signals.dirty = true;
+                // The backend may have taken part of the change (kqueue changes one signal
+                // at a time): count every signal of either set as possibly armed, so that
+                // `reading_blocked` looks at all of them until a retry succeeds.
+                for sig in want.iter() {
+                    self.signals.armed.add(sig);
+                }
             }
         }
     }
