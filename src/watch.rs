@@ -62,6 +62,9 @@ pub(crate) struct FdWatch {
     pub(crate) kernel: Registration,
     /// The kernel disarmed the registration after a one-shot report.
     pub(crate) fired: bool,
+    /// A change failed: the kernel may hold any part of `kernel` (the union of the old and
+    /// the wanted registration), so the next sync sends a change whatever it compares to.
+    pub(crate) unsure: bool,
 }
 
 #[derive(Copy, Clone, Debug)]

@@ -527,3 +527,49 @@ fn instances_read_while_a_signal_change_half_failed_are_never_dropped() {
         assert_eq!(s.sim.pending_signals(), 0, "{platform:?}");
     }
 }
+
+/// Found by the `kqueue_backend` fuzz target: enabling both halves of a bidirectional watcher
+/// got the read filter in and failed on the write filter; the loop kept believing neither was
+/// enabled, so disabling both again sent nothing, and a hang-up then made the enabled read
+/// filter report forever (`run_timeout` spun on the simulation).
+#[test]
+fn a_half_failed_fd_change_is_never_taken_as_done() {
+    for platform in PLATFORMS {
+        let s = setup::<Single>(platform);
+        let (sock, peer) = s.sim.socketpair().unwrap();
+        let raw = sock.as_raw_fd();
+        let id =
+            s.lp.add_bidi(
+                sock,
+                dasynq::BidiOptions::new().enabled(false, false),
+                s.rec("b", Rearm::Rearm),
+            )
+            .unwrap();
+        assert_eq!(s.sim.enabled_fd_knotes(&raw), 0, "{platform:?}");
+        // Enable both halves: the read filter's change goes in, the write filter's fails.
+        s.sim.inject(SimCall::KnoteAdd, Fault::nth(1, Errno::NOMEM));
+        s.lp.enable(id).unwrap();
+        assert!(
+            s.lp.kernel_faults().count > 0,
+            "{platform:?}: the change failed"
+        );
+        s.lp.disable(id).unwrap();
+        assert_eq!(
+            s.sim.enabled_fd_knotes(&raw),
+            0,
+            "{platform:?}: disabling took back the half that got in"
+        );
+        s.sim.close(&peer);
+        s.lp.run_timeout(Duration::from_millis(5));
+        assert!(
+            s.take().is_empty(),
+            "{platform:?}: nothing for a disabled watcher"
+        );
+        s.lp.enable(id).unwrap();
+        assert_eq!(
+            s.lp.poll(),
+            2,
+            "{platform:?}: both halves see the hang-up on enable"
+        );
+    }
+}

@@ -136,7 +136,10 @@ pub trait Backend: Send + Sync + 'static {
         reg: Registration,
     ) -> Result<FdMode, KernelError>;
 
-    /// Change a native registration from `from` to `to`.
+    /// Change a native registration from `from` to `to`. On error the kernel may hold `from`,
+    /// `to`, or a mix of the two (kqueue changes each filter on its own): the core then
+    /// passes the union of both as `from` until a change succeeds, so a backend must bring
+    /// every filter named by `from` or `to` to its state in `to`.
     fn modify_fd(
         &self,
         fd: BorrowedFd<'_>,

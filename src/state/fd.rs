@@ -32,12 +32,13 @@ impl State {
             oneshot,
         };
         let Detail::Fd(f) = &mut w.detail else { return };
-        let needed = if want.interest.is_empty() {
-            // Disabled: the kernel may keep reporting only errors, once.
-            !f.fired && !f.kernel.interest.is_empty()
-        } else {
-            f.fired || f.kernel != want
-        };
+        let needed = f.unsure
+            || if want.interest.is_empty() {
+                // Disabled: the kernel may keep reporting only errors, once.
+                !f.fired && !f.kernel.interest.is_empty()
+            } else {
+                f.fired || f.kernel != want
+            };
         if !needed {
             return;
         }
@@ -46,8 +47,18 @@ impl State {
             Ok(()) => {
                 f.kernel = want;
                 f.fired = false;
+                f.unsure = false;
             }
             Err(e) => {
+                // The kernel may have taken part of the change (kqueue changes each filter on
+                // its own): count every filter of either side as possibly armed, and send the
+                // next change whatever it compares to.
+                f.kernel = Registration {
+                    interest: f.kernel.interest | want.interest,
+                    oneshot: f.kernel.oneshot || want.oneshot,
+                };
+                f.fired = false;
+                f.unsure = true;
                 self.fault(e);
                 self.mark_dirty(index);
             }
@@ -87,6 +98,7 @@ impl State {
                     oneshot: self.oneshot,
                 },
                 fired: false,
+                unsure: false,
             }),
         );
         let reg = Registration {

@@ -272,6 +272,21 @@ impl KqueueSim {
             .sum()
     }
 
+    /// Enabled knotes watching `fd` (either filter) in every open simulated kqueue: what
+    /// the kernel would report for it once ready.
+    pub fn enabled_fd_knotes(&self, fd: &impl AsRawFd) -> usize {
+        let ident = fd.as_raw_fd() as u64;
+        let g = self.lock();
+        g.1.instances
+            .iter()
+            .filter(|i| i.open)
+            .flat_map(|i| i.knotes.iter())
+            .filter(|k| {
+                k.ident == ident && k.enabled && matches!(k.filter, Filter::Read | Filter::Write)
+            })
+            .count()
+    }
+
     /// The platform simulated.
     pub fn platform(&self) -> KqueuePlatform {
         self.lock().1.platform
