@@ -48,6 +48,9 @@ struct SimReg {
     reg: Registration,
     /// Disarmed after a one-shot report until the next change.
     fired: bool,
+    /// The identity of the simulated file registered (a closed file's registration goes
+    /// with it; a new file given the same number is not registered).
+    serial: u64,
 }
 
 /// The `Sim` backend's own tables.
@@ -110,8 +113,16 @@ fn kerr(call: &'static str) -> impl Fn(Errno) -> KernelError {
 }
 
 impl SimTables {
-    fn find(&self, fd: RawFd) -> Option<usize> {
+    /// The registration of the file now at `fd`, after dropping those of closed files.
+    fn find(&mut self, o: &Objects, fd: RawFd) -> Option<usize> {
+        self.prune(o);
         self.regs.iter().position(|r| r.child == 0 && r.fd == fd)
+    }
+
+    /// Registrations of files closed since go with them.
+    fn prune(&mut self, o: &Objects) {
+        self.regs
+            .retain(|r| r.child != 0 || o.serial(r.fd) == Some(r.serial));
     }
 
     /// Readiness and change count of a registration: an fd's, or a child's (readable once it
@@ -129,7 +140,7 @@ impl SimTables {
 
     fn collect(&mut self, o: &Objects, out: &mut Vec<BackendEvent>) {
         out.clear();
-        self.regs.retain(|r| r.child != 0 || o.is_open(r.fd));
+        self.prune(o);
         self.scratch.clear();
         for (i, r) in self.regs.iter().enumerate() {
             if r.fired {
@@ -215,7 +226,8 @@ impl Backend for Sim {
             if obj.kind == crate::kernel::sim::Kind::File {
                 return Ok(FdMode::Emulated);
             }
-            if x.find(fd).is_some() {
+            let serial = obj.serial;
+            if x.find(o, fd).is_some() {
                 return Err(KernelError {
                     call: "sim_add_fd",
                     errno: Errno::EXIST,
@@ -233,6 +245,7 @@ impl Backend for Sim {
                 token,
                 reg,
                 fired: false,
+                serial,
             });
             Ok(FdMode::Native)
         })
@@ -249,16 +262,15 @@ impl Backend for Sim {
         self.change(|o, x| {
             o.check(SimCall::SimModifyFd)
                 .map_err(kerr("sim_modify_fd"))?;
-            let i = x.find(fd).ok_or(KernelError {
+            let i = x.find(o, fd).ok_or(KernelError {
                 call: "sim_modify_fd",
                 errno: Errno::NOENT,
             })?;
             x.regs[i] = SimReg {
-                fd,
-                child: 0,
                 token,
                 reg: to,
                 fired: false,
+                ..x.regs[i]
             };
             Ok(())
         })
@@ -274,7 +286,7 @@ impl Backend for Sim {
         self.change(|o, x| {
             o.check(SimCall::SimRemoveFd)
                 .map_err(kerr("sim_remove_fd"))?;
-            let i = x.find(fd).ok_or(KernelError {
+            let i = x.find(o, fd).ok_or(KernelError {
                 call: "sim_remove_fd",
                 errno: Errno::NOENT,
             })?;
@@ -376,6 +388,7 @@ impl Backend for Sim {
                 token,
                 reg,
                 fired: false,
+                serial: 0,
             });
             Ok(ChildHandle {
                 pid,

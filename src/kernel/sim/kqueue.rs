@@ -120,6 +120,10 @@ struct Knote {
     triggered: bool,
     /// The order knotes became ready in.
     order: u64,
+    /// Read and write filters: the object the fd number named when the knote was added
+    /// (kqueue(2), DESCRIPTION: closing a descriptor removes the kevents that name it, so a
+    /// later fd given the same number starts with none).
+    serial: u64,
 }
 
 #[derive(Debug)]
@@ -240,7 +244,9 @@ fn changed(o: &Objects, k: &Knote) -> u64 {
 /// Whether the object a knote watches still exists.
 fn alive(o: &Objects, k: &Knote) -> bool {
     match k.filter {
-        Filter::Read | Filter::Write => RawFd::try_from(k.ident).is_ok_and(|fd| o.is_open(fd)),
+        Filter::Read | Filter::Write => {
+            RawFd::try_from(k.ident).is_ok_and(|fd| o.serial(fd) == Some(k.serial))
+        }
         Filter::Proc => o.proc(k.ident as u32).is_some(),
         _ => true,
     }
@@ -299,6 +305,8 @@ fn apply(o: &Objects, x: &mut KqueueTables, kq: RawFd, c: &Kev) -> Result<(), Er
     let abs_timer = x.platform.features().abs_timer;
     let now = o.now(Clock::Monotonic);
     let inst = x.instance_mut(kq).ok_or(Errno::BADF)?;
+    // Knotes of closed fds are gone before any change looks for one.
+    inst.knotes.retain(|k| alive(o, k));
     let pos = inst
         .knotes
         .iter()
@@ -353,6 +361,10 @@ fn apply(o: &Objects, x: &mut KqueueTables, kq: RawFd, c: &Kev) -> Result<(), Er
             seen,
             triggered: false,
             order: o.seq(),
+            serial: RawFd::try_from(c.ident)
+                .ok()
+                .and_then(|fd| o.serial(fd))
+                .unwrap_or(0),
         };
         match pos {
             Some(i) => {
@@ -667,6 +679,38 @@ mod tests {
 
     fn add(ident: u64, filter: Filter, flags: KevFlags, udata: u64) -> Kev {
         Kev::new(ident, filter, KevFlags::ADD | flags, udata)
+    }
+
+    /// Found by the `kqueue_backend` fuzz target: knotes were tied to fd numbers, so a socket
+    /// dropped without `close` and a regular file given its number revived the socket's write
+    /// knote, which then reported forever under a token nobody owned.
+    #[test]
+    fn a_closed_fds_knotes_do_not_pass_to_the_next_file_with_its_number() {
+        let (k, kq, mut buf) = setup(KqueuePlatform::FreeBsd);
+        let (a, _b) = k.socketpair().unwrap();
+        let n = a.as_raw_fd();
+        let w = add(n as u64, Filter::Write, KevFlags(0), 7);
+        assert_eq!(k.kevent_change(&kq, &[w], &mut []), Ok(0));
+        assert_eq!(wait0(&k, &kq, &mut buf).len(), 1, "the socket is writable");
+        drop(a);
+        let mut keep = Vec::new();
+        let mut hit = false;
+        for _ in 0..64 {
+            let f = k.regular_file().unwrap();
+            hit = f.as_raw_fd() == n;
+            keep.push(f);
+            if hit {
+                break;
+            }
+        }
+        assert!(hit, "the socket's number was not reused");
+        assert!(
+            wait0(&k, &kq, &mut buf).is_empty(),
+            "the knote went with the socket"
+        );
+        assert_eq!(k.knotes(&kq), 0);
+        let del = Kev::new(n as u64, Filter::Write, KevFlags::DELETE, 0);
+        assert_eq!(k.kevent_change(&kq, &[del], &mut []), Err(Errno::NOENT));
     }
 
     #[test]

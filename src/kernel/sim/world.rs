@@ -161,6 +161,9 @@ pub(crate) struct Object {
     error: bool,
     /// Bumped on every change that can make this end newly ready (edge-triggered reports).
     pub(crate) changed: u64,
+    /// Which object this is: a registration made on an fd number belongs to the object that
+    /// had the number then, not to a later one given the same number.
+    pub(crate) serial: u64,
 }
 
 /// The simulated objects, clocks, signals, processes and fault plan.
@@ -436,7 +439,30 @@ impl Objects {
         if self.table.len() <= i {
             self.table.resize(i + 1, None);
         }
+        // The number is free again, so whatever had it was closed (its `OwnedFd` dropped
+        // without `close`): its peer loses it as on a real close.
+        self.sever(fd);
         self.table[i] = Some(obj);
+    }
+
+    /// The object at `fd` is gone: a peer linked to it is linked to nothing.
+    fn sever(&mut self, fd: RawFd) {
+        let Some(obj) = self.get_mut(fd) else { return };
+        obj.open = false;
+        obj.shut_wr = true;
+        let peer = core::mem::replace(&mut obj.peer, -1);
+        // The link goes with the file: a new object that later gets this fd number is not
+        // the old peer's peer (a pipe's ends are objects, not numbers).
+        if let Some(p) = self.get_mut(peer).filter(|p| p.peer == fd) {
+            p.peer = -1;
+        }
+        self.touch(fd);
+        self.touch(peer);
+    }
+
+    /// The identity of the open object at `fd` (see [`Object::serial`]).
+    pub(crate) fn serial(&self, fd: RawFd) -> Option<u64> {
+        self.get(fd).filter(|o| o.open).map(|o| o.serial)
     }
 
     fn touch(&mut self, fd: RawFd) {
@@ -663,6 +689,7 @@ impl<X> SimWorld<X> {
                 shut_wr: false,
                 error: false,
                 changed: s,
+                serial: s,
             };
             o.put(rn, mk(Kind::PipeRead, wn));
             o.put(wn, mk(Kind::PipeWrite, rn));
@@ -684,6 +711,7 @@ impl<X> SimWorld<X> {
                 shut_wr: false,
                 error: false,
                 changed: s,
+                serial: s,
             };
             o.put(an, mk(bn));
             o.put(bn, mk(an));
@@ -707,6 +735,7 @@ impl<X> SimWorld<X> {
                     shut_wr: false,
                     error: false,
                     changed: s,
+                    serial: s,
                 },
             );
         });
@@ -763,20 +792,7 @@ impl<X> SimWorld<X> {
     /// real ones do when the last reference to a file closes.
     pub fn close(&self, fd: &impl AsRawFd) {
         let fd = fd.as_raw_fd();
-        self.change(|o, _| {
-            let Some(obj) = o.get_mut(fd) else { return };
-            obj.open = false;
-            obj.shut_wr = true;
-            let peer = obj.peer;
-            obj.peer = -1;
-            // The link goes with the file: a new object that later gets this fd number is
-            // not the old peer's peer (a pipe's ends are objects, not numbers).
-            if let Some(p) = o.get_mut(peer).filter(|p| p.peer == fd) {
-                p.peer = -1;
-            }
-            o.touch(fd);
-            o.touch(peer);
-        });
+        self.change(|o, _| o.sever(fd));
     }
 
     /// `shutdown(fd, SHUT_WR)` on a socket: the peer reads end-of-file.
