@@ -573,3 +573,46 @@ fn a_half_failed_fd_change_is_never_taken_as_done() {
         );
     }
 }
+
+/// Found by the `kqueue_backend` fuzz target: a registration whose write filter was refused
+/// took its read filter back with a delete the kernel also refused, and still reported the
+/// registration as refused; the read filter stayed in the kernel, reporting forever under the
+/// token of a slot already freed. Now the registration stands and is completed by a retry.
+#[test]
+fn a_registration_that_cannot_be_taken_back_stands_and_is_completed() {
+    for platform in PLATFORMS {
+        if platform == KqueuePlatform::OpenBsd {
+            // No EV_RECEIPT there: one kevent call per change, so the fault plan differs; the
+            // other profiles cover the path.
+            continue;
+        }
+        let s = setup::<Single>(platform);
+        let (sock, peer) = s.sim.socketpair().unwrap();
+        let raw = sock.as_raw_fd();
+        // The batch (call 0) gets the read filter in and has the write filter refused; the
+        // delete that would take the read filter back (call 1) is refused too.
+        s.sim.inject(SimCall::KnoteAdd, Fault::nth(1, Errno::NOMEM));
+        s.sim
+            .inject(SimCall::KeventChange, Fault::nth(1, Errno::INTR));
+        let id =
+            s.lp.add_fd(
+                sock,
+                Interest::BOTH,
+                FdOptions::new(),
+                s.rec("b", Rearm::Rearm),
+            )
+            .expect("the registration stands");
+        assert!(s.lp.kernel_faults().count > 0, "{platform:?}: counted");
+        s.sim.write(&peer, 1).unwrap();
+        assert!(s.lp.poll() >= 1, "{platform:?}: the watcher runs");
+        assert_eq!(
+            s.sim.enabled_fd_knotes(&raw),
+            2,
+            "{platform:?}: the retry completed the registration"
+        );
+        let seen = s.take().join(" ");
+        assert!(seen.contains("WRITABLE"), "{platform:?}: {seen}");
+        s.lp.remove(id).unwrap();
+        assert_eq!(s.sim.enabled_fd_knotes(&raw), 0, "{platform:?}");
+    }
+}

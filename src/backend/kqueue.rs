@@ -481,8 +481,11 @@ impl<K: KqueueKernel> Backend for Kqueue<K> {
                     Kev::new(raw as u64, Filter::Read, KevFlags::DELETE, 0),
                     Kev::new(raw as u64, Filter::Write, KevFlags::DELETE, 0),
                 ];
-                let _ = self.apply(&undo, "kevent(EV_DELETE)", &[Errno::NOENT]);
-                Err(e)
+                match self.apply(&undo, "kevent(EV_DELETE)", &[Errno::NOENT]) {
+                    Ok(()) => Err(e),
+                    // Part of it is still in: the registration stands, to be completed.
+                    Err(_) => Ok(FdMode::Partial(e)),
+                }
             }
         }
     }

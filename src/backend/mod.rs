@@ -54,12 +54,18 @@ pub struct Registration {
 }
 
 /// Whether the kernel polls an fd or the loop must treat it as always ready.
-#[derive(Copy, Clone, PartialEq, Eq, Hash, Debug)]
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
 pub enum FdMode {
     /// The kernel reports readiness.
     Native,
     /// The kernel cannot poll this fd (a regular file or directory): nothing was registered.
     Emulated,
+    /// The kernel took part of the registration, refused the rest with this error, and the
+    /// part it took could not be taken back (kqueue registers each filter on its own). The
+    /// registration stands: the loop counts the error as a kernel fault and resends the whole
+    /// registration before its next wait, as for a failed enable, since a refused
+    /// registration would leave the accepted part reporting under a token nobody owns.
+    Partial(KernelError),
 }
 
 /// A failed kernel call.

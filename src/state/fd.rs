@@ -118,6 +118,12 @@ impl State {
                 {
                     f.emulated = mode == FdMode::Emulated;
                     f.kernel = reg;
+                    // Partly in: resend the whole registration before the next wait.
+                    f.unsure = matches!(mode, FdMode::Partial(_));
+                }
+                if let FdMode::Partial(e) = mode {
+                    self.fault(e);
+                    self.mark_dirty(index);
                 }
                 None
             }
