@@ -310,6 +310,7 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
                 }
                 s.merge_deferred();
                 let bound = s.retry_kernel(&self.backend);
+                s.take_missed_signals(&self.backend, &self.wake);
                 let mut t = if s.pending_len() > 0 || mode == Mode::Poll {
                     Some(Duration::ZERO)
                 } else {

@@ -616,3 +616,40 @@ fn a_registration_that_cannot_be_taken_back_stands_and_is_completed() {
         assert_eq!(s.sim.enabled_fd_knotes(&raw), 0, "{platform:?}");
     }
 }
+
+/// Found by the `kqueue_backend` fuzz target: an EVFILT_SIGNAL report that came while reading
+/// was blocked (a removed watcher's signal still armed, its deletion refused) was used up
+/// without a take, and kqueue reports a delivery once: once the deletion went through, the
+/// instance stayed in the kernel for good.
+#[test]
+fn a_signal_reported_while_reading_was_blocked_is_taken_once_it_is_not() {
+    for platform in PLATFORMS {
+        let s = setup::<Single>(platform);
+        s.sim.block_signal(Signal::USR1);
+        s.sim.block_signal(Signal::USR2);
+        let a =
+            s.lp.add_signal(Signal::USR1, Priority::DEFAULT, s.rec("a", Rearm::Rearm))
+                .unwrap();
+        s.lp.add_signal(Signal::USR2, Priority::DEFAULT, s.rec("b", Rearm::Rearm))
+            .unwrap();
+        assert_eq!(s.lp.poll(), 0, "{platform:?}: nothing pending yet");
+        // a goes, but the kernel refuses to delete its EVFILT_SIGNAL: USR1 stays armed with no
+        // watcher, so no instance may be read until the deletion goes through.
+        s.sim
+            .inject(SimCall::KeventChange, Fault::always(Errno::AGAIN));
+        s.lp.remove(a).unwrap();
+        s.sim.raise(SigInfo::new(Signal::USR2)).unwrap();
+        assert_eq!(s.lp.poll(), 0, "{platform:?}: reading is blocked");
+        s.sim.clear_faults();
+        let mut ran = 0;
+        for _ in 0..4 {
+            ran += s.lp.poll();
+        }
+        assert_eq!(
+            ran, 1,
+            "{platform:?}: b gets the USR2 reported while blocked"
+        );
+        assert_eq!(s.take(), vec!["b:other"], "{platform:?}");
+        assert_eq!(s.sim.pending_signals(), 0, "{platform:?}");
+    }
+}

@@ -33,6 +33,10 @@ pub(crate) struct SignalTables {
     /// report, the old set and the wanted one together, until a retry succeeds).
     pub(super) armed: SignalSet,
     pub(super) dirty: bool,
+    /// The backend said instances were pending while reading was blocked, and a take has not
+    /// since found the kernel empty: kqueue reports each delivery once, so the core must look
+    /// again by itself once reading is possible.
+    pub(super) missed: bool,
 }
 
 impl SignalTables {
@@ -50,6 +54,7 @@ impl SignalTables {
             ready: SignalSet::new(),
             armed: SignalSet::new(),
             dirty: false,
+            missed: false,
         })
     }
 
@@ -169,15 +174,31 @@ impl State {
     /// The backend says instances are pending: take them, one at a time, while each has
     /// somewhere to go.
     pub(crate) fn take_signals<B: Backend>(&mut self, backend: &B, wake: &WakeShared) {
-        while !self.reading_blocked() {
+        loop {
+            if self.reading_blocked() {
+                self.signals.missed = true;
+                return;
+            }
             match backend.take_signal() {
                 Ok(Some(info)) => self.on_signal(info, backend, wake),
-                Ok(None) => break,
+                Ok(None) => {
+                    self.signals.missed = false;
+                    return;
+                }
                 Err(e) => {
                     self.fault(e);
-                    break;
+                    self.signals.missed = true;
+                    return;
                 }
             }
+        }
+    }
+
+    /// Before a wait: take the instances reported while reading was blocked, if it no longer
+    /// is (see [`SignalTables::missed`]).
+    pub(crate) fn take_missed_signals<B: Backend>(&mut self, backend: &B, wake: &WakeShared) {
+        if self.signals.missed && !self.reading_blocked() {
+            self.take_signals(backend, wake);
         }
     }
 
