@@ -33,9 +33,9 @@ pub(crate) struct SignalTables {
     /// report, the old set and the wanted one together, until a retry succeeds).
     pub(super) armed: SignalSet,
     pub(super) dirty: bool,
-    /// The backend said instances were pending while reading was blocked, and a take has not
-    /// since found the kernel empty: kqueue reports each delivery once, so the core must look
-    /// again by itself once reading is possible.
+    /// The backend said instances were pending while reading was blocked by an armed signal
+    /// with no watcher, and a take has not since found the kernel empty: kqueue reports each
+    /// delivery once, so the core must look again by itself once reading is possible.
     pub(super) missed: bool,
 }
 
@@ -144,20 +144,20 @@ impl State {
         self.flush_signals(backend);
     }
 
-    /// Whether an armed signal's watcher holds an instance (queued, running, or taken), or an
-    /// armed signal has no watcher (its disarming failed and waits for a retry): the next
-    /// instance read could then have nowhere to go.
-    fn reading_blocked(&self) -> bool {
+    /// Why the next instance read could have nowhere to go, if it could: an armed signal's
+    /// watcher holds an instance (queued, running, or taken), or an armed signal has no
+    /// watcher (its disarming failed and waits for a retry).
+    fn reading_blocked(&self) -> Option<Blocked> {
         let chld_coalesces = !self.fallback_children.is_empty();
-        self.signals.armed.iter().any(|sig| {
+        self.signals.armed.iter().find_map(|sig| {
             if sig == Signal::CHLD && chld_coalesces {
-                return false;
+                return None;
             }
             let Some(index) = self.signals.owner(sig) else {
                 // Armed with no watcher: the kernel refused to disarm it (the change is
                 // retried). An instance read now would have nowhere to go: leave them all in
                 // the kernel until the mask is right.
-                return true;
+                return Some(Blocked::Orphan);
             };
             match self.slots.at(index) {
                 Some(
@@ -165,8 +165,10 @@ impl State {
                         detail: Detail::Signal(sw),
                         ..
                     },
-                ) => sw.pending || w.halves[0].queued || w.halves[0].running,
-                _ => false,
+                ) if sw.pending || w.halves[0].queued || w.halves[0].running => {
+                    Some(Blocked::Holding)
+                }
+                _ => None,
             }
         })
     }
@@ -175,9 +177,16 @@ impl State {
     /// somewhere to go.
     pub(crate) fn take_signals<B: Backend>(&mut self, backend: &B, wake: &WakeShared) {
         loop {
-            if self.reading_blocked() {
-                self.signals.missed = true;
-                return;
+            match self.reading_blocked() {
+                None => {}
+                // The backend reports again by itself (kqueue's recheck follows every
+                // instance taken; a signalfd stays readable).
+                Some(Blocked::Holding) => return,
+                // This report may be the only one: remember it.
+                Some(Blocked::Orphan) => {
+                    self.signals.missed = true;
+                    return;
+                }
             }
             match backend.take_signal() {
                 Ok(Some(info)) => self.on_signal(info, backend, wake),
@@ -186,8 +195,8 @@ impl State {
                     return;
                 }
                 Err(e) => {
+                    // The backends look again after a failed take by themselves.
                     self.fault(e);
-                    self.signals.missed = true;
                     return;
                 }
             }
@@ -197,7 +206,7 @@ impl State {
     /// Before a wait: take the instances reported while reading was blocked, if it no longer
     /// is (see [`SignalTables::missed`]).
     pub(crate) fn take_missed_signals<B: Backend>(&mut self, backend: &B, wake: &WakeShared) {
-        if self.signals.missed && !self.reading_blocked() {
+        if self.signals.missed && self.reading_blocked().is_none() {
             self.take_signals(backend, wake);
         }
     }
@@ -260,4 +269,13 @@ impl State {
         self.signals.ready.remove(signal);
         self.flush_signals(backend);
     }
+}
+
+/// Why an instance may not be read now.
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+enum Blocked {
+    /// An armed signal's watcher holds an instance.
+    Holding,
+    /// A signal is armed with no watcher.
+    Orphan,
 }
