@@ -98,6 +98,13 @@ impl<F: Flavor> Setup<F> {
             .add_fd(fd, Interest::READ, FdOptions::new(), self.rec(name, rearm))
             .unwrap()
     }
+    /// Block `sig` in the simulated process and watch it.
+    fn watch_signal(&self, sig: Signal, name: &'static str) -> WatchId {
+        self.sim.block_signal(sig);
+        self.lp
+            .add_signal(sig, Priority::DEFAULT, self.rec(name, Rearm::Rearm))
+            .unwrap()
+    }
     fn take(&self) -> Vec<String> {
         core::mem::take(&mut *self.log.lock().unwrap())
     }
@@ -447,17 +454,11 @@ fn a_pipe_hung_up_before_a_disabled_registration_reports_on_enable() {
 fn a_signal_deletion_that_went_through_beside_a_refused_add_is_not_forgotten() {
     for platform in PLATFORMS {
         let s = setup::<Single>(platform);
-        s.sim.block_signal(Signal::USR1);
-        s.sim.block_signal(Signal::USR2);
-        let a =
-            s.lp.add_signal(Signal::USR1, Priority::DEFAULT, s.rec("a", Rearm::Rearm))
-                .unwrap();
+        let a = s.watch_signal(Signal::USR1, "a");
         assert_eq!(s.lp.poll(), 0, "{platform:?}: nothing pending yet");
         s.sim.inject(SimCall::KnoteAdd, Fault::always(Errno::AGAIN));
         // b's EVFILT_SIGNAL is refused: the change is kept for a retry.
-        let b =
-            s.lp.add_signal(Signal::USR2, Priority::DEFAULT, s.rec("b", Rearm::Rearm))
-                .unwrap();
+        let b = s.watch_signal(Signal::USR2, "b");
         // One change: add USR2 (refused again) and delete USR1 (done).
         s.lp.disable(a).unwrap();
         s.sim.raise(SigInfo::new(Signal::USR1)).unwrap();
@@ -491,17 +492,13 @@ fn instances_read_while_a_signal_change_half_failed_are_never_dropped() {
     ] {
         let (rt0, rt1) = (Signal::rt(0).unwrap(), Signal::rt(1).unwrap());
         let s = setup::<Single>(platform);
-        s.sim.block_signal(rt0);
-        s.sim.block_signal(rt1);
         assert_eq!(s.lp.poll(), 0);
         s.sim.inject(SimCall::KnoteAdd, Fault::always(Errno::AGAIN));
-        s.lp.add_signal(rt0, Priority::DEFAULT, s.rec("a", Rearm::Rearm))
-            .unwrap();
+        s.watch_signal(rt0, "a");
         for v in 1..=3 {
             s.sim.raise(SigInfo::new(rt0).with_value(v)).unwrap();
         }
-        s.lp.add_signal(rt1, Priority::DEFAULT, s.rec("b", Rearm::Rearm))
-            .unwrap();
+        s.watch_signal(rt1, "b");
         // From the retry before the next wait on, rt0's EVFILT_SIGNAL gets in, rt1's never.
         s.sim.clear_faults();
         s.sim.inject(
@@ -625,13 +622,8 @@ fn a_registration_that_cannot_be_taken_back_stands_and_is_completed() {
 fn a_signal_reported_while_reading_was_blocked_is_taken_once_it_is_not() {
     for platform in PLATFORMS {
         let s = setup::<Single>(platform);
-        s.sim.block_signal(Signal::USR1);
-        s.sim.block_signal(Signal::USR2);
-        let a =
-            s.lp.add_signal(Signal::USR1, Priority::DEFAULT, s.rec("a", Rearm::Rearm))
-                .unwrap();
-        s.lp.add_signal(Signal::USR2, Priority::DEFAULT, s.rec("b", Rearm::Rearm))
-            .unwrap();
+        let a = s.watch_signal(Signal::USR1, "a");
+        s.watch_signal(Signal::USR2, "b");
         assert_eq!(s.lp.poll(), 0, "{platform:?}: nothing pending yet");
         // a goes, but the kernel refuses to delete its EVFILT_SIGNAL: USR1 stays armed with no
         // watcher, so no instance may be read until the deletion goes through.

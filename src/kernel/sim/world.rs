@@ -916,6 +916,22 @@ impl<X> SimWorld<X> {
     pub fn clear_faults(&self) {
         self.change(|o, _| o.faults.clear());
     }
+
+    /// Tests: make regular files until one gets the (freed) number `n`; they are returned, the
+    /// last one holding `n`, so the caller keeps them open.
+    #[cfg(test)]
+    pub(crate) fn files_until_number(&self, n: RawFd) -> Vec<OwnedFd> {
+        let mut keep = Vec::new();
+        for _ in 0..64 {
+            let f = self.regular_file().unwrap();
+            let hit = f.as_raw_fd() == n;
+            keep.push(f);
+            if hit {
+                return keep;
+            }
+        }
+        panic!("fd number {n} was not reused");
+    }
 }
 
 #[cfg(test)]
@@ -935,17 +951,7 @@ mod tests {
         let n = wr.as_raw_fd();
         w.close(&wr);
         drop(wr);
-        let mut keep = Vec::new();
-        let mut hit = false;
-        for _ in 0..64 {
-            let f = w.regular_file().unwrap();
-            hit = f.as_raw_fd() == n;
-            keep.push(f);
-            if hit {
-                break;
-            }
-        }
-        assert!(hit, "the writer's number was not reused");
+        let _keep = w.files_until_number(n);
         let g = w.lock();
         assert!(g.0.readiness(r.as_raw_fd()).unwrap().is_hangup());
     }
