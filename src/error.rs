@@ -5,6 +5,9 @@
 //! failed registration hands the handler and fd back ([`Rejected`]) so nothing is lost.
 //! Enabling, disabling, arming, stopping and removing cannot fail; they only report
 //! [`UsageError`] for an id that names no live watcher of the right kind.
+//!
+//! Every [`Errno`] constant is the `libc` value for the target being compiled: a number
+//! typed by hand once made `EAGAIN` read as `EDEADLK` on every BSD.
 
 use core::fmt;
 use std::os::fd::OwnedFd;
@@ -17,35 +20,39 @@ pub struct Errno(pub i32);
 
 impl Errno {
     /// Operation not permitted; epoll's answer for files that cannot be polled.
-    pub const PERM: Errno = Errno(1);
-    /// No such process.
-    pub const SRCH: Errno = Errno(3);
-    /// Interrupted system call.
-    pub const INTR: Errno = Errno(4);
-    /// I/O error.
-    pub const IO: Errno = Errno(5);
-    /// Bad file descriptor.
-    pub const BADF: Errno = Errno(9);
-    /// No child processes.
-    pub const CHILD: Errno = Errno(10);
-    /// Resource temporarily unavailable.
-    pub const AGAIN: Errno = Errno(11);
-    /// Out of memory.
-    pub const NOMEM: Errno = Errno(12);
-    /// File exists; epoll's answer for an fd registered twice.
-    pub const EXIST: Errno = Errno(17);
-    /// Invalid argument.
-    pub const INVAL: Errno = Errno(22);
-    /// Too many open files in the system.
-    pub const NFILE: Errno = Errno(23);
-    /// Too many open files in the process.
-    pub const MFILE: Errno = Errno(24);
-    /// No space left (epoll: the per-user watch limit).
-    pub const NOSPC: Errno = Errno(28);
+    pub const PERM: Errno = Errno(libc::EPERM);
     /// No such file or directory; epoll's answer for an fd not registered.
-    pub const NOENT: Errno = Errno(2);
+    pub const NOENT: Errno = Errno(libc::ENOENT);
+    /// No such process.
+    pub const SRCH: Errno = Errno(libc::ESRCH);
+    /// Interrupted system call.
+    pub const INTR: Errno = Errno(libc::EINTR);
+    /// I/O error.
+    pub const IO: Errno = Errno(libc::EIO);
+    /// Bad file descriptor.
+    pub const BADF: Errno = Errno(libc::EBADF);
+    /// No child processes.
+    pub const CHILD: Errno = Errno(libc::ECHILD);
+    /// Resource temporarily unavailable (also "would block").
+    pub const AGAIN: Errno = Errno(libc::EAGAIN);
+    /// Out of memory.
+    pub const NOMEM: Errno = Errno(libc::ENOMEM);
+    /// File exists; epoll's answer for an fd registered twice.
+    pub const EXIST: Errno = Errno(libc::EEXIST);
+    /// Invalid argument.
+    pub const INVAL: Errno = Errno(libc::EINVAL);
+    /// Too many open files in the system.
+    pub const NFILE: Errno = Errno(libc::ENFILE);
+    /// Too many open files in the process.
+    pub const MFILE: Errno = Errno(libc::EMFILE);
+    /// No space left (epoll: the per-user watch limit).
+    pub const NOSPC: Errno = Errno(libc::ENOSPC);
+    /// Broken pipe: a write with no reader left.
+    pub const PIPE: Errno = Errno(libc::EPIPE);
+    /// Function not implemented (a system call this kernel lacks).
+    pub const NOSYS: Errno = Errno(libc::ENOSYS);
     /// Operation not supported.
-    pub const NOTSUP: Errno = Errno(95);
+    pub const NOTSUP: Errno = Errno(libc::ENOTSUP);
 
     /// The raw number.
     pub fn raw(self) -> i32 {

@@ -442,9 +442,10 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
         let cx = self.cx(d.id);
         match d.delivery {
             Delivery::Fd { fd, ready, half } => {
-                // SAFETY: the fd is owned by the watcher's slot, which cannot be freed (and so
-                // cannot close the fd) while the watcher is running; the borrow ends with this
-                // call.
+                // SAFETY: `fd` was read from the `OwnedFd` the watcher's slot holds (an fd
+                // watch always has one, so it is an open fd, never -1), and the slot cannot be
+                // freed (closing the fd) while the watcher is running; the borrow ends with
+                // this call.
                 let fd = unsafe { BorrowedFd::borrow_raw(fd) };
                 let ev = match half {
                     None => Event::Fd { fd, ready },

@@ -104,19 +104,15 @@ impl Signal {
         {
             libc::SIGRTMIN()..=libc::SIGRTMAX()
         }
-        #[cfg(target_os = "freebsd")]
+        #[cfg(not(dasynq_epoll))]
         {
-            65..=126
-        }
-        #[cfg(target_os = "netbsd")]
-        {
-            33..=63
-        }
-        #[cfg(not(any(dasynq_epoll, target_os = "freebsd", target_os = "netbsd")))]
-        {
-            #[allow(clippy::reversed_empty_ranges)]
-            {
-                1..=0
+            if cfg!(dasynq_rt_signals) {
+                platform::RTMIN..=platform::RTMAX
+            } else {
+                #[allow(clippy::reversed_empty_ranges)]
+                {
+                    1..=0
+                }
             }
         }
     }
@@ -133,39 +129,63 @@ impl Signal {
         {
             libc::SIGRTMAX()
         }
-        #[cfg(target_os = "freebsd")]
+        #[cfg(not(dasynq_epoll))]
         {
-            126
+            platform::MAX
         }
-        #[cfg(target_os = "netbsd")]
-        {
-            63
-        }
-        #[cfg(not(any(dasynq_epoll, target_os = "freebsd", target_os = "netbsd")))]
-        {
-            31
-        }
+    }
+
+    /// The numbers the C library keeps for itself (glibc's and FreeBSD's threads use the
+    /// first numbers above the standard signals): neither watched nor sent.
+    fn reserved(self) -> bool {
+        let from = platform::RESERVED;
+        from != 0 && self.0 >= from && self.0 < *Self::rt_range().start()
     }
 
     /// Why this signal cannot be watched, if it cannot.
     pub(crate) fn unwatchable(self) -> Option<&'static str> {
-        if self.0 < 1 || self.0 > MAX_SIGNAL {
-            return Some("signal number out of range");
+        if let Some(why) = self.unsendable() {
+            return Some(why);
         }
         if self == Signal::KILL || self == Signal::STOP {
             return Some("SIGKILL and SIGSTOP cannot be caught or watched");
         }
-        if self.0 > Self::max() {
+        None
+    }
+
+    /// Why this signal cannot be sent to a child, if it cannot: a number outside this
+    /// system's range, or one reserved for the C library.
+    pub(crate) fn unsendable(self) -> Option<&'static str> {
+        if self.0 < 1 || self.0 > MAX_SIGNAL || self.0 > Self::max() {
             return Some("signal number out of range");
         }
-        #[cfg(dasynq_epoll)]
-        {
-            if self.0 > 31 && self.0 < libc::SIGRTMIN() {
-                return Some("reserved for the C library's threads");
-            }
+        if self.reserved() {
+            return Some("reserved for the C library's threads");
         }
         None
     }
+}
+
+/// Signal numbers the `libc` crate does not provide for this system, from `build.rs` (which
+/// cites the headers).
+mod platform {
+    const fn parse(s: &str) -> i32 {
+        let b = s.as_bytes();
+        let mut i = 0;
+        let mut n = 0i32;
+        while i < b.len() {
+            n = n * 10 + (b[i] - b'0') as i32;
+            i += 1;
+        }
+        n
+    }
+    #[cfg_attr(dasynq_epoll, allow(dead_code))]
+    pub(super) const MAX: i32 = parse(env!("DASYNQ_SIGNAL_MAX"));
+    #[cfg_attr(any(dasynq_epoll, not(dasynq_rt_signals)), allow(dead_code))]
+    pub(super) const RTMIN: i32 = parse(env!("DASYNQ_SIGNAL_RTMIN"));
+    #[cfg_attr(any(dasynq_epoll, not(dasynq_rt_signals)), allow(dead_code))]
+    pub(super) const RTMAX: i32 = parse(env!("DASYNQ_SIGNAL_RTMAX"));
+    pub(super) const RESERVED: i32 = parse(env!("DASYNQ_SIGNAL_RESERVED"));
 }
 
 impl fmt::Debug for Signal {

@@ -53,7 +53,8 @@ impl Half {
 
 #[derive(Debug)]
 pub(crate) struct FdWatch {
-    pub(crate) fd: Option<OwnedFd>,
+    /// The registered fd, owned by the slot from registration until `detach` hands it back.
+    pub(crate) fd: OwnedFd,
     /// Plain watchers: the asked-for directions. Bidirectional: `BOTH`.
     pub(crate) interest: Interest,
     pub(crate) bidi: bool,

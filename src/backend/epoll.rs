@@ -26,20 +26,36 @@ use crate::signal::{SigInfo, Signal, SignalSet};
 use crate::timer::Clock;
 use crate::waker::Notify;
 
-/// `EPOLLIN`.
-pub const EPOLLIN: u32 = 0x001;
-/// `EPOLLOUT`.
-pub const EPOLLOUT: u32 = 0x004;
-/// `EPOLLERR`.
-pub const EPOLLERR: u32 = 0x008;
-/// `EPOLLHUP`.
-pub const EPOLLHUP: u32 = 0x010;
-/// `EPOLLRDHUP`.
-pub const EPOLLRDHUP: u32 = 0x2000;
-/// `EPOLLONESHOT`.
-pub const EPOLLONESHOT: u32 = 1 << 30;
-/// `EPOLLET`.
-pub const EPOLLET: u32 = 1 << 31;
+/// The epoll numbers of the target on Linux (from `libc`); elsewhere, where this backend runs
+/// only over the simulated kernel, Linux's numbers as the simulation states them (pinned to
+/// `libc`'s whenever the crate is built for Linux).
+#[cfg(dasynq_epoll)]
+mod abi {
+    /// `EPOLLIN`.
+    pub const EPOLLIN: u32 = libc::EPOLLIN as u32;
+    /// `EPOLLOUT`.
+    pub const EPOLLOUT: u32 = libc::EPOLLOUT as u32;
+    /// `EPOLLERR`.
+    pub const EPOLLERR: u32 = libc::EPOLLERR as u32;
+    /// `EPOLLHUP`.
+    pub const EPOLLHUP: u32 = libc::EPOLLHUP as u32;
+    /// `EPOLLRDHUP`.
+    pub const EPOLLRDHUP: u32 = libc::EPOLLRDHUP as u32;
+    /// `EPOLLONESHOT`.
+    pub const EPOLLONESHOT: u32 = libc::EPOLLONESHOT as u32;
+    /// `EPOLLET`.
+    pub const EPOLLET: u32 = libc::EPOLLET as u32;
+}
+#[cfg(not(dasynq_epoll))]
+use crate::kernel::sim::linux_abi as abi;
+
+pub use abi::{EPOLLERR, EPOLLET, EPOLLHUP, EPOLLIN, EPOLLONESHOT, EPOLLOUT, EPOLLRDHUP};
+
+// `readiness` moves bits by these positions.
+const _: () = assert!(
+    EPOLLIN == 0x1 && EPOLLOUT == 0x4 && EPOLLERR == 0x8 && EPOLLHUP == 0x10
+        && EPOLLRDHUP == 0x2000
+);
 
 /// `epoll_ctl` operations.
 #[derive(Copy, Clone, PartialEq, Eq, Debug)]

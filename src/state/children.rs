@@ -198,8 +198,8 @@ impl State {
         signal: Signal,
         backend: &B,
     ) -> Result<(), SignalChildError> {
-        if signal.raw() < 1 || signal.raw() > crate::signal::MAX_SIGNAL {
-            return Err(UsageError::InvalidArgument("signal number out of range").into());
+        if let Some(why) = signal.unsendable() {
+            return Err(UsageError::InvalidArgument(why).into());
         }
         let kind = self.kind_of(index);
         let handle = match self.slots.at(index).map(|w| &w.detail) {

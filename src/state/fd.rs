@@ -42,8 +42,7 @@ impl State {
         if !needed {
             return;
         }
-        let Some(fd) = f.fd.as_ref() else { return };
-        match backend.modify_fd(fd.as_fd(), token(index, generation), f.kernel, want) {
+        match backend.modify_fd(f.fd.as_fd(), token(index, generation), f.kernel, want) {
             Ok(()) => {
                 f.kernel = want;
                 f.fired = false;
@@ -89,7 +88,7 @@ impl State {
         let w = Watch::new(
             halves,
             Detail::Fd(FdWatch {
-                fd: None,
+                fd,
                 interest,
                 bidi,
                 emulated: false,
@@ -105,10 +104,22 @@ impl State {
             interest: w.desired_interest(self.oneshot),
             oneshot: self.oneshot,
         };
-        let Ok((index, generation)) = self.slots.insert(w) else {
-            return Err((Error::Capacity(PoolKind::Watchers), fd));
+        let (index, generation) = match self.slots.insert(w) {
+            Ok(at) => at,
+            Err(w) => {
+                let Detail::Fd(f) = w.detail else {
+                    // Unreachable: `w` was built as an fd watch just above.
+                    std::process::abort();
+                };
+                return Err((Error::Capacity(PoolKind::Watchers), f.fd));
+            }
         };
-        let refused = match backend.add_fd(fd.as_fd(), token(index, generation), reg) {
+        let added = match self.slots.at(index).map(|w| &w.detail) {
+            Some(Detail::Fd(f)) => backend.add_fd(f.fd.as_fd(), token(index, generation), reg),
+            // Unreachable: inserted just above.
+            _ => std::process::abort(),
+        };
+        let refused = match added {
             Ok(FdMode::Emulated) if !allow_emulation => Some(Error::NotPollable),
             Ok(mode) => {
                 if let Some(Watch {
@@ -134,16 +145,16 @@ impl State {
             Err(KernelError { call, errno }) => Some(Error::Kernel { call, errno }),
         };
         if let Some(e) = refused {
-            // Nothing was registered: release the slot (its generation moves on, harmlessly).
-            self.slots.remove(index, generation);
-            return Err((e, fd));
-        }
-        if let Some(Watch {
-            detail: Detail::Fd(f),
-            ..
-        }) = self.slots.at_mut(index)
-        {
-            f.fd = Some(fd);
+            // Nothing was registered: release the slot (its generation moves on, harmlessly)
+            // and hand the fd back.
+            return match self.slots.remove(index, generation) {
+                Some(Watch {
+                    detail: Detail::Fd(f),
+                    ..
+                }) => Err((e, f.fd)),
+                // Unreachable: inserted just above.
+                _ => std::process::abort(),
+            };
         }
         for h in 0..2 {
             self.maybe_queue(index, h, wake);

@@ -416,8 +416,7 @@ impl State {
         else {
             return;
         };
-        let Some(fd) = f.fd.as_ref() else { return };
-        match backend.remove_fd(fd.as_fd(), token(index, generation), f.kernel) {
+        match backend.remove_fd(f.fd.as_fd(), token(index, generation), f.kernel) {
             Ok(())
             | Err(KernelError {
                 errno: Errno::NOENT | Errno::BADF,
@@ -464,9 +463,8 @@ impl State {
                         ready |= Readiness::always_ready(interest);
                     }
                     w.halves[h].last = ready;
-                    let fd = f.fd.as_ref().map_or(-1, |fd| fd.as_raw_fd());
                     Delivery::Fd {
-                        fd,
+                        fd: f.fd.as_raw_fd(),
                         ready,
                         half: f.bidi.then_some(h),
                     }
@@ -632,17 +630,15 @@ impl State {
         let mut zombie = false;
         match self.slots.at(index).map(|w| &w.detail) {
             Some(Detail::Fd(f)) if !f.emulated => {
-                if let Some(fd) = f.fd.as_ref() {
-                    match backend.remove_fd(fd.as_fd(), token(index, generation), f.kernel) {
-                        Ok(())
-                        | Err(KernelError {
-                            errno: Errno::NOENT | Errno::BADF,
-                            ..
-                        }) => {}
-                        Err(e) => {
-                            self.fault(e);
-                            zombie = true;
-                        }
+                match backend.remove_fd(f.fd.as_fd(), token(index, generation), f.kernel) {
+                    Ok(())
+                    | Err(KernelError {
+                        errno: Errno::NOENT | Errno::BADF,
+                        ..
+                    }) => {}
+                    Err(e) => {
+                        self.fault(e);
+                        zombie = true;
                     }
                 }
             }
@@ -694,7 +690,7 @@ impl State {
             Some(Watch {
                 detail: Detail::Fd(f),
                 ..
-            }) => f.fd,
+            }) => Some(f.fd),
             _ => None,
         };
         Removal { id, fd }

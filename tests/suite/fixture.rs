@@ -220,7 +220,7 @@ fn tempfile_in(dir: &std::path::Path) -> std::fs::File {
 fn sim_write<X>(w: &SimWorld<X>, fd: BorrowedFd<'_>, n: usize) {
     match w.write(&fd.as_raw_fd(), n as u64) {
         Ok(put) => assert_eq!(put, n as u64),
-        Err(dasynq::Errno(32)) => {}
+        Err(dasynq::Errno::PIPE) => {}
         Err(e) => panic!("sim write: {e}"),
     }
 }

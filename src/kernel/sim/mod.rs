@@ -15,6 +15,7 @@
 
 mod epoll;
 mod kqueue;
+pub(crate) mod linux_abi;
 mod world;
 
 pub use epoll::{EpollSim, EpollTables, SimEventFd, SimFd};

@@ -17,10 +17,10 @@ pub(crate) const SIGNAL_QUEUE: usize = 1024;
 pub(crate) const MAX_PROCESSES: usize = 4096;
 /// The first simulated pid.
 const FIRST_PID: u32 = 10_000;
-/// `si_code` values of `SIGCHLD` (Linux's numbers).
-const CLD_EXITED: i32 = 1;
-const CLD_KILLED: i32 = 2;
-const CLD_DUMPED: i32 = 3;
+/// `si_code` values of `SIGCHLD`, as the target defines them.
+const CLD_EXITED: i32 = libc::CLD_EXITED;
+const CLD_KILLED: i32 = libc::CLD_KILLED;
+const CLD_DUMPED: i32 = libc::CLD_DUMPED;
 
 #[derive(Copy, Clone, PartialEq, Eq, Debug)]
 pub(crate) enum ProcState {
@@ -743,7 +743,7 @@ impl<X> SimWorld<X> {
     }
 
     /// Write `n` bytes into a pipe's write end or a socket. Returns how many fit (`AGAIN` if
-    /// none, `PIPE` semantics as `Errno(32)` once the reader is gone, `BADF` for a closed or
+    /// none, `Errno::PIPE` once the reader is gone, `BADF` for a closed or
     /// foreign fd).
     pub fn write(&self, fd: &impl AsRawFd, n: u64) -> Result<u64, Errno> {
         let fd = fd.as_raw_fd();
@@ -752,7 +752,7 @@ impl<X> SimWorld<X> {
             if !matches!(obj.kind, Kind::PipeWrite | Kind::Socket) || obj.shut_wr {
                 return Err(Errno::BADF);
             }
-            let peer = o.get_mut(obj.peer).filter(|p| p.open).ok_or(Errno(32))?;
+            let peer = o.get_mut(obj.peer).filter(|p| p.open).ok_or(Errno::PIPE)?;
             let room = PIPE_CAPACITY - peer.rx.min(PIPE_CAPACITY);
             let put = n.min(room);
             if put == 0 && n > 0 {
@@ -982,7 +982,7 @@ mod tests {
             w.lock().0.readiness(wr.as_raw_fd()),
             Some(Readiness::WRITABLE | Readiness::ERROR)
         );
-        assert_eq!(w.write(&wr, 1), Err(Errno(32)));
+        assert_eq!(w.write(&wr, 1), Err(Errno::PIPE));
     }
 
     #[test]
