@@ -7,7 +7,10 @@
 //! the signal.
 //!
 //! Children: 300 spawn + exit + reap cycles of `/bin/true`, one after another, through
-//! `spawn_child` and the loop; beside `Command::spawn` + `Child::wait` (fork/exec/waitpid).
+//! `spawn_child` and the loop, with the default clean signal state (a `pre_exec` reset, so
+//! `Command` forks) and with `inherit_signals` (no hook: `Command` uses `posix_spawn`); beside
+//! `Command::spawn` + `Child::wait` (`posix_spawn`, waitpid), which gives the child the
+//! blocked mask.
 //!
 //! Variants run interleaved over rounds (order rotating); figures are medians.
 //! Run: `cargo bench --bench signals_children` (options: `--rounds N`, `--signals N`,
@@ -25,7 +28,9 @@ mod imp {
     use std::rc::Rc;
     use std::time::Instant;
 
-    use dasynq::{Control, Cx, Event, EventLoop, Handler, Priority, Rearm, Signal, SignalSet};
+    use dasynq::{
+        Control, Cx, Event, EventLoop, Handler, Priority, Rearm, Signal, SignalSet, SpawnOptions,
+    };
 
     const BATCH: u64 = 1000;
 
@@ -110,14 +115,14 @@ mod imp {
         t.elapsed().as_nanos() as f64 / n as f64
     }
 
-    fn dasynq_children(n: u32) -> f64 {
+    fn dasynq_children(n: u32, options: SpawnOptions) -> f64 {
         let lp = EventLoop::<W>::builder()
             .watchers(4)
             .build()
             .expect("build");
         let t = Instant::now();
         for _ in 0..n {
-            lp.spawn_child(&mut Command::new("/bin/true"), Priority::DEFAULT, W::Child)
+            lp.spawn_child(Command::new("/bin/true"), options, W::Child)
                 .expect("spawn");
             while lp.usage().watchers > 0 {
                 lp.run();
@@ -168,7 +173,11 @@ mod imp {
             ),
             (
                 "dasynq spawn_child (us/child)",
-                Box::new(move || dasynq_children(children)),
+                Box::new(move || dasynq_children(children, SpawnOptions::new())),
+            ),
+            (
+                "dasynq spawn_child, inherit (us/child)",
+                Box::new(move || dasynq_children(children, SpawnOptions::new().inherit_signals())),
             ),
             (
                 "Command::spawn + wait (us/child)",
@@ -200,7 +209,11 @@ mod imp {
         );
         println!(
             "median ratio dasynq children / spawn + wait:             {:.3}",
-            ratio(3, 4)
+            ratio(3, 5)
+        );
+        println!(
+            "median ratio dasynq children, inherit / spawn + wait:    {:.3}",
+            ratio(4, 5)
         );
     }
 }

@@ -16,7 +16,7 @@ use crate::error::{Rejected, SignalChildError, UsageError};
 use crate::handler::Handler;
 use crate::id::{Priority, WatchId};
 use crate::interest::{Half, Interest};
-use crate::options::{BidiOptions, FdOptions};
+use crate::options::{BidiOptions, FdOptions, SpawnOptions};
 use crate::signal::Signal;
 use crate::timer::{Clock, Deadline};
 use crate::waker::Waker;
@@ -143,10 +143,19 @@ pub trait Control<H: Handler> {
     /// there is no child, no slot is taken, and the error ([`Error::Spawn`](crate::Error::Spawn)
     /// for a missing program and other `fork`/`exec` failures) comes back with the handler.
     /// The child's stdio pipes (if `cmd` asked for them) are in the result; the loop reaps it.
+    ///
+    /// By default the child starts with a clean signal state (an empty mask, default
+    /// dispositions for the signals blocked or watched here: [`ChildSignals::Reset`]), so
+    /// the `SIGTERM` a supervisor sends reaches it although the masking rule blocks `SIGTERM`
+    /// in the supervisor. `cmd` is taken by value because the reset is a `pre_exec` hook that
+    /// would otherwise stay on the command and pile up with every restart; build the
+    /// command afresh for each spawn.
+    ///
+    /// [`ChildSignals::Reset`]: crate::ChildSignals::Reset
     fn spawn_child(
         &self,
-        cmd: &mut Command,
-        priority: Priority,
+        cmd: Command,
+        options: SpawnOptions,
         handler: H,
     ) -> Result<Spawned, Rejected<H>>;
 

@@ -22,8 +22,8 @@ use crate::handler::{Event, Handler, Rearm, Removed};
 use crate::id::{Priority, WatchId};
 use crate::interest::{Half, Interest};
 use crate::lock::{Flavor, Single, StateLock, Threaded};
-use crate::options::{BidiOptions, Emulation, FdOptions};
-use crate::signal::Signal;
+use crate::options::{BidiOptions, ChildSignals, Emulation, FdOptions, SpawnOptions};
+use crate::signal::{Signal, SignalSet};
 use crate::state::{Capacities, Delivery, Dispatch, Removal, State};
 use crate::timer::{Clock, Deadline, MonoAnchor, duration_ns, system_ns, system_time};
 use crate::waker::{WakeShared, Waker};
@@ -627,16 +627,22 @@ impl<H: Handler, B: Backend, F: Flavor> Control<H> for EventLoop<H, B, F> {
 
     fn spawn_child(
         &self,
-        cmd: &mut std::process::Command,
-        priority: Priority,
+        mut cmd: std::process::Command,
+        options: SpawnOptions,
         handler: H,
     ) -> Result<Spawned, Rejected<H>> {
+        let mut watched = SignalSet::new();
         let id = self.register(handler, |s| {
-            s.reserve_child(priority.0).map_err(|e| (e, None))
+            watched = s.watched_signals();
+            s.reserve_child(options.priority.0).map_err(|e| (e, None))
         })?;
+        let reset = match options.signals {
+            ChildSignals::Reset => Some(watched),
+            ChildSignals::Inherit => None,
+        };
         // Spawned unlocked (fork and exec take a while); nothing reaps the child before it is
         // watched: the loop reaps only watched children.
-        let spawned = match self.backend.spawn(cmd) {
+        let spawned = match self.backend.spawn(&mut cmd, reset) {
             Ok(p) => p,
             Err(e) => {
                 let handler = self.state.with(|s| {

@@ -104,7 +104,7 @@ pub use id::{Priority, WatchId};
 pub use interest::{Half, Interest, Readiness};
 pub use kernel::{block_signals, blocked_signals, unblock_signals};
 pub use lock::{Flavor, Single, Threaded};
-pub use options::{BidiOptions, Emulation, FdOptions};
+pub use options::{BidiOptions, ChildSignals, Emulation, FdOptions, SpawnOptions};
 pub use signal::{SigInfo, Signal, SignalSet};
 pub use timer::{Clock, Deadline};
 pub use waker::{Notify, Waker};

@@ -1,4 +1,4 @@
-//! Registration options for fd watchers.
+//! Registration options for fd watchers and spawned children.
 
 use crate::id::Priority;
 
@@ -103,6 +103,60 @@ impl BidiOptions {
 }
 
 impl Default for BidiOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The signal state a spawned child starts with.
+#[derive(Copy, Clone, PartialEq, Eq, Hash, Debug, Default)]
+pub enum ChildSignals {
+    /// A clean state: an empty signal mask, and the default disposition for every signal the
+    /// spawning thread blocks and every signal this loop watches (what `posix_spawn`'s
+    /// `POSIX_SPAWN_SETSIGMASK` and `POSIX_SPAWN_SETSIGDEF` give). This is what a service
+    /// expects: the masking rule blocks `SIGTERM` and friends in every thread of the
+    /// supervisor, and a mask is inherited across `fork` and `exec`, so without this a child
+    /// would never see the `SIGTERM` sent to stop it.
+    #[default]
+    Reset,
+    /// The child inherits the spawning thread's mask and the program's dispositions, as
+    /// `Command::spawn` alone gives them (for a child that is meant to start with signals
+    /// blocked). `Command` then uses `posix_spawn` where it can, which is faster than the
+    /// `fork` that the reset needs (see the crate's `signals_children` benchmark).
+    Inherit,
+}
+
+/// Options for [`Control::spawn_child`](crate::Control::spawn_child).
+#[derive(Copy, Clone, PartialEq, Eq, Hash, Debug)]
+pub struct SpawnOptions {
+    /// Dispatch priority of the child watcher (lower runs first).
+    pub priority: Priority,
+    /// The signal state the child starts with.
+    pub signals: ChildSignals,
+}
+
+impl SpawnOptions {
+    /// Default priority, a clean signal state.
+    pub const fn new() -> Self {
+        SpawnOptions {
+            priority: Priority::DEFAULT,
+            signals: ChildSignals::Reset,
+        }
+    }
+    /// Set the priority.
+    pub const fn priority(mut self, p: Priority) -> Self {
+        self.priority = p;
+        self
+    }
+    /// Let the child inherit the spawning thread's signal mask and the program's
+    /// dispositions ([`ChildSignals::Inherit`]).
+    pub const fn inherit_signals(mut self) -> Self {
+        self.signals = ChildSignals::Inherit;
+        self
+    }
+}
+
+impl Default for SpawnOptions {
     fn default() -> Self {
         Self::new()
     }

@@ -252,6 +252,11 @@ impl SignalSet {
         Self::bit(sig).is_some_and(|b| self.0 & b != 0)
     }
 
+    /// The signals in either set.
+    pub const fn union(self, other: SignalSet) -> SignalSet {
+        SignalSet(self.0 | other.0)
+    }
+
     /// Whether the set is empty.
     pub fn is_empty(&self) -> bool {
         self.0 == 0

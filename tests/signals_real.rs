@@ -14,7 +14,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::process::Command;
 
 use dasynq::backend::Backend;
-use dasynq::{Control, Event, EventLoop, FnHandler, Priority, Rearm};
+use dasynq::{Control, Event, EventLoop, FnHandler, Priority, Rearm, SpawnOptions};
 use rustix::process::{Resource, Rlimit};
 
 /// Real kernel only: with the fd limit reached, `pidfd_open` fails with EMFILE; a watch made
@@ -36,7 +36,7 @@ fn reserved_watch_falls_back_when_the_fd_limit_is_reached() {
         .unwrap();
     let mut cmd = Command::new("/bin/sh");
     cmd.arg("-c").arg("sleep 0.2; exit 6");
-    let pid = lp.backend().spawn(&mut cmd).expect("spawn").pid;
+    let pid = lp.backend().spawn(&mut cmd, None).expect("spawn").pid;
     let old = rustix::process::getrlimit(Resource::Nofile);
     // The lowest free fd number: with the soft limit there, the next fd cannot be allocated.
     let probe = std::io::stdin().as_fd().try_clone_to_owned().expect("dup");
@@ -76,8 +76,8 @@ fn several_loops_each_reap_only_their_own_children() {
                     cmd.arg("-c").arg(format!("exit {}", t * 20 + i));
                     let sp = lp
                         .spawn_child(
-                            &mut cmd,
-                            Priority::DEFAULT,
+                            cmd,
+                            SpawnOptions::new(),
                             FnHandler::new(move |_, ev| {
                                 if let Event::Child { pid, status } = ev {
                                     m.borrow_mut().push((pid, status));
@@ -103,6 +103,130 @@ fn several_loops_each_reap_only_their_own_children() {
     }
 }
 
+/// A signal set from a `/proc/PID/status` line such as `SigBlk:\t0000000000004001`.
+#[cfg(dasynq_epoll)]
+fn proc_signals(pid: u32, field: &str) -> dasynq::SignalSet {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+        .trim();
+    let bits = u64::from_str_radix(hex, 16).expect("hex mask");
+    let mut set = dasynq::SignalSet::new();
+    for n in 1..=64 {
+        if bits & (1u64 << (n - 1)) != 0 {
+            set.add(dasynq::Signal::from_raw(n));
+        }
+    }
+    set
+}
+
+/// Sets the disposition of `sig` for the life of the guard.
+#[cfg(dasynq_epoll)]
+struct Disposition(dasynq::Signal, libc::sighandler_t);
+
+#[cfg(dasynq_epoll)]
+impl Disposition {
+    fn ignore(sig: dasynq::Signal) -> Self {
+        // SAFETY (test): SIG_IGN for a signal that is blocked in every thread; the old
+        // disposition is put back on drop.
+        let old = unsafe { libc::signal(sig.raw(), libc::SIG_IGN) };
+        Disposition(sig, old)
+    }
+}
+
+#[cfg(dasynq_epoll)]
+impl Drop for Disposition {
+    fn drop(&mut self) {
+        // SAFETY (test): restores what `ignore` replaced.
+        unsafe { libc::signal(self.0.raw(), self.1) };
+    }
+}
+
+/// Real kernel only (the kernel's own view, in `/proc`): a child started while the program
+/// blocks (and even ignores) signals starts with an empty mask and default dispositions; with
+/// `inherit_signals` it keeps the mask, and `SIGTERM` then waits in it (so the reset is what
+/// makes the difference). Both child paths.
+#[cfg(dasynq_epoll)]
+fn spawned_children_start_with_a_clean_signal_state(fallback: bool) {
+    use dasynq::{ChildStatus, Signal, SignalSet};
+    let lp = EventLoop::<FnHandler>::builder()
+        .child_watch_fallback(fallback)
+        .build()
+        .unwrap();
+    let blocked = dasynq::blocked_signals();
+    assert!(blocked.contains(Signal::TERM) && blocked.contains(Signal::HUP));
+    let _hup = Disposition::ignore(Signal::HUP);
+    let seen = std::rc::Rc::new(std::cell::Cell::new(None));
+    let spawn = |options: SpawnOptions| {
+        let s = seen.clone();
+        let mut cmd = Command::new("/bin/sleep");
+        cmd.arg("30");
+        lp.spawn_child(
+            cmd,
+            options,
+            FnHandler::new(move |_, ev| {
+                if let Event::Child { status, .. } = ev {
+                    s.set(Some(status));
+                }
+                Rearm::Remove
+            }),
+        )
+        .expect("spawn")
+    };
+    let wait_exit = |what: &str| {
+        let start = std::time::Instant::now();
+        while seen.get().is_none() && start.elapsed() < std::time::Duration::from_secs(20) {
+            lp.run_timeout(std::time::Duration::from_millis(100));
+        }
+        seen.take()
+            .unwrap_or_else(|| panic!("{what}: the child did not exit"))
+    };
+
+    let clean = spawn(SpawnOptions::new());
+    assert_eq!(lp.usage().fallback_children, usize::from(fallback));
+    assert_eq!(
+        proc_signals(clean.pid, "SigBlk"),
+        SignalSet::new(),
+        "empty mask"
+    );
+    assert!(
+        !proc_signals(clean.pid, "SigIgn").contains(Signal::HUP),
+        "a blocked signal the program ignores is back to its default"
+    );
+    lp.signal_child(clean.id, Signal::TERM).unwrap();
+    assert_eq!(
+        wait_exit("TERM to a clean child"),
+        ChildStatus::Signaled {
+            signal: Signal::TERM,
+            core_dumped: false
+        }
+    );
+
+    let inherited = spawn(SpawnOptions::new().inherit_signals());
+    let mask = proc_signals(inherited.pid, "SigBlk");
+    assert!(
+        mask.contains(Signal::TERM) && mask.contains(Signal::HUP),
+        "{mask:?}"
+    );
+    assert!(proc_signals(inherited.pid, "SigIgn").contains(Signal::HUP));
+    lp.signal_child(inherited.id, Signal::TERM).unwrap();
+    assert_eq!(lp.run_timeout(std::time::Duration::from_millis(300)), 0);
+    assert!(
+        proc_signals(inherited.pid, "ShdPnd").contains(Signal::TERM),
+        "TERM waits in the inherited mask"
+    );
+    lp.signal_child(inherited.id, Signal::KILL).unwrap();
+    assert_eq!(
+        wait_exit("KILL"),
+        ChildStatus::Signaled {
+            signal: Signal::KILL,
+            core_dumped: false
+        }
+    );
+}
+
 fn main() {
     // First thing, before any thread: block every signal the scenarios watch.
     let set = dasynq::SignalSet::of(&suite::procs::used_signals());
@@ -121,6 +245,14 @@ fn main() {
         "reserved_watch_falls_back_when_the_fd_limit_is_reached".to_string(),
         Box::new(reserved_watch_falls_back_when_the_fd_limit_is_reached),
     ));
+    #[cfg(dasynq_epoll)]
+    for fallback in [false, true] {
+        let path = if fallback { "fallback" } else { "pidfd" };
+        tests.push((
+            format!("spawned_children_start_with_a_clean_signal_state::{path}"),
+            Box::new(move || spawned_children_start_with_a_clean_signal_state(fallback)),
+        ));
+    }
     let (mut passed, mut failed) = (0, Vec::new());
     for (name, test) in &tests {
         if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {

@@ -53,7 +53,10 @@ pub use abi::{EPOLLERR, EPOLLET, EPOLLHUP, EPOLLIN, EPOLLONESHOT, EPOLLOUT, EPOL
 
 // `readiness` moves bits by these positions.
 const _: () = assert!(
-    EPOLLIN == 0x1 && EPOLLOUT == 0x4 && EPOLLERR == 0x8 && EPOLLHUP == 0x10
+    EPOLLIN == 0x1
+        && EPOLLOUT == 0x4
+        && EPOLLERR == 0x8
+        && EPOLLHUP == 0x10
         && EPOLLRDHUP == 0x2000
 );
 
@@ -144,8 +147,9 @@ pub trait EpollKernel: Send + Sync + 'static {
     fn pidfd_send_signal(&self, fd: RawFd, signal: Signal) -> Result<(), Errno>;
     /// `kill(pid, signal)`.
     fn kill(&self, pid: u32, signal: Signal) -> Result<(), Errno>;
-    /// Start a process (`Command::spawn` on the real kernel).
-    fn spawn(&self, cmd: &mut Command) -> Result<SpawnedProcess, Errno>;
+    /// Start a process (`Command::spawn` on the real kernel), with the signal state `reset`
+    /// asks for (see [`Backend::spawn`]).
+    fn spawn(&self, cmd: &mut Command, reset: Option<SignalSet>) -> Result<SpawnedProcess, Errno>;
 }
 
 const TOKEN_CLOCK: [u64; 2] = [Token::RESERVED, Token::RESERVED + 1];
@@ -453,8 +457,12 @@ impl<K: EpollKernel> Backend for Epoll<K> {
         }
     }
 
-    fn spawn(&self, cmd: &mut Command) -> Result<SpawnedProcess, KernelError> {
-        self.kernel.spawn(cmd).map_err(|errno| KernelError {
+    fn spawn(
+        &self,
+        cmd: &mut Command,
+        reset: Option<SignalSet>,
+    ) -> Result<SpawnedProcess, KernelError> {
+        self.kernel.spawn(cmd, reset).map_err(|errno| KernelError {
             call: "spawn",
             errno,
         })

@@ -219,8 +219,9 @@ pub trait KqueueKernel: Clone + Send + Sync + 'static {
     fn waitpid(&self, pid: u32) -> Result<Option<ChildStatus>, Errno>;
     /// `kill(pid, signal)`.
     fn kill(&self, pid: u32, signal: Signal) -> Result<(), Errno>;
-    /// Start a process (`Command::spawn` on the real kernel).
-    fn spawn(&self, cmd: &mut Command) -> Result<SpawnedProcess, Errno>;
+    /// Start a process (`Command::spawn` on the real kernel), with the signal state `reset`
+    /// asks for (see [`Backend::spawn`]).
+    fn spawn(&self, cmd: &mut Command, reset: Option<SignalSet>) -> Result<SpawnedProcess, Errno>;
 }
 
 const TOKEN_CLOCK: [u64; 2] = [Token::RESERVED, Token::RESERVED + 1];
@@ -739,7 +740,11 @@ impl<K: KqueueKernel> Backend for Kqueue<K> {
         self.kernel.kill(child.pid, signal).map_err(kerr("kill"))
     }
 
-    fn spawn(&self, cmd: &mut Command) -> Result<SpawnedProcess, KernelError> {
-        self.kernel.spawn(cmd).map_err(kerr("spawn"))
+    fn spawn(
+        &self,
+        cmd: &mut Command,
+        reset: Option<SignalSet>,
+    ) -> Result<SpawnedProcess, KernelError> {
+        self.kernel.spawn(cmd, reset).map_err(kerr("spawn"))
     }
 }

@@ -210,5 +210,13 @@ pub trait Backend: Send + Sync + 'static {
     fn signal_child(&self, child: ChildHandle, signal: Signal) -> Result<(), KernelError>;
 
     /// Start a process for `cmd` (a real one, or a simulated one on simulated backends).
-    fn spawn(&self, cmd: &mut Command) -> Result<SpawnedProcess, KernelError>;
+    /// `reset: Some(set)`: the child starts with an empty signal mask and the default
+    /// disposition for every signal in `set` and every signal blocked in the calling thread
+    /// (what `posix_spawn`'s `POSIX_SPAWN_SETSIGMASK` and `SETSIGDEF` do); `None`: it inherits
+    /// the calling thread's mask and the dispositions, as `Command::spawn` gives them.
+    fn spawn(
+        &self,
+        cmd: &mut Command,
+        reset: Option<SignalSet>,
+    ) -> Result<SpawnedProcess, KernelError>;
 }

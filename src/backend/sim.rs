@@ -423,7 +423,11 @@ impl Backend for Sim {
         })
     }
 
-    fn spawn(&self, _cmd: &mut Command) -> Result<SpawnedProcess, KernelError> {
+    fn spawn(
+        &self,
+        _cmd: &mut Command,
+        _reset: Option<SignalSet>,
+    ) -> Result<SpawnedProcess, KernelError> {
         let pid = self.change(|o, _| {
             o.check(SimCall::Spawn).map_err(kerr("spawn"))?;
             o.spawn_process(true).map_err(kerr("spawn"))

@@ -311,7 +311,10 @@ impl EpollKernel for LinuxEpoll {
         rustix::process::kill_process(pid(child)?, rustix_signal(signal)?).map_err(errno)
     }
 
-    fn spawn(&self, cmd: &mut Command) -> Result<SpawnedProcess, Errno> {
+    fn spawn(&self, cmd: &mut Command, reset: Option<SignalSet>) -> Result<SpawnedProcess, Errno> {
+        if let Some(set) = reset {
+            super::posix::reset_signals_in_child(cmd, set);
+        }
         let mut child = cmd
             .spawn()
             .map_err(|e| Errno(e.raw_os_error().unwrap_or(libc::EINVAL)))?;

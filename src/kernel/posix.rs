@@ -49,6 +49,46 @@ fn sigmask(how: libc::c_int, set: Option<SignalSet>) -> Result<SignalSet, Errno>
     Ok(from_sigset(&old))
 }
 
+/// Make `cmd`'s child start with a clean signal state: the default disposition for every
+/// signal in `set` and every signal blocked in the calling thread, then an empty mask. What
+/// `posix_spawn` does with `POSIX_SPAWN_SETSIGDEF` and `POSIX_SPAWN_SETSIGMASK`; `Command`
+/// cannot ask for those, so this is a `pre_exec` hook, run in the child between `fork` and
+/// `exec` (which makes `Command` fork instead of using `posix_spawn`: the cost is measured by
+/// `cargo bench --bench signals_children`).
+pub(crate) fn reset_signals_in_child(cmd: &mut std::process::Command, set: SignalSet) {
+    use std::os::unix::process::CommandExt;
+    let mut reset = set.union(blocked_signals());
+    reset.remove(Signal::KILL);
+    reset.remove(Signal::STOP);
+    // Computed here, in the parent: the child only reads this copy (no allocation there).
+    let hook = move || {
+        reset_in_child(reset);
+        Ok(())
+    };
+    // SAFETY: `pre_exec` runs the hook in the forked child, where only async-signal-safe
+    // calls are allowed: the hook makes only `sigaction` and `sigprocmask` calls (both in
+    // POSIX's async-signal-safe list), allocates nothing (the set is a `Copy` value captured
+    // by move and iterated in place) and touches no lock.
+    unsafe { cmd.pre_exec(hook) };
+}
+
+/// The child side of [`reset_signals_in_child`]. Errors are ignored: a number the C library
+/// refuses (its own reserved signals) keeps what it had, which is still not blocked below.
+fn reset_in_child(reset: SignalSet) {
+    for sig in reset.iter() {
+        // SAFETY: all zeroes is a valid `sigaction` (no flags, empty mask); `sa_sigaction`
+        // set to `SIG_DFL` asks for the default action; the old action is not read.
+        unsafe {
+            let mut dfl: libc::sigaction = core::mem::zeroed();
+            dfl.sa_sigaction = libc::SIG_DFL;
+            libc::sigaction(sig.raw(), &dfl, core::ptr::null_mut());
+        }
+    }
+    let empty = to_sigset(SignalSet::new());
+    // SAFETY: `empty` is an initialised set that outlives the call; the old mask is not read.
+    unsafe { libc::sigprocmask(libc::SIG_SETMASK, &empty, core::ptr::null_mut()) };
+}
+
 /// Block `set` in the calling thread; returns the signals blocked before. Call it in `main`
 /// before starting any thread, so every thread inherits the mask (see the masking rule in
 /// [`Signal`](crate::Signal)'s module docs).

@@ -27,6 +27,8 @@ pub(crate) struct SignalTables {
     owner: Box<[u32]>,
     /// The instance each watcher has taken and not yet delivered.
     info: Box<[SigInfo]>,
+    /// Signals with a watcher.
+    pub(super) watched: SignalSet,
     /// Signals whose watcher is ready for an instance.
     pub(super) ready: SignalSet,
     /// What the backend was last told to report (after a failed change: every signal it may
@@ -51,6 +53,7 @@ impl SignalTables {
         Some(SignalTables {
             owner: owner.into_boxed_slice(),
             info: info.into_boxed_slice(),
+            watched: SignalSet::new(),
             ready: SignalSet::new(),
             armed: SignalSet::new(),
             dirty: false,
@@ -71,6 +74,11 @@ impl SignalTables {
     }
 
     fn set_owner(&mut self, sig: Signal, owner: u32) {
+        if owner == NONE {
+            self.watched.remove(sig);
+        } else {
+            self.watched.add(sig);
+        }
         if let Some(o) = usize::try_from(sig.raw())
             .ok()
             .and_then(|i| self.owner.get_mut(i))
@@ -90,6 +98,11 @@ impl SignalTables {
 }
 
 impl State {
+    /// The signals this loop watches.
+    pub(crate) fn watched_signals(&self) -> SignalSet {
+        self.signals.watched
+    }
+
     /// Register a signal watcher (enabled, armed at once).
     pub(crate) fn add_signal<B: Backend>(
         &mut self,

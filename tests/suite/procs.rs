@@ -12,7 +12,7 @@ use std::time::Duration;
 use dasynq::backend::Backend;
 use dasynq::{
     ChildStatus, Clock, Control, Deadline, Error, Event, EventLoop, Flavor, Priority, Rearm,
-    Signal, SignalChildError, Single, Threaded, UsageError,
+    Signal, SignalChildError, Single, SpawnOptions, Threaded, UsageError,
 };
 
 use super::{Fixture, Log, Probe};
@@ -34,7 +34,14 @@ fn rt(n: u32) -> Signal {
 
 /// The signals these scenarios use; the real binary blocks them in `main`.
 pub fn used_signals() -> Vec<Signal> {
-    let mut v = vec![Signal::USR1, Signal::USR2, Signal::CHLD];
+    // TERM and HUP as a supervisor blocks them (the masking rule), for its children's sake.
+    let mut v = vec![
+        Signal::USR1,
+        Signal::USR2,
+        Signal::CHLD,
+        Signal::TERM,
+        Signal::HUP,
+    ];
     // Real-time signals where the platform has them (not macOS or OpenBSD).
     v.extend((0..3).filter_map(Signal::rt));
     v
@@ -573,8 +580,8 @@ pub fn children_exit_codes_are_reported<X: Fixture>(fallback: bool) {
     for code in [0, 3] {
         let sp = lp
             .spawn_child(
-                &mut fx.exit_command(code),
-                Priority::DEFAULT,
+                fx.exit_command(code),
+                SpawnOptions::new(),
                 child_logger(&log, Rearm::Remove),
             )
             .unwrap();
@@ -593,8 +600,8 @@ pub fn children_killed_by_a_signal<X: Fixture>(fallback: bool) {
     let log = Log::default();
     let sp = lp
         .spawn_child(
-            &mut fx.sleeper_command(),
-            Priority::DEFAULT,
+            fx.sleeper_command(),
+            SpawnOptions::new(),
             child_logger(&log, Rearm::Rearm),
         )
         .unwrap();
@@ -620,6 +627,37 @@ pub fn children_killed_by_a_signal<X: Fixture>(fallback: bool) {
     assert!(lp.contains(sp.id), "Rearm keeps the (now idle) watcher");
 }
 
+/// A supervisor's whole path: it blocks `SIGTERM` (the masking rule), starts a service, and
+/// stops it with `signal_child(TERM)`. The child must not inherit the blocked mask, or the
+/// `SIGTERM` would wait in it forever (found when a supervisor was written from the docs).
+pub fn children_term_from_the_loop_stops_a_child_spawned_with_term_blocked<X: Fixture>(
+    fallback: bool,
+) {
+    let fx = X::new();
+    let lp = lp(&fx, fallback);
+    for sig in [Signal::CHLD, Signal::TERM, Signal::HUP] {
+        fx.block(sig);
+    }
+    let log = Log::default();
+    let sp = lp
+        .spawn_child(
+            fx.sleeper_command(),
+            SpawnOptions::new(),
+            child_logger(&log, Rearm::Remove),
+        )
+        .unwrap();
+    assert_eq!(lp.usage().fallback_children, usize::from(fallback));
+    lp.signal_child(sp.id, Signal::TERM).unwrap();
+    run_until(&lp, || !log.get().is_empty());
+    assert_eq!(
+        log.take(),
+        vec![format!(
+            "{}:Signaled {{ signal: SIGTERM, core_dumped: false }}",
+            sp.pid
+        )]
+    );
+}
+
 pub fn children_many_exiting_at_once_each_reported_once<X: Fixture>(fallback: bool) {
     let fx = X::new();
     let lp = lp(&fx, fallback);
@@ -629,8 +667,8 @@ pub fn children_many_exiting_at_once_each_reported_once<X: Fixture>(fallback: bo
     for _ in 0..200 {
         let sp = lp
             .spawn_child(
-                &mut fx.exit_command(7),
-                Priority::DEFAULT,
+                fx.exit_command(7),
+                SpawnOptions::new(),
                 child_logger(&log, Rearm::Remove),
             )
             .unwrap();
@@ -659,8 +697,8 @@ pub fn children_unwatched_ones_are_left_to_the_program<X: Fixture>(fallback: boo
     let unwatched = fx.start_unwatched();
     let sp = lp
         .spawn_child(
-            &mut fx.exit_command(0),
-            Priority::DEFAULT,
+            fx.exit_command(0),
+            SpawnOptions::new(),
             child_logger(&log, Rearm::Remove),
         )
         .unwrap();
@@ -708,7 +746,7 @@ pub fn children_reservation_survives_every_rearm_code<X: Fixture>(fallback: bool
         let pid = {
             // Spawn outside the loop, then watch with the reservation (cannot fail).
             let mut cmd = fx.exit_command(code);
-            lp.backend().spawn(&mut cmd).expect("spawn").pid
+            lp.backend().spawn(&mut cmd, None).expect("spawn").pid
         };
         lp.watch_child(id, pid).unwrap();
         assert_eq!(
@@ -779,7 +817,7 @@ pub fn children_disarm_then_remove_cycles_release_once<X: Fixture>(fallback: boo
             .unwrap();
         let pid = lp
             .backend()
-            .spawn(&mut fx.exit_command(0))
+            .spawn(&mut fx.exit_command(0), None)
             .expect("spawn")
             .pid;
         lp.watch_child(id, pid).unwrap();
@@ -815,8 +853,8 @@ pub fn children_bad_input_is_refused_and_leaks_nothing<X: Fixture>(fallback: boo
     let before = lp.usage();
     let e = lp
         .spawn_child(
-            &mut fx.missing_program(),
-            Priority::DEFAULT,
+            fx.missing_program(),
+            SpawnOptions::new(),
             Probe::new(|_, _| Rearm::Rearm),
         )
         .unwrap_err();
@@ -830,7 +868,7 @@ pub fn children_bad_input_is_refused_and_leaks_nothing<X: Fixture>(fallback: boo
     // A pid that was our child but is already reaped is not one any more.
     let pid = lp
         .backend()
-        .spawn(&mut fx.exit_command(0))
+        .spawn(&mut fx.exit_command(0), None)
         .expect("spawn")
         .pid;
     fx.finish(pid, 0);
@@ -869,8 +907,8 @@ pub fn children_self_removal_with_every_code<X: Fixture>(fallback: bool) {
         let c2 = calls.clone();
         let sp = lp
             .spawn_child(
-                &mut fx.exit_command(0),
-                Priority::DEFAULT,
+                fx.exit_command(0),
+                SpawnOptions::new(),
                 Probe::counting(&removed, move |cx, _| {
                     c2.fetch_add(1, Ordering::SeqCst);
                     cx.remove(cx.id()).unwrap();
@@ -895,8 +933,8 @@ pub fn children_removing_a_watcher_of_a_running_child_leaves_it_alone<X: Fixture
     fx.block(Signal::CHLD);
     let sp = lp
         .spawn_child(
-            &mut fx.exit_command(4),
-            Priority::DEFAULT,
+            fx.exit_command(4),
+            SpawnOptions::new(),
             Probe::new(|_, _| panic!("removed")),
         )
         .unwrap();
@@ -922,8 +960,8 @@ pub fn children_a_child_is_watched_by_one_watcher_only<X: Fixture>(fallback: boo
     let l = log.clone();
     let sp = lp
         .spawn_child(
-            &mut fx.exit_command(6),
-            Priority::DEFAULT,
+            fx.exit_command(6),
+            SpawnOptions::new(),
             Probe::new(move |_, ev| {
                 if let Event::Child { status, .. } = ev {
                     l.push(format!("{status:?}"));
@@ -976,6 +1014,7 @@ macro_rules! process_suite {
         $crate::process_suite!(@children $fx;
             children_exit_codes_are_reported,
             children_killed_by_a_signal,
+            children_term_from_the_loop_stops_a_child_spawned_with_term_blocked,
             children_many_exiting_at_once_each_reported_once,
             children_unwatched_ones_are_left_to_the_program,
             children_reservation_survives_every_rearm_code,
@@ -1042,6 +1081,7 @@ pub fn all<X: Fixture>() -> Vec<(String, Box<dyn Fn()>)> {
     child!(
         children_exit_codes_are_reported,
         children_killed_by_a_signal,
+        children_term_from_the_loop_stops_a_child_spawned_with_term_blocked,
         children_many_exiting_at_once_each_reported_once,
         children_unwatched_ones_are_left_to_the_program,
         children_reservation_survives_every_rearm_code,

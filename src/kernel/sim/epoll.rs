@@ -625,7 +625,11 @@ impl EpollKernel for EpollSim {
         self.sys_kill(pid, signal)
     }
 
-    fn spawn(&self, _cmd: &mut Command) -> Result<SpawnedProcess, Errno> {
+    fn spawn(
+        &self,
+        _cmd: &mut Command,
+        _reset: Option<SignalSet>,
+    ) -> Result<SpawnedProcess, Errno> {
         self.sys_spawn()
     }
 

@@ -656,7 +656,11 @@ impl KqueueKernel for KqueueSim {
         self.sys_kill(pid, signal)
     }
 
-    fn spawn(&self, _cmd: &mut Command) -> Result<SpawnedProcess, Errno> {
+    fn spawn(
+        &self,
+        _cmd: &mut Command,
+        _reset: Option<SignalSet>,
+    ) -> Result<SpawnedProcess, Errno> {
         self.sys_spawn()
     }
 }
