@@ -350,6 +350,10 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
                         BackendEvent::Clock(c) => fired[c.index()] = true,
                         BackendEvent::Wake => woke = true,
                         BackendEvent::SignalsPending => signals = true,
+                        BackendEvent::Garbled => s.fault(crate::backend::KernelError {
+                            call: "wait (an event that names nothing registered)",
+                            errno: crate::error::Errno::INVAL,
+                        }),
                     });
                     if signals {
                         s.take_signals(&self.backend, &self.wake);

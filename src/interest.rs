@@ -126,6 +126,7 @@ impl Readiness {
         self.0 == 0
     }
     #[inline]
+    #[cfg_attr(not(any(dasynq_epoll, test, feature = "sim")), allow(dead_code))]
     pub(crate) const fn from_bits(bits: u8) -> Readiness {
         Readiness(bits & 31)
     }

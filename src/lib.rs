@@ -94,6 +94,15 @@ pub type DefaultBackend = backend::Epoll<kernel::LinuxEpoll>;
 /// The default backend of this platform: epoll on Linux, kqueue on the BSDs and macOS.
 #[cfg(dasynq_kqueue)]
 pub type DefaultBackend = backend::Kqueue<kernel::BsdKqueue>;
+// The kqueue backend stores a token of a 32-bit generation and a slot index in `udata`,
+// which is pointer-sized: on a 32-bit kqueue system the generation would be cut off and
+// stale events could reach a slot's next occupant.
+#[cfg(all(dasynq_kqueue, not(target_pointer_width = "64")))]
+compile_error!(
+    "dasynq's kqueue backend needs a 64-bit target: its tokens (slot index and 32-bit \
+     generation) do not fit a 32-bit kevent udata; 32-bit BSD and Apple targets are not \
+     supported"
+);
 #[cfg(not(any(dasynq_epoll, dasynq_kqueue)))]
 compile_error!(
     "dasynq runs on Linux (epoll) and on FreeBSD, NetBSD, OpenBSD, DragonFly and Apple systems \

@@ -92,7 +92,11 @@ trait Io: Clone + 'static {
     /// Block the watched signals (the simulations have their own mask; the real process
     /// blocked them in `main`).
     fn prepare(&self) {}
-    /// Queue a real-time signal with a value to this process.
+    /// The signal the scenario watches: a real-time one where the platform has them.
+    fn signal(&self) -> Signal {
+        rt()
+    }
+    /// Queue the watched signal with a value to this process.
     fn send_rt(&self, v: i32);
     /// Start a child that exits (real: fork + _exit; simulated: a virtual child).
     fn start_child(&self) -> u32;
@@ -146,8 +150,11 @@ impl Io for RealIo {
 }
 
 macro_rules! sim_io {
-    ($t:ty) => {
+    ($t:ty, $signal:expr) => {
         impl Io for $t {
+            fn signal(&self) -> Signal {
+                ($signal)(self)
+            }
             fn write(&self, fd: &OwnedFd) {
                 let _ = dasynq::sim::SimWorld::write(self, fd, 1);
             }
@@ -167,11 +174,11 @@ macro_rules! sim_io {
                 dasynq::sim::SimWorld::advance(self, d)
             }
             fn prepare(&self) {
-                dasynq::sim::SimWorld::block_signal(self, rt());
+                dasynq::sim::SimWorld::block_signal(self, self.signal());
                 dasynq::sim::SimWorld::block_signal(self, Signal::CHLD);
             }
             fn send_rt(&self, v: i32) {
-                let info = dasynq::SigInfo::new(rt()).with_value(v as u64);
+                let info = dasynq::SigInfo::new(self.signal()).with_value(v as u64);
                 let _ = dasynq::sim::SimWorld::raise(self, info);
             }
             fn start_child(&self) -> u32 {
@@ -183,9 +190,14 @@ macro_rules! sim_io {
         }
     };
 }
-sim_io!(Sim);
-sim_io!(EpollSim);
-sim_io!(KqueueSim);
+sim_io!(Sim, |_| rt());
+sim_io!(EpollSim, |_| rt());
+// A simulated macOS or OpenBSD has no real-time signals (OpenBSD's kqueue refuses their
+// numbers): a standard one there.
+sim_io!(KqueueSim, |k: &KqueueSim| match k.platform() {
+    KqueuePlatform::MacOs | KqueuePlatform::OpenBsd => Signal::USR1,
+    _ => rt(),
+});
 
 enum W<I: Io> {
     Pipe { io: I, stash: Stash },
@@ -299,7 +311,9 @@ fn scenario<I: Io, B: Backend, F: Flavor>(name: &str, io: I, backend: B, target:
         .add_timer(Clock::Monotonic, Priority::DEFAULT, W::Timer)
         .unwrap();
     let (wake_id, waker) = lp.add_wake(Priority::HIGH, W::Wake).unwrap();
-    let sig_id = lp.add_signal(rt(), Priority::DEFAULT, W::Signal).unwrap();
+    let sig_id = lp
+        .add_signal(io.signal(), Priority::DEFAULT, W::Signal)
+        .unwrap();
     let child_id = lp.reserve_child(Priority::DEFAULT, W::Child).unwrap();
     CHILD_IDLE.store(true, Ordering::SeqCst);
     let mut spare_timer = Some(W::<I>::Timer);

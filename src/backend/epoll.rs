@@ -340,7 +340,8 @@ impl<K: EpollKernel> Backend for Epoll<K> {
                 }
                 d if d == TOKEN_CLOCK[0] => f(BackendEvent::Clock(Clock::Monotonic)),
                 d if d == TOKEN_CLOCK[1] => f(BackendEvent::Clock(Clock::System)),
-                _ => {}
+                // A reserved token the backend never registered: a faulty kernel.
+                _ => f(BackendEvent::Garbled),
             }
         }
     }

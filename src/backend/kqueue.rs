@@ -3,30 +3,31 @@
 //! ([`KqueueSim`](crate::sim::KqueueSim)).
 //!
 //! - **Fds**: separate `EVFILT_READ` and `EVFILT_WRITE` filters, `udata` = the core's token,
-//!   re-sent with every change (macOS overwrites `udata` on enable and disable). Enabled
-//!   filters are level-triggered (single-threaded loops) or `EV_DISPATCH` (threaded loops;
-//!   `EV_ONESHOT` where `EV_DISPATCH` is missing); enabling is `EV_ADD | EV_ENABLE`, which
-//!   works whether or not the filter exists; disabling is `EV_DISABLE`, so a pending end-of-file
-//!   is reported again on enable. `EV_EOF` on the read filter is [`Readiness::READ_CLOSED`],
-//!   on the write filter [`Readiness::HANGUP`]; a socket error in `fflags` is
-//!   [`Readiness::ERROR`]. Regular files are emulated as always ready on every kqueue platform:
-//!   kqueue's own answer for them ("data past the file offset") differs from poll's, and the
-//!   same program should behave the same everywhere.
+//!   re-sent with every change (most kernels overwrite `udata` on any change, even a plain
+//!   enable or disable). Enabled filters are level-triggered (single-threaded loops) or
+//!   `EV_DISPATCH` (threaded loops); enabling is `EV_ADD | EV_ENABLE`, which works whether or
+//!   not the filter exists (`EV_ADD` alone does not re-enable an existing knote), disabling is
+//!   `EV_DISABLE`, so a pending end-of-file is reported again on enable. `EV_EOF` on the read
+//!   filter is [`Readiness::READ_CLOSED`], on the write filter [`Readiness::HANGUP`]; a socket
+//!   error in `fflags` is [`Readiness::ERROR`]. Regular files are emulated as always ready on
+//!   every kqueue platform: kqueue's own answer for them ("data past the file offset") differs
+//!   from poll's, and the same program should behave the same everywhere.
 //! - **Changes** of one operation (both filters of a bidirectional fd) go in one `kevent` call
-//!   with `EV_RECEIPT`, so each change's error comes back attributed to it; where `EV_RECEIPT`
-//!   is missing, changes are made one per call.
+//!   with `EV_RECEIPT` and room for every receipt, so each change's error comes back
+//!   attributed to it and no pending event is drained.
 //! - **Timers**: one relative `EVFILT_TIMER` per clock, re-armed to the clock's deadline.
 //!   kqueue has no portable absolute timer, so system-clock deadlines are re-checked at least
 //!   every second: a wall-clock step is followed within a second (on Linux, at once).
-//! - **Wake**: `EVFILT_USER` triggered with `NOTE_TRIGGER`; a pipe where it is missing.
+//! - **Wake**: `EVFILT_USER` triggered with `NOTE_TRIGGER`; a pipe where the kernel refuses
+//!   the filter.
 //! - **Signals**: `EVFILT_SIGNAL` for each armed signal (it records delivery attempts even for
 //!   blocked signals), then each instance is taken with `sigtimedwait`; on systems without it
-//!   (macOS, OpenBSD) with `sigpending` + `sigwait`, which yields the signal number but no
-//!   other `siginfo` field. kqueue does not report signals already pending when the filter is
-//!   added, so arming a signal triggers one check for pending instances.
+//!   (macOS, OpenBSD) by a catching handler during a brief unblock (`kernel::sigcatch`). Both
+//!   give the whole `siginfo` and never block. kqueue does not report signals already pending
+//!   when the filter is added, so arming a signal triggers one check for pending instances.
 //! - **Children**: `EVFILT_PROC` with `NOTE_EXIT` (one-shot), then `waitpid(pid)` for that pid
-//!   only; a child that is already a zombie when watched (`ESRCH`) is reaped by the fallback
-//!   poll.
+//!   only; a child that is already a zombie when watched (`ESRCH` on NetBSD, OpenBSD and
+//!   macOS; FreeBSD and DragonFly report its exit at once) is reaped by the fallback poll.
 
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::process::Command;
@@ -144,26 +145,20 @@ impl Kev {
     }
 }
 
-/// What a kqueue implementation offers, where the BSDs and macOS differ.
+/// What a kqueue implementation offers, where the BSDs and macOS differ. (`EV_RECEIPT` and
+/// `EV_DISPATCH` are in every supported release of all five; `EVFILT_USER` is probed when the
+/// backend is created: a kernel that refuses it with `EINVAL`, NetBSD before 10 or OpenBSD
+/// before 7.8, gets a wake pipe instead.)
 #[derive(Copy, Clone, PartialEq, Eq, Hash, Debug)]
 pub struct Features {
-    /// `EVFILT_USER` may exist (else the wake channel is a pipe). Where a kernel refuses the
-    /// filter with `EINVAL` (NetBSD before 10, OpenBSD before 7.3), the backend falls back to
-    /// the pipe at creation.
-    pub user_filter: bool,
-    /// `EV_RECEIPT` (else changes are made one per call).
-    pub receipt: bool,
-    /// `EV_DISPATCH` (else one-shot registrations use `EV_ONESHOT`).
-    pub dispatch: bool,
     /// `NOTE_NSECONDS` timers (else milliseconds, rounded up).
     pub timer_ns: bool,
     /// `NOTE_ABSTIME` timers in nanoseconds on the system clock (FreeBSD 12, NetBSD 10):
     /// system-clock deadlines are then given to the kernel as they are.
     pub abs_timer: bool,
-    /// `sigtimedwait` (else `sigpending` + `sigwait`: the signal number only).
+    /// `sigtimedwait` (else a catching handler and a brief unblock; both give the whole
+    /// `siginfo`).
     pub sigtimedwait: bool,
-    /// `EV_ENABLE`/`EV_DISABLE` replace `udata` (macOS).
-    pub udata_replaced_on_enable: bool,
 }
 
 /// The system calls the kqueue backend uses, so it can run on the real kernel or a simulated
@@ -196,8 +191,9 @@ pub trait KqueueKernel: Clone + Send + Sync + 'static {
         buf: &mut Self::Buffer,
         timeout: Option<Duration>,
     ) -> Result<(), Errno>;
-    /// The events of the last wait.
-    fn buffer_events(buf: &Self::Buffer) -> impl Iterator<Item = Kev> + '_;
+    /// The events of the last wait; `None` for one that does not decode (a filter the
+    /// backend never registers: a faulty kernel).
+    fn buffer_events(buf: &Self::Buffer) -> impl Iterator<Item = Option<Kev>> + '_;
     /// Whether `fd` is a regular file (`fstat`); `EBADF` for a closed one.
     fn is_regular_file(&self, fd: RawFd) -> Result<bool, Errno>;
     /// `clock_gettime(clock)` in nanoseconds.
@@ -213,6 +209,9 @@ pub trait KqueueKernel: Clone + Send + Sync + 'static {
     /// Take one pending instance of a signal in `set` without waiting: `sigtimedwait` with a
     /// zero timeout, or `sigpending` + `sigwait` (`Ok(None)`: none pending).
     fn signal_take(&self, set: SignalSet) -> Result<Option<SigInfo>, Errno>;
+    /// The backend is done with the signals in `set` (it is dropped): undo whatever taking
+    /// them needed (the catching handler where there is no `sigtimedwait`).
+    fn signal_release(&self, set: SignalSet);
     /// Whether `pid` is an unreaped child of this process (`ECHILD` if not). Reaps nothing.
     fn probe_child(&self, pid: u32) -> Result<(), Errno>;
     /// `waitpid(pid, WNOHANG)`.
@@ -235,6 +234,8 @@ const SYSTEM_RECHECK_NS: u64 = 1_000_000_000;
 
 struct SignalState {
     armed: SignalSet,
+    /// Every signal ever armed (released when the backend is dropped).
+    used: SignalSet,
     /// An armed signal may have an instance pending that kqueue will not report again:
     /// set when one was armed (kqueue does not report instances already pending when a
     /// filter is added) and after each instance taken or failed take (`EVFILT_SIGNAL` reports
@@ -250,7 +251,7 @@ pub struct Kqueue<K: KqueueKernel> {
     kernel: K,
     kq: Arc<K::Fd>,
     features: Features,
-    /// `(read end, write end)` of the wake pipe, where `EVFILT_USER` is missing.
+    /// `(read end, write end)` of the wake pipe, where the kernel refuses `EVFILT_USER`.
     wake_pipe: Option<(K::Fd, Arc<K::Fd>)>,
     signals: Mutex<SignalState>,
 }
@@ -291,7 +292,7 @@ impl<K: KqueueKernel> Kqueue<K> {
     pub fn with_kernel(kernel: K) -> Result<Self, KernelError> {
         let features = kernel.features();
         let kq = Arc::new(kernel.kqueue().map_err(kerr("kqueue"))?);
-        let user = features.user_filter && {
+        let user = {
             let add = Kev::new(
                 WAKE_IDENT,
                 Filter::User,
@@ -327,6 +328,7 @@ impl<K: KqueueKernel> Kqueue<K> {
             wake_pipe,
             signals: Mutex::new(SignalState {
                 armed: SignalSet::new(),
+                used: SignalSet::new(),
                 recheck: false,
             }),
         })
@@ -337,9 +339,9 @@ impl<K: KqueueKernel> Kqueue<K> {
         &self.kernel
     }
 
-    /// Apply the changes of one operation, attributing errors: with `EV_RECEIPT` in one call,
-    /// else one call per change. Errors `ignore` lets through are not errors here (`ENOENT`
-    /// when deleting what may already be gone). Returns the first error.
+    /// Apply the changes of one operation, attributing errors: with `EV_RECEIPT`, in one call
+    /// per four changes (an operation has at most two). Errors `ignore` lets through are not
+    /// errors here (`ENOENT` when deleting what may already be gone). Returns the first error.
     fn apply(
         &self,
         changes: &[Kev],
@@ -352,16 +354,18 @@ impl<K: KqueueKernel> Kqueue<K> {
                 first = Some(KernelError { call, errno });
             }
         };
-        if self.features.receipt && changes.len() <= 4 {
+        for chunk in changes.chunks(4) {
             let mut batch = [Kev::new(0, Filter::Read, KevFlags::default(), 0); 4];
-            for (b, c) in batch.iter_mut().zip(changes) {
+            for (b, c) in batch.iter_mut().zip(chunk) {
                 *b = *c;
                 b.flags = b.flags | KevFlags::RECEIPT;
             }
+            // Room for a receipt per change: none is dropped, and no change is left undone
+            // for want of room (kevent(2), EV_RECEIPT).
             let mut receipts = [Kev::new(0, Filter::Read, KevFlags::default(), 0); 4];
             match self
                 .kernel
-                .kevent_change(&self.kq, &batch[..changes.len()], &mut receipts)
+                .kevent_change(&self.kq, &batch[..chunk.len()], &mut receipts)
             {
                 Ok(n) => {
                     for r in &receipts[..n.min(receipts.len())] {
@@ -372,15 +376,6 @@ impl<K: KqueueKernel> Kqueue<K> {
                 }
                 Err(e) => note(e),
             }
-        } else {
-            for c in changes {
-                if let Err(e) =
-                    self.kernel
-                        .kevent_change(&self.kq, core::slice::from_ref(c), &mut [])
-                {
-                    note(e);
-                }
-            }
         }
         match first {
             Some(e) => Err(e),
@@ -390,10 +385,10 @@ impl<K: KqueueKernel> Kqueue<K> {
 
     fn fd_change(&self, fd: RawFd, filter: Filter, on: bool, oneshot: bool, token: Token) -> Kev {
         let flags = if on {
-            let once = match (oneshot, self.features.dispatch) {
-                (false, _) => KevFlags::default(),
-                (true, true) => KevFlags::DISPATCH,
-                (true, false) => KevFlags::ONESHOT,
+            let once = if oneshot {
+                KevFlags::DISPATCH
+            } else {
+                KevFlags::default()
             };
             KevFlags::ADD | KevFlags::ENABLE | once
         } else {
@@ -422,6 +417,13 @@ impl<K: KqueueKernel> Kqueue<K> {
             r |= Readiness::ERROR;
         }
         r
+    }
+}
+
+impl<K: KqueueKernel> Drop for Kqueue<K> {
+    fn drop(&mut self) {
+        let used = self.signals.lock().map_or(SignalSet::new(), |s| s.used);
+        self.kernel.signal_release(used);
     }
 }
 
@@ -596,6 +598,10 @@ impl<K: KqueueKernel> Backend for Kqueue<K> {
     fn for_each_event(&self, events: &K::Buffer, mut f: impl FnMut(BackendEvent)) {
         let mut signals = false;
         for ev in K::buffer_events(events) {
+            let Some(ev) = ev else {
+                f(BackendEvent::Garbled);
+                continue;
+            };
             match ev.udata {
                 TOKEN_SIGNAL => signals = true,
                 TOKEN_WAKE => {
@@ -606,7 +612,7 @@ impl<K: KqueueKernel> Backend for Kqueue<K> {
                 }
                 t if t == TOKEN_CLOCK[0] => f(BackendEvent::Clock(Clock::Monotonic)),
                 t if t == TOKEN_CLOCK[1] => f(BackendEvent::Clock(Clock::System)),
-                t if t >= Token::RESERVED => {}
+                t if t >= Token::RESERVED => f(BackendEvent::Garbled),
                 t => f(BackendEvent::Fd {
                     token: Token(t),
                     ready: Self::readiness(&ev),
@@ -666,6 +672,7 @@ impl<K: KqueueKernel> Backend for Kqueue<K> {
                 // be believed still armed, or re-adding it would be skipped).
                 Ok(()) if now => {
                     s.armed.add(sig);
+                    s.used.add(sig);
                     added = true;
                 }
                 Ok(()) => s.armed.remove(sig),

@@ -19,11 +19,14 @@ use crate::signal::{SigInfo, Signal, SignalSet};
 use crate::timer::Clock;
 use crate::waker::Notify;
 
+// Elsewhere than Linux the epoll backend only runs over the simulated kernel.
+#[cfg(any(dasynq_epoll, test, feature = "sim"))]
 pub mod epoll;
 pub mod kqueue;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
 
+#[cfg(any(dasynq_epoll, test, feature = "sim"))]
 pub use epoll::Epoll;
 pub use kqueue::Kqueue;
 #[cfg(any(test, feature = "sim"))]
@@ -102,6 +105,9 @@ pub enum BackendEvent {
     /// Instances of armed signals are pending: take them with
     /// [`Backend::take_signal`].
     SignalsPending,
+    /// The kernel reported something the backend never registered (a reserved token it does
+    /// not use, a kqueue filter it never adds): dropped, and counted as a kernel fault.
+    Garbled,
 }
 
 /// A child process a backend watches: by pidfd (its exit is reported as readiness under the

@@ -3,8 +3,16 @@
 //! The kqueue is created through rustix; `kevent` goes through `libc` directly: rustix's
 //! kqueue `Event` picks the timer unit itself (no `NOTE_ABSTIME`, no chosen `NOTE_NSECONDS`),
 //! has no `EVFILT_USER` on NetBSD, and panics on filters it does not know. Everything else
-//! uses rustix where it has the call (`libc` for `sigtimedwait`, `sigwait`, `waitid`,
-//! `waitpid` with its status macros, and `kill` with real-time signals).
+//! uses rustix where it has the call (`libc` for `sigtimedwait`, `waitid`, `waitpid` with its
+//! status macros, and `kill` with real-time signals).
+//!
+//! Numbers are translated by [`KqueueAbi`](super::kqueue_abi::KqueueAbi) with the target's
+//! table (made of `libc` constants): the very translation the simulated kqueue runs with
+//! each platform's own numbers. What this system offers comes from its profile
+//! ([`KqueuePlatform::features`](super::KqueuePlatform::features)), which is checked against
+//! `build.rs`'s capabilities at compile time. Signals are taken with `sigtimedwait` where it
+//! exists and by [`sigcatch`](super::sigcatch) (a handler and a brief unblock) elsewhere;
+//! both give the full `siginfo` and never block.
 
 // libc's field and constant types differ between the BSDs (`flags` is u16 on FreeBSD, u32 on
 // NetBSD...): a cast needed on one target is a no-op on another.
@@ -14,10 +22,8 @@ use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::backend::kqueue::{
-    Features, Filter, Kev, KevFlags, KqueueKernel, NOTE_ABSTIME, NOTE_EXIT, NOTE_NSECONDS,
-    NOTE_TRIGGER,
-};
+use super::kqueue_abi::{RawKev, TARGET, TARGET_ABI};
+use crate::backend::kqueue::{Features, Filter, Kev, KevFlags, KqueueKernel};
 use crate::child::{ChildStatus, SpawnedProcess};
 use crate::error::Errno;
 use crate::signal::{SigInfo, Signal, SignalSet};
@@ -34,111 +40,37 @@ pub struct KqueueBuffer(Vec<libc::kevent>);
 // this crate stores nothing but integer tokens in it, so moving the buffer moves integers.
 unsafe impl Send for KqueueBuffer {}
 
+fn last_raw_errno() -> i32 {
+    std::io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}
+
 fn last_errno() -> Errno {
-    Errno(
-        std::io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(libc::EIO),
-    )
+    TARGET_ABI.errno(last_raw_errno())
 }
 
-fn filter_raw(f: Filter) -> libc::c_int {
-    (match f {
-        Filter::Read => libc::EVFILT_READ,
-        Filter::Write => libc::EVFILT_WRITE,
-        Filter::Timer => libc::EVFILT_TIMER,
-        Filter::Signal => libc::EVFILT_SIGNAL,
-        Filter::Proc => libc::EVFILT_PROC,
-        Filter::User => libc::EVFILT_USER,
-    }) as libc::c_int
-}
-
-fn filter_from(raw: libc::c_int) -> Option<Filter> {
-    let f = [
-        Filter::Read,
-        Filter::Write,
-        Filter::Timer,
-        Filter::Signal,
-        Filter::Proc,
-        Filter::User,
-    ];
-    f.into_iter().find(|x| filter_raw(*x) == raw)
-}
-
-const FLAG_MAP: [(KevFlags, u32); 10] = [
-    (KevFlags::ADD, libc::EV_ADD as u32),
-    (KevFlags::DELETE, libc::EV_DELETE as u32),
-    (KevFlags::ENABLE, libc::EV_ENABLE as u32),
-    (KevFlags::DISABLE, libc::EV_DISABLE as u32),
-    (KevFlags::ONESHOT, libc::EV_ONESHOT as u32),
-    (KevFlags::CLEAR, libc::EV_CLEAR as u32),
-    (KevFlags::RECEIPT, libc::EV_RECEIPT as u32),
-    (KevFlags::DISPATCH, libc::EV_DISPATCH as u32),
-    (KevFlags::EOF, libc::EV_EOF as u32),
-    (KevFlags::ERROR, libc::EV_ERROR as u32),
-];
-
-fn flags_raw(f: KevFlags) -> u32 {
-    FLAG_MAP
-        .iter()
-        .filter(|(k, _)| f.contains(*k))
-        .fold(0, |acc, (_, r)| acc | r)
-}
-
-fn flags_from(raw: u32) -> KevFlags {
-    FLAG_MAP
-        .iter()
-        .filter(|(_, r)| raw & r == *r)
-        .fold(KevFlags(0), |acc, (k, _)| acc | *k)
-}
-
-#[cfg(any(target_os = "freebsd", target_os = "netbsd", target_vendor = "apple"))]
-const RAW_NSECONDS: u32 = libc::NOTE_NSECONDS as u32;
-#[cfg(not(any(target_os = "freebsd", target_os = "netbsd", target_vendor = "apple")))]
-const RAW_NSECONDS: u32 = 0;
-
-#[cfg(any(target_os = "freebsd", target_os = "netbsd"))]
-const RAW_ABSTIME: u32 = libc::NOTE_ABSTIME as u32;
-#[cfg(not(any(target_os = "freebsd", target_os = "netbsd")))]
-const RAW_ABSTIME: u32 = 0;
-
-fn fflags_raw(ev: &Kev) -> u32 {
-    let mut r = 0;
-    if ev.fflags & NOTE_EXIT != 0 {
-        r |= libc::NOTE_EXIT as u32;
-    }
-    if ev.fflags & NOTE_TRIGGER != 0 {
-        r |= libc::NOTE_TRIGGER as u32;
-    }
-    if ev.fflags & NOTE_NSECONDS != 0 {
-        r |= RAW_NSECONDS;
-    }
-    if ev.fflags & NOTE_ABSTIME != 0 {
-        r |= RAW_ABSTIME;
-    }
-    r
-}
-
-fn to_raw(ev: &Kev) -> libc::kevent {
+fn to_raw(ev: &Kev) -> Result<libc::kevent, Errno> {
+    let r = TARGET_ABI.encode(ev)?;
     // SAFETY: `struct kevent` is plain old data (integers, and `udata` as an integer or a
     // pointer that is never dereferenced); all zeroes is a valid value.
     let mut k: libc::kevent = unsafe { core::mem::zeroed() };
-    k.ident = ev.ident as _;
-    k.filter = filter_raw(ev.filter) as _;
-    k.flags = flags_raw(ev.flags) as _;
-    k.fflags = fflags_raw(ev);
-    k.data = ev.data as _;
-    k.udata = ev.udata as usize as _;
-    k
+    k.ident = r.ident as _;
+    k.filter = r.filter as _;
+    k.flags = r.flags as _;
+    k.fflags = r.fflags as _;
+    k.data = r.data as _;
+    // 64-bit targets only (lib.rs refuses 32-bit kqueue targets): the token fits.
+    k.udata = r.udata as usize as _;
+    Ok(k)
 }
 
 fn from_raw(k: &libc::kevent) -> Option<Kev> {
-    Some(Kev {
+    TARGET_ABI.decode(&RawKev {
         ident: k.ident as u64,
-        filter: filter_from(k.filter as libc::c_int)?,
-        flags: flags_from(k.flags as u32),
-        // Only EV_EOF's socket error is read back from `fflags`; any bit means "error".
-        fflags: k.fflags,
+        filter: k.filter as i32,
+        flags: k.flags as u32,
+        fflags: k.fflags as u32,
         data: k.data as i64,
         udata: k.udata as usize as u64,
     })
@@ -198,28 +130,7 @@ impl KqueueKernel for BsdKqueue {
     type Buffer = KqueueBuffer;
 
     fn features(&self) -> Features {
-        Features {
-            // Probed at creation where it may be missing (NetBSD < 10, OpenBSD < 7.3).
-            user_filter: true,
-            // Without EV_RECEIPT a change call would drain pending events: only where every
-            // supported release has it.
-            receipt: !cfg!(target_os = "openbsd"),
-            dispatch: true,
-            timer_ns: cfg!(any(
-                target_os = "freebsd",
-                target_os = "netbsd",
-                target_vendor = "apple"
-            )),
-            // FreeBSD 12 and NetBSD 10 (the oldest releases supported; NetBSD 9 also lacks
-            // NOTE_NSECONDS).
-            abs_timer: cfg!(any(target_os = "freebsd", target_os = "netbsd")),
-            sigtimedwait: cfg!(any(
-                target_os = "freebsd",
-                target_os = "dragonfly",
-                target_os = "netbsd"
-            )),
-            udata_replaced_on_enable: cfg!(target_vendor = "apple"),
-        }
+        TARGET.features()
     }
 
     fn kqueue(&self) -> Result<OwnedFd, Errno> {
@@ -236,7 +147,7 @@ impl KqueueKernel for BsdKqueue {
         changes: &[Kev],
         receipts: &mut [Kev],
     ) -> Result<usize, Errno> {
-        let mut raw_changes = [to_raw(&Kev::new(0, Filter::Read, KevFlags(0), 0)); 4];
+        let mut raw_changes = [to_raw(&Kev::new(0, Filter::Read, KevFlags(0), 0))?; 4];
         // SAFETY: zeroed `struct kevent`s are valid (see `to_raw`).
         let mut raw_out: [libc::kevent; 4] = unsafe { core::mem::zeroed() };
         let mut done = 0;
@@ -244,7 +155,7 @@ impl KqueueKernel for BsdKqueue {
         while done < changes.len() {
             let n = (changes.len() - done).min(4);
             for (r, c) in raw_changes.iter_mut().zip(&changes[done..done + n]) {
-                *r = to_raw(c);
+                *r = to_raw(c)?;
             }
             let room = (receipts.len() - returned).min(4);
             let got = kevent(
@@ -253,12 +164,12 @@ impl KqueueKernel for BsdKqueue {
                 &mut raw_out[..room],
                 Some(Duration::ZERO),
             )?;
-            for k in &raw_out[..got] {
-                if let Some(ev) = from_raw(k) {
-                    if let Some(slot) = receipts.get_mut(returned) {
-                        *slot = ev;
-                        returned += 1;
-                    }
+            for k in raw_out.iter().take(got) {
+                // A receipt that does not decode cannot be attributed: an error for the call.
+                let ev = from_raw(k).ok_or(Errno::INVAL)?;
+                if let Some(slot) = receipts.get_mut(returned) {
+                    *slot = ev;
+                    returned += 1;
                 }
             }
             done += n;
@@ -307,8 +218,8 @@ impl KqueueKernel for BsdKqueue {
         Ok(())
     }
 
-    fn buffer_events(buf: &KqueueBuffer) -> impl Iterator<Item = Kev> + '_ {
-        buf.0.iter().filter_map(from_raw)
+    fn buffer_events(buf: &KqueueBuffer) -> impl Iterator<Item = Option<Kev>> + '_ {
+        buf.0.iter().map(from_raw)
     }
 
     fn is_regular_file(&self, fd: RawFd) -> Result<bool, Errno> {
@@ -363,6 +274,13 @@ impl KqueueKernel for BsdKqueue {
         take_signal(set)
     }
 
+    fn signal_release(&self, set: SignalSet) {
+        #[cfg(not(dasynq_sigtimedwait))]
+        super::sigcatch::release(set);
+        #[cfg(dasynq_sigtimedwait)]
+        let _ = set;
+    }
+
     fn probe_child(&self, pid: u32) -> Result<(), Errno> {
         probe_child(pid)
     }
@@ -407,7 +325,7 @@ impl KqueueKernel for BsdKqueue {
 }
 
 /// `sigtimedwait(set, {0, 0})`: one pending instance with its siginfo.
-#[cfg(any(target_os = "freebsd", target_os = "dragonfly", target_os = "netbsd"))]
+#[cfg(dasynq_sigtimedwait)]
 fn take_signal(set: SignalSet) -> Result<Option<SigInfo>, Errno> {
     let raw = super::posix::to_sigset(set);
     let zero = libc::timespec {
@@ -418,68 +336,25 @@ fn take_signal(set: SignalSet) -> Result<Option<SigInfo>, Errno> {
     // SAFETY: `raw` and `zero` are initialised and outlive the call; `info` is a valid,
     // zero-initialised out-pointer.
     let r = unsafe { libc::sigtimedwait(&raw, info.as_mut_ptr(), &zero) };
-    if r < 0 {
-        let e = last_errno();
-        return if e == Errno::AGAIN || e == Errno::INTR {
-            Ok(None)
-        } else {
-            Err(e)
-        };
-    }
-    // SAFETY: zero-initialised, then filled by a successful call.
-    let info = unsafe { info.assume_init() };
-    Ok(Some(siginfo(&info, r)))
-}
-
-#[cfg(any(target_os = "freebsd", target_os = "dragonfly", target_os = "netbsd"))]
-fn siginfo(i: &libc::siginfo_t, signo: libc::c_int) -> SigInfo {
-    // SAFETY: the accessors read fields of a siginfo the kernel filled for this signal.
-    let (pid, uid, status, value) = unsafe {
-        (
-            i.si_pid(),
-            i.si_uid(),
-            i.si_status(),
-            i.si_value().sival_ptr as usize as u64,
-        )
-    };
-    SigInfo::new(Signal::from_raw(signo))
-        .with_code(i.si_code)
-        .with_errno(i.si_errno)
-        .with_sender(pid, uid)
-        .with_status(status)
-        .with_value(value)
-}
-
-/// `sigpending` + `sigwait`: one pending instance, the signal number only (no
-/// `sigtimedwait` on this system).
-#[cfg(not(any(target_os = "freebsd", target_os = "dragonfly", target_os = "netbsd")))]
-fn take_signal(set: SignalSet) -> Result<Option<SigInfo>, Errno> {
-    let mut pending = core::mem::MaybeUninit::<libc::sigset_t>::uninit();
-    // SAFETY: `sigpending` fills the set it is given.
-    if unsafe { libc::sigpending(pending.as_mut_ptr()) } < 0 {
-        return Err(last_errno());
-    }
-    // SAFETY: filled by the successful call.
-    let pending = unsafe { pending.assume_init() };
-    let Some(sig) = set.iter().find(|s| {
-        // SAFETY: `pending` is initialised; `sigismember` only reads it.
-        unsafe { libc::sigismember(&pending, s.raw()) == 1 }
-    }) else {
+    let errno = if r < 0 { last_raw_errno() } else { 0 };
+    let Some(signo) = TARGET_ABI.sigtimedwait(r, errno)? else {
         return Ok(None);
     };
-    let one = super::posix::to_sigset(SignalSet::of(&[sig]));
-    let mut got = 0;
-    // SAFETY: `one` is initialised; the signal is pending and blocked, so this returns at
-    // once, taking one instance.
-    let r = unsafe { libc::sigwait(&one, &mut got) };
-    if r != 0 {
-        return Err(Errno(r));
-    }
-    Ok(Some(SigInfo::new(Signal::from_raw(got))))
+    // SAFETY: zero-initialised, then filled by the successful call.
+    let info = unsafe { info.assume_init() };
+    Ok(Some(super::posix::siginfo(&info, signo)))
+}
+
+/// No `sigtimedwait` here: a catching handler and a brief unblock ([`sigcatch`]).
+///
+/// [`sigcatch`]: super::sigcatch
+#[cfg(not(dasynq_sigtimedwait))]
+fn take_signal(set: SignalSet) -> Result<Option<SigInfo>, Errno> {
+    super::sigcatch::take(set)
 }
 
 /// `waitid(P_PID, pid, WEXITED | WNOHANG | WNOWAIT)`.
-#[cfg(not(target_os = "openbsd"))]
+#[cfg(dasynq_waitid_nowait)]
 fn probe_child(pid: u32) -> Result<(), Errno> {
     let pid = i32::try_from(pid).map_err(|_| Errno::CHILD)?;
     let mut info = core::mem::MaybeUninit::<libc::siginfo_t>::zeroed();
@@ -501,7 +376,7 @@ fn probe_child(pid: u32) -> Result<(), Errno> {
 /// OpenBSD has no `waitid`: only that the process exists can be checked without reaping it; a
 /// pid that is not our child is reported as [`ChildStatus::Unknown`] when the loop tries to
 /// reap it.
-#[cfg(target_os = "openbsd")]
+#[cfg(not(dasynq_waitid_nowait))]
 fn probe_child(pid: u32) -> Result<(), Errno> {
     let pid = i32::try_from(pid).map_err(|_| Errno::CHILD)?;
     // SAFETY: signal 0 only checks that the process exists.

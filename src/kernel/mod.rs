@@ -3,12 +3,18 @@
 
 #[cfg(dasynq_kqueue)]
 mod bsd;
+#[cfg(any(dasynq_kqueue, test, feature = "sim"))]
+pub(crate) mod kqueue_abi;
 #[cfg(dasynq_epoll)]
 mod linux;
 mod posix;
+#[cfg(any(all(dasynq_kqueue, not(dasynq_sigtimedwait)), all(test, dasynq_epoll)))]
+mod sigcatch;
 
 #[cfg(dasynq_kqueue)]
 pub use bsd::{BsdKqueue, KqueueBuffer};
+#[cfg(any(dasynq_kqueue, test, feature = "sim"))]
+pub use kqueue_abi::KqueuePlatform;
 #[cfg(dasynq_epoll)]
 pub use linux::{EpollBuffer, LinuxEpoll, LinuxEventFd};
 pub use posix::{block_signals, blocked_signals, unblock_signals};

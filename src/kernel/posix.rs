@@ -20,7 +20,7 @@ pub(crate) fn to_sigset(set: SignalSet) -> libc::sigset_t {
     raw
 }
 
-fn from_sigset(raw: &libc::sigset_t) -> SignalSet {
+pub(crate) fn from_sigset(raw: &libc::sigset_t) -> SignalSet {
     let mut set = SignalSet::new();
     for n in 1..=MAX_SIGNAL {
         // SAFETY: `raw` is an initialised set; `sigismember` only reads it and answers -1 for a
@@ -87,6 +87,27 @@ fn reset_in_child(reset: SignalSet) {
     let empty = to_sigset(SignalSet::new());
     // SAFETY: `empty` is an initialised set that outlives the call; the old mask is not read.
     unsafe { libc::sigprocmask(libc::SIG_SETMASK, &empty, core::ptr::null_mut()) };
+}
+
+/// The portable fields of a `siginfo` the kernel filled for signal `signo`.
+#[cfg(dasynq_sigtimedwait)]
+#[cfg_attr(dasynq_epoll, allow(dead_code))]
+pub(crate) fn siginfo(i: &libc::siginfo_t, signo: libc::c_int) -> crate::signal::SigInfo {
+    // SAFETY: the accessors read fields of a siginfo the kernel filled for this signal.
+    let (pid, uid, status, value) = unsafe {
+        (
+            i.si_pid(),
+            i.si_uid(),
+            i.si_status(),
+            i.si_value().sival_ptr as usize as u64,
+        )
+    };
+    crate::signal::SigInfo::new(Signal::from_raw(signo))
+        .with_code(i.si_code)
+        .with_errno(i.si_errno)
+        .with_sender(pid, uid)
+        .with_status(status)
+        .with_value(value)
 }
 
 /// Block `set` in the calling thread; returns the signals blocked before. Call it in `main`

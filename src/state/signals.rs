@@ -208,12 +208,25 @@ impl State {
                     return;
                 }
                 Err(e) => {
-                    // The backends look again after a failed take by themselves.
                     self.fault(e);
+                    self.suspend_signals(backend);
                     return;
                 }
             }
         }
+    }
+
+    /// A take failed. The kernel goes on saying instances are pending (a signalfd stays
+    /// readable, kqueue's backend looks again), so a take that keeps failing would turn the
+    /// loop into a busy one: disarm every signal, and let the retry before a later wait
+    /// (every 10 ms while it fails) arm them again. The instances wait in the kernel.
+    fn suspend_signals<B: Backend>(&mut self, backend: &B) {
+        match backend.arm_signals(SignalSet::new()) {
+            Ok(()) => self.signals.armed = SignalSet::new(),
+            // Still (partly) armed: `armed` already counts every signal possibly armed.
+            Err(e) => self.fault(e),
+        }
+        self.signals.dirty = true;
     }
 
     /// Before a wait: take the instances reported while reading was blocked, if it no longer

@@ -40,9 +40,9 @@ pub trait Fixture: Clone + Send + Sync + 'static {
 
     /// Block `sig` for the loop (the real harness-less binaries block theirs in `main`).
     fn block(&self, sig: Signal);
-    /// Whether the platform queues real-time signals and reports every `siginfo` field
-    /// (Linux, FreeBSD, NetBSD, DragonFly). macOS and OpenBSD have no real-time signals and
-    /// take instances with `sigwait`, which yields the signal number only.
+    /// Whether the platform has real-time signals and `sigqueue` (Linux, FreeBSD, NetBSD).
+    /// Elsewhere (macOS, OpenBSD) signals are sent with `kill`: standard signals, no value;
+    /// the loop still reports the sender and the rest of the `siginfo`.
     fn queued_signals(&self) -> bool {
         true
     }
@@ -152,7 +152,7 @@ impl Fixture for Real {
         dasynq::block_signals(dasynq::SignalSet::of(&[sig])).expect("block");
     }
     fn queued_signals(&self) -> bool {
-        !cfg!(any(target_vendor = "apple", target_os = "openbsd"))
+        cfg!(all(dasynq_rt_signals, dasynq_sigqueue))
     }
     fn unblocked_signal(&self) -> Signal {
         // SIGURG's default action is to ignore it: safe to leave unblocked.
@@ -216,6 +216,9 @@ fn tempfile_in(dir: &std::path::Path) -> std::fs::File {
     let _ = std::fs::remove_file(&path);
     f
 }
+
+/// `si_code` of a `sigqueue` instance (Linux's number: the simulations run on Linux).
+const SI_QUEUE: i32 = -1;
 
 fn sim_write<X>(w: &SimWorld<X>, fd: BorrowedFd<'_>, n: usize) {
     match w.write(&fd.as_raw_fd(), n as u64) {
@@ -298,9 +301,12 @@ macro_rules! sim_fixture {
             }
             fn send(&self, sig: Signal, value: Option<i32>) {
                 let info = match value {
-                    // SI_QUEUE, from this process.
-                    Some(v) => SigInfo::new(sig).with_code(-1).with_value(v as u32 as u64),
-                    None => SigInfo::new(sig),
+                    // SI_QUEUE, from this process (where there is `sigqueue`).
+                    Some(v) if $queued => SigInfo::new(sig)
+                        .with_code(SI_QUEUE)
+                        .with_value(v as u32 as u64),
+                    // `kill`: no value.
+                    _ => SigInfo::new(sig),
                 };
                 self.0
                     .raise(info.with_sender(std::process::id() as i32, 0))
