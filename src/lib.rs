@@ -123,9 +123,12 @@ pub use waker::{Notify, Waker};
 #[cfg(any(test, feature = "sim"))]
 pub mod sim {
     pub use crate::backend::sim::{Sim, SimTables};
+    pub use crate::kernel::faulty::{
+        Fault, FaultPlan, Faulty, FaultyBuffer, FaultyEventFd, SimCall,
+    };
     pub use crate::kernel::sim::{
-        EpollSim, EpollTables, Fault, KqSimBuffer, KqSimFd, KqueuePlatform, KqueueSim,
-        KqueueTables, SimCall, SimEventFd, SimFd, SimWorld,
+        EpollSim, EpollTables, KqSimBuffer, KqSimFd, KqueuePlatform, KqueueSim, KqueueTables,
+        SimEventFd, SimFd, SimWorld,
     };
 }
 

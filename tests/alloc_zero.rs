@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use dasynq::DefaultBackend;
 use dasynq::backend::{Backend, Epoll, Kqueue};
-use dasynq::sim::{EpollSim, Fault, KqueuePlatform, KqueueSim, Sim, SimCall};
+use dasynq::sim::{EpollSim, Fault, Faulty, KqueuePlatform, KqueueSim, Sim, SimCall};
 use dasynq::{
     BidiOptions, ChildStatus, Clock, Control, Cx, Deadline, Event, EventLoop, FdOptions, Flavor,
     Half, Handler, Interest, Priority, Rearm, Removed, Signal, Single, Threaded,
@@ -611,27 +611,30 @@ fn main() {
     scenario::<_, _, Single>("Sim", sim.clone(), sim, n);
 
     let k = EpollSim::new();
+    let f = Faulty::new(k.clone());
     retries_at_full_capacity(
         "epoll over EpollSim",
         k.clone(),
-        Epoll::with_kernel(k.clone()).unwrap(),
-        || k.inject(SimCall::EpollCtlMod, Fault::always(dasynq::Errno::NOMEM)),
-        || k.clear_faults(),
+        Epoll::with_kernel(f.clone()).unwrap(),
+        || f.inject(SimCall::EpollCtlMod, Fault::always(dasynq::Errno::NOMEM)),
+        || f.clear_faults(),
     );
     let k = KqueueSim::for_platform(KqueuePlatform::FreeBsd);
+    let f = Faulty::new(k.clone());
     retries_at_full_capacity(
         "kqueue over KqueueSim",
         k.clone(),
-        Kqueue::with_kernel(k.clone()).unwrap(),
-        || k.inject(SimCall::KeventChange, Fault::always(dasynq::Errno::NOMEM)),
-        || k.clear_faults(),
+        Kqueue::with_kernel(f.clone()).unwrap(),
+        || f.inject(SimCall::KeventChange, Fault::always(dasynq::Errno::NOMEM)),
+        || f.clear_faults(),
     );
     let sim = Sim::new();
+    let f = Faulty::new(sim.clone());
     retries_at_full_capacity(
         "Sim",
         sim.clone(),
-        sim.clone(),
-        || sim.inject(SimCall::SimModifyFd, Fault::always(dasynq::Errno::NOMEM)),
-        || sim.clear_faults(),
+        f.clone(),
+        || f.inject(SimCall::SimModifyFd, Fault::always(dasynq::Errno::NOMEM)),
+        || f.clear_faults(),
     );
 }

@@ -10,7 +10,7 @@ mod program;
 use std::path::Path;
 
 use dasynq::backend::{Epoll, Kqueue};
-use dasynq::sim::{EpollSim, KqueuePlatform, KqueueSim, Sim};
+use dasynq::sim::{EpollSim, Faulty, KqueuePlatform, KqueueSim, Sim};
 use program::{NoCounter, Options, run};
 
 fn loop_ops(data: &[u8]) -> Vec<String> {
@@ -20,7 +20,7 @@ fn loop_ops(data: &[u8]) -> Vec<String> {
         sim,
         data,
         Options {
-            faults: false,
+            faults: None,
             distinct_priorities: false,
         },
         &NoCounter,
@@ -30,13 +30,14 @@ fn loop_ops(data: &[u8]) -> Vec<String> {
 
 fn epoll_backend(data: &[u8]) -> Vec<String> {
     let k = EpollSim::new();
-    let b = Epoll::with_kernel(k.clone()).unwrap();
+    let f = Faulty::new(k.clone());
+    let b = Epoll::with_kernel(f.clone()).unwrap();
     run(
         k,
         b,
         data,
         Options {
-            faults: true,
+            faults: Some(f.plan().clone()),
             distinct_priorities: false,
         },
         &NoCounter,
@@ -54,13 +55,14 @@ fn kqueue_backend(data: &[u8]) -> Vec<String> {
         _ => KqueuePlatform::DragonFly,
     };
     let k = KqueueSim::for_platform(platform);
-    let b = Kqueue::with_kernel(k.clone()).unwrap();
+    let f = Faulty::new(k.clone());
+    let b = Kqueue::with_kernel(f.clone()).unwrap();
     run(
         k,
         b,
         program,
         Options {
-            faults: true,
+            faults: Some(f.plan().clone()),
             distinct_priorities: false,
         },
         &NoCounter,

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dasynq::backend::Kqueue;
-use dasynq::sim::{Fault, KqueuePlatform, KqueueSim, SimCall};
+use dasynq::sim::{Fault, Faulty, KqueuePlatform, KqueueSim, SimCall};
 use dasynq::{
     Clock, Control, Cx, Deadline, Errno, Error, Event, EventLoop, FdOptions, Flavor, Handler,
     Interest, Priority, Readiness, Rearm, Removed, SigInfo, Signal, Single, Threaded, WatchId,
@@ -61,20 +61,23 @@ impl Handler for Rec {
 
 struct Setup<F: Flavor> {
     sim: KqueueSim,
-    lp: EventLoop<Rec, Kqueue<KqueueSim>, F>,
+    faults: Faulty<KqueueSim>,
+    lp: EventLoop<Rec, Kqueue<Faulty<KqueueSim>>, F>,
     log: Arc<Mutex<Vec<String>>>,
     removed: Arc<AtomicUsize>,
 }
 
 fn setup<F: Flavor>(platform: KqueuePlatform) -> Setup<F> {
     let sim = KqueueSim::for_platform(platform);
-    let lp = EventLoop::<Rec, Kqueue<KqueueSim>, F>::builder()
+    let faults = Faulty::new(sim.clone());
+    let lp = EventLoop::<Rec, Kqueue<Faulty<KqueueSim>>, F>::builder()
         .watchers(8)
         .timers(2)
-        .build_with(Kqueue::with_kernel(sim.clone()).unwrap())
+        .build_with(Kqueue::with_kernel(faults.clone()).unwrap())
         .unwrap();
     Setup {
         sim,
+        faults,
         lp,
         log: Arc::default(),
         removed: Arc::default(),
@@ -126,7 +129,7 @@ fn a_failing_add_in_a_batch_is_reported_to_its_watcher_and_leaves_the_others() {
             let a = s.watch(r1, "a", Rearm::Rearm);
             let (sock, peer) = s.sim.socketpair().unwrap();
             let sock_raw = sock.as_raw_fd();
-            s.sim
+            s.faults
                 .inject(SimCall::KnoteAdd, Fault::nth(nth, Errno::NOMEM));
             let err =
                 s.lp.add_fd(
@@ -180,7 +183,8 @@ fn a_failing_enable_is_absorbed_and_retried_for_that_watcher_only() {
         let b =
             s.lp.add_fd(r2, Interest::READ, opts, s.rec("b", Rearm::Rearm))
                 .unwrap();
-        s.sim.inject(SimCall::KnoteAdd, Fault::once(Errno::NOMEM));
+        s.faults
+            .inject(SimCall::KnoteAdd, Fault::once(Errno::NOMEM));
         s.lp.enable(b).unwrap();
         assert_eq!(s.lp.kernel_faults().count, 1, "{platform:?}");
         s.sim.write(&w1, 1).unwrap();
@@ -335,16 +339,18 @@ fn an_eof_taken_from_the_kernel_then_disabled_before_it_runs_is_delivered_on_ena
 #[test]
 fn the_wake_channel_falls_back_to_a_pipe_where_evfilt_user_is_refused() {
     let sim = KqueueSim::for_platform(KqueuePlatform::NetBsd);
+    let faults = Faulty::new(sim.clone());
     // The first EV_ADD is the wake channel's EVFILT_USER: a kernel without the filter
     // refuses it with EINVAL.
-    sim.inject(SimCall::KnoteAdd, Fault::once(Errno::INVAL));
-    let backend = Kqueue::with_kernel(sim.clone()).expect("falls back instead of failing");
-    let lp = EventLoop::<Rec, Kqueue<KqueueSim>>::builder()
+    faults.inject(SimCall::KnoteAdd, Fault::once(Errno::INVAL));
+    let backend = Kqueue::with_kernel(faults.clone()).expect("falls back instead of failing");
+    let lp = EventLoop::<Rec, Kqueue<Faulty<KqueueSim>>>::builder()
         .wakers(1)
         .build_with(backend)
         .unwrap();
     let s = Setup {
         sim: sim.clone(),
+        faults,
         lp,
         log: Arc::default(),
         removed: Arc::default(),
@@ -456,7 +462,8 @@ fn a_signal_deletion_that_went_through_beside_a_refused_add_is_not_forgotten() {
         let s = setup::<Single>(platform);
         let a = s.watch_signal(Signal::USR1, "a");
         assert_eq!(s.lp.poll(), 0, "{platform:?}: nothing pending yet");
-        s.sim.inject(SimCall::KnoteAdd, Fault::always(Errno::AGAIN));
+        s.faults
+            .inject(SimCall::KnoteAdd, Fault::always(Errno::AGAIN));
         // b's EVFILT_SIGNAL is refused: the change is kept for a retry.
         let b = s.watch_signal(Signal::USR2, "b");
         // One change: add USR2 (refused again) and delete USR1 (done).
@@ -465,7 +472,7 @@ fn a_signal_deletion_that_went_through_beside_a_refused_add_is_not_forgotten() {
         s.lp.enable(a).unwrap();
         // Only USR1 is wanted now; the kernel must be asked to add it back.
         s.lp.remove(b).unwrap();
-        s.sim.clear_faults();
+        s.faults.clear_faults();
         assert_eq!(
             s.lp.poll(),
             1,
@@ -493,15 +500,16 @@ fn instances_read_while_a_signal_change_half_failed_are_never_dropped() {
         let (rt0, rt1) = (Signal::rt(0).unwrap(), Signal::rt(1).unwrap());
         let s = setup::<Single>(platform);
         assert_eq!(s.lp.poll(), 0);
-        s.sim.inject(SimCall::KnoteAdd, Fault::always(Errno::AGAIN));
+        s.faults
+            .inject(SimCall::KnoteAdd, Fault::always(Errno::AGAIN));
         s.watch_signal(rt0, "a");
         for v in 1..=3 {
             s.sim.raise(SigInfo::new(rt0).with_value(v)).unwrap();
         }
         s.watch_signal(rt1, "b");
         // From the retry before the next wait on, rt0's EVFILT_SIGNAL gets in, rt1's never.
-        s.sim.clear_faults();
-        s.sim.inject(
+        s.faults.clear_faults();
+        s.faults.inject(
             SimCall::KnoteAdd,
             Fault {
                 errno: Errno::AGAIN,
@@ -510,7 +518,7 @@ fn instances_read_while_a_signal_change_half_failed_are_never_dropped() {
             },
         );
         assert_eq!(s.lp.poll(), 1, "{platform:?}: the first instance");
-        s.sim.clear_faults();
+        s.faults.clear_faults();
         let mut ran = 1;
         for _ in 0..10 {
             ran += s.lp.poll();
@@ -544,7 +552,8 @@ fn a_half_failed_fd_change_is_never_taken_as_done() {
             .unwrap();
         assert_eq!(s.sim.enabled_fd_knotes(&raw), 0, "{platform:?}");
         // Enable both halves: the read filter's change goes in, the write filter's fails.
-        s.sim.inject(SimCall::KnoteAdd, Fault::nth(1, Errno::NOMEM));
+        s.faults
+            .inject(SimCall::KnoteAdd, Fault::nth(1, Errno::NOMEM));
         s.lp.enable(id).unwrap();
         assert!(
             s.lp.kernel_faults().count > 0,
@@ -588,8 +597,9 @@ fn a_registration_that_cannot_be_taken_back_stands_and_is_completed() {
         let raw = sock.as_raw_fd();
         // The batch (call 0) gets the read filter in and has the write filter refused; the
         // delete that would take the read filter back (call 1) is refused too.
-        s.sim.inject(SimCall::KnoteAdd, Fault::nth(1, Errno::NOMEM));
-        s.sim
+        s.faults
+            .inject(SimCall::KnoteAdd, Fault::nth(1, Errno::NOMEM));
+        s.faults
             .inject(SimCall::KeventChange, Fault::nth(1, Errno::INTR));
         let id =
             s.lp.add_fd(
@@ -627,12 +637,12 @@ fn a_signal_reported_while_reading_was_blocked_is_taken_once_it_is_not() {
         assert_eq!(s.lp.poll(), 0, "{platform:?}: nothing pending yet");
         // a goes, but the kernel refuses to delete its EVFILT_SIGNAL: USR1 stays armed with no
         // watcher, so no instance may be read until the deletion goes through.
-        s.sim
+        s.faults
             .inject(SimCall::KeventChange, Fault::always(Errno::AGAIN));
         s.lp.remove(a).unwrap();
         s.sim.raise(SigInfo::new(Signal::USR2)).unwrap();
         assert_eq!(s.lp.poll(), 0, "{platform:?}: reading is blocked");
-        s.sim.clear_faults();
+        s.faults.clear_faults();
         let mut ran = 0;
         for _ in 0..4 {
             ran += s.lp.poll();

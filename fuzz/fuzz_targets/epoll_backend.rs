@@ -3,7 +3,7 @@
 #![no_main]
 
 use dasynq::backend::Epoll;
-use dasynq::sim::EpollSim;
+use dasynq::sim::{EpollSim, Faulty};
 use dasynq_fuzz::program::{Options, run};
 use dasynq_fuzz::{Counting, CountingCounter, assert_clean};
 use libfuzzer_sys::fuzz_target;
@@ -13,7 +13,8 @@ static ALLOC: Counting = Counting;
 
 fuzz_target!(|data: &[u8]| {
     let k = EpollSim::new();
-    let Ok(backend) = Epoll::with_kernel(k.clone()) else {
+    let f = Faulty::new(k.clone());
+    let Ok(backend) = Epoll::with_kernel(f.clone()) else {
         return;
     };
     let out = run(
@@ -21,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
         backend,
         data,
         Options {
-            faults: true,
+            faults: Some(f.plan().clone()),
             distinct_priorities: false,
         },
         &CountingCounter,

@@ -3,7 +3,7 @@
 #![no_main]
 
 use dasynq::backend::Kqueue;
-use dasynq::sim::{KqueuePlatform, KqueueSim};
+use dasynq::sim::{Faulty, KqueuePlatform, KqueueSim};
 use dasynq_fuzz::program::{Options, run};
 use dasynq_fuzz::{Counting, CountingCounter, assert_clean};
 use libfuzzer_sys::fuzz_target;
@@ -22,7 +22,8 @@ fuzz_target!(|data: &[u8]| {
         _ => KqueuePlatform::DragonFly,
     };
     let k = KqueueSim::for_platform(platform);
-    let Ok(backend) = Kqueue::with_kernel(k.clone()) else {
+    let f = Faulty::new(k.clone());
+    let Ok(backend) = Kqueue::with_kernel(f.clone()) else {
         return;
     };
     let out = run(
@@ -30,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
         backend,
         program,
         Options {
-            faults: true,
+            faults: Some(f.plan().clone()),
             distinct_priorities: false,
         },
         &CountingCounter,

@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
         sim,
         data,
         Options {
-            faults: false,
+            faults: None,
             distinct_priorities: false,
         },
         &CountingCounter,

@@ -25,7 +25,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use dasynq::backend::Backend;
-use dasynq::sim::{Fault, SimCall, SimWorld};
+use dasynq::sim::{Fault, FaultPlan, SimCall, SimWorld};
 use dasynq::{
     BidiOptions, ChildStatus, Clock, Control, Cx, Deadline, Errno, Event, EventLoop, FdOptions,
     Handler, Interest, Priority, Readiness, Rearm, Removed, SigInfo, Signal, Single, Waker,
@@ -63,10 +63,11 @@ impl AllocCounter for NoCounter {
 }
 
 /// How to run a program.
-#[derive(Copy, Clone, Debug)]
+#[derive(Clone, Debug)]
 pub struct Options {
-    /// Interpret fault-injection operations (else they are skipped).
-    pub faults: bool,
+    /// Interpret fault-injection operations into this plan (the plan of the `Faulty` wrapper
+    /// around the backend's kernel); `None`: they are skipped.
+    pub faults: Option<FaultPlan>,
     /// Give every registration its own priorities, so the loop alone decides the order of a
     /// batch (the differential target: kernels report equally ready fds in different
     /// orders, which is "arrival order" on each).
@@ -970,7 +971,7 @@ pub fn run<X: 'static, B: Backend>(
         signals: Default::default(),
         trace,
         batch_prio: None,
-        faults: opts.faults,
+        faults: opts.faults.is_some(),
         distinct: opts.distinct_priorities,
         drain: false,
         failures: Vec::with_capacity(8),
@@ -1158,7 +1159,7 @@ pub fn run<X: 'static, B: Backend>(
             }
             _ => {
                 let sub = input.b();
-                if opts.faults && sub & 0x80 != 0 {
+                if let (Some(plan), true) = (&opts.faults, sub & 0x80 != 0) {
                     allocs.set(false);
                     let call = FAULT_CALLS[usize::from(sub) % FAULT_CALLS.len()];
                     let mut errno = ERRNOS[a % ERRNOS.len()];
@@ -1176,7 +1177,7 @@ pub fn run<X: 'static, B: Backend>(
                     }
                     let times = u32::from(input.b() % 3 + 1);
                     log!("  inject {call:?} {errno:?} x{times}");
-                    world.inject(
+                    plan.inject(
                         call,
                         Fault {
                             errno,
@@ -1216,7 +1217,9 @@ pub fn run<X: 'static, B: Backend>(
         check_usage(&model, &lp);
     }
     // Drain: no faults, every live watcher enabled, signal handlers re-arm, the rest disarm.
-    world.clear_faults();
+    if let Some(plan) = &opts.faults {
+        plan.clear();
+    }
     model.borrow_mut().drain = true;
     let ids: Vec<(usize, WatchId)> = model
         .borrow()
@@ -1315,14 +1318,14 @@ pub fn differential(data: &[u8], allocs: &dyn AllocCounter) -> Result<(), String
     use dasynq::backend::{Epoll, Kqueue};
     use dasynq::sim::{EpollSim, KqueuePlatform, KqueueSim, Sim};
     let opts = Options {
-        faults: false,
+        faults: None,
         distinct_priorities: true,
     };
     let sim = Sim::new();
-    let a = run(sim.clone(), sim, data, opts, allocs);
+    let a = run(sim.clone(), sim, data, opts.clone(), allocs);
     let k = EpollSim::new();
     let backend = Epoll::with_kernel(k.clone()).map_err(|e| e.to_string())?;
-    let b = run(k, backend, data, opts, allocs);
+    let b = run(k, backend, data, opts.clone(), allocs);
     let k = KqueueSim::for_platform(KqueuePlatform::FreeBsd);
     let backend = Kqueue::with_kernel(k.clone()).map_err(|e| e.to_string())?;
     let c = run(k, backend, data, opts, allocs);

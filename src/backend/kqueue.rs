@@ -634,10 +634,12 @@ impl<K: KqueueKernel> Backend for Kqueue<K> {
             return Ok(None);
         }
         let taken = self.kernel.signal_take(s.armed);
-        // Look again after an instance (more may be queued) and after a failure (an instance
-        // may still be there, and no new delivery attempt may ever report it: like a Linux
-        // signalfd, which stays readable); stop once a take finds none.
-        s.recheck = !matches!(taken, Ok(None));
+        // Look again after an instance (more may be queued); stop once a take finds none.
+        // After a failure the core disarms every signal for one wait and then arms them
+        // again, which sets the flag (an instance may still be there, and no new delivery
+        // attempt may ever report it); looking again at once would only fail again, and
+        // keep every wait from blocking.
+        s.recheck = matches!(taken, Ok(Some(_)));
         taken.map_err(kerr("sigtimedwait"))
     }
 

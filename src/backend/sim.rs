@@ -32,7 +32,7 @@ use super::{Backend, BackendEvent, ChildHandle, FdMode, KernelError, Registratio
 use crate::child::{ChildStatus, SpawnedProcess};
 use crate::error::Errno;
 use crate::interest::Readiness;
-use crate::kernel::sim::{Objects, ProcState, SimCall, SimWorld};
+use crate::kernel::sim::{Objects, ProcState, SimWorld};
 use crate::signal::{Signal, SignalSet};
 use crate::timer::Clock;
 use crate::waker::Notify;
@@ -218,7 +218,6 @@ impl Backend for Sim {
     ) -> Result<FdMode, KernelError> {
         let fd = fd.as_raw_fd();
         self.change(|o, x| {
-            o.check(SimCall::SimAddFd).map_err(kerr("sim_add_fd"))?;
             let obj = o.get(fd).filter(|obj| obj.open).ok_or(KernelError {
                 call: "sim_add_fd",
                 errno: Errno::BADF,
@@ -260,8 +259,6 @@ impl Backend for Sim {
     ) -> Result<(), KernelError> {
         let fd = fd.as_raw_fd();
         self.change(|o, x| {
-            o.check(SimCall::SimModifyFd)
-                .map_err(kerr("sim_modify_fd"))?;
             let i = x.find(o, fd).ok_or(KernelError {
                 call: "sim_modify_fd",
                 errno: Errno::NOENT,
@@ -284,8 +281,6 @@ impl Backend for Sim {
     ) -> Result<(), KernelError> {
         let fd = fd.as_raw_fd();
         self.change(|o, x| {
-            o.check(SimCall::SimRemoveFd)
-                .map_err(kerr("sim_remove_fd"))?;
             let i = x.find(o, fd).ok_or(KernelError {
                 call: "sim_remove_fd",
                 errno: Errno::NOENT,
@@ -300,9 +295,7 @@ impl Backend for Sim {
     }
 
     fn set_deadline(&self, clock: Clock, deadline: Option<u64>) -> Result<(), KernelError> {
-        self.change(|o, x| {
-            o.check(SimCall::SimSetDeadline)
-                .map_err(kerr("sim_set_deadline"))?;
+        self.change(|_, x| {
             x.deadlines[clock.index()] = deadline;
             Ok(())
         })
@@ -315,10 +308,6 @@ impl Backend for Sim {
     ) -> Result<(), KernelError> {
         // This wait's events only, none on error.
         events.clear();
-        self.lock()
-            .0
-            .check(SimCall::SimWait)
-            .map_err(kerr("sim_wait"))?;
         self.wait_with(timeout, |o, x, timed_out| {
             x.collect(o, events);
             if o.signal_pending(x.armed) && events.len() < events.capacity() {
@@ -339,11 +328,7 @@ impl Backend for Sim {
     }
 
     fn take_signal(&self) -> Result<Option<crate::signal::SigInfo>, KernelError> {
-        self.change(|o, x| {
-            o.check(SimCall::SignalfdRead)
-                .map_err(kerr("sim_take_signal"))?;
-            Ok(o.take_signal(x.armed))
-        })
+        self.change(|o, x| Ok(o.take_signal(x.armed)))
     }
 
     fn signal_blocked(&self, signal: Signal) -> bool {
@@ -351,9 +336,7 @@ impl Backend for Sim {
     }
 
     fn arm_signals(&self, set: SignalSet) -> Result<(), KernelError> {
-        self.change(|o, x| {
-            o.check(SimCall::Signalfd)
-                .map_err(kerr("sim_arm_signals"))?;
+        self.change(|_, x| {
             x.armed = set;
             Ok(())
         })
@@ -372,7 +355,7 @@ impl Backend for Sim {
                 handle: 0,
                 fallback: true,
             };
-            if !use_pidfd || o.check(SimCall::PidfdOpen).is_err() {
+            if !use_pidfd {
                 return Ok(fallback);
             }
             if x.regs.len() == x.regs.capacity() {
@@ -399,12 +382,9 @@ impl Backend for Sim {
     }
 
     fn reap_child(&self, child: ChildHandle) -> Result<Option<ChildStatus>, KernelError> {
-        self.change(|o, _| {
-            o.check(SimCall::Waitid).map_err(kerr("waitid"))?;
-            match o.wait_process(child.pid, true) {
-                Err(Errno::CHILD) => Ok(Some(ChildStatus::Unknown)),
-                r => r.map_err(kerr("waitid")),
-            }
+        self.change(|o, _| match o.wait_process(child.pid, true) {
+            Err(Errno::CHILD) => Ok(Some(ChildStatus::Unknown)),
+            r => r.map_err(kerr("waitid")),
         })
     }
 
@@ -416,8 +396,6 @@ impl Backend for Sim {
 
     fn signal_child(&self, child: ChildHandle, signal: Signal) -> Result<(), KernelError> {
         self.change(|o, _| {
-            o.check(SimCall::SignalChild)
-                .map_err(kerr("sim_signal_child"))?;
             o.signal_process(child.pid, signal, child.fallback)
                 .map_err(kerr("sim_signal_child"))
         })
@@ -428,10 +406,7 @@ impl Backend for Sim {
         _cmd: &mut Command,
         _reset: Option<SignalSet>,
     ) -> Result<SpawnedProcess, KernelError> {
-        let pid = self.change(|o, _| {
-            o.check(SimCall::Spawn).map_err(kerr("spawn"))?;
-            o.spawn_process(true).map_err(kerr("spawn"))
-        })?;
+        let pid = self.change(|o, _| o.spawn_process(true).map_err(kerr("spawn")))?;
         Ok(SpawnedProcess {
             pid,
             stdin: None,

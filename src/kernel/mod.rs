@@ -20,4 +20,6 @@ pub use linux::{EpollBuffer, LinuxEpoll, LinuxEventFd};
 pub use posix::{block_signals, blocked_signals, unblock_signals};
 
 #[cfg(any(test, feature = "sim"))]
+pub mod faulty;
+#[cfg(any(test, feature = "sim"))]
 pub mod sim;

@@ -385,9 +385,9 @@ impl State {
         if self.signals.dirty {
             self.flush_signals(backend);
         }
-        let mut bound = None;
+        let mut bound = self.resume_signals(backend);
         if !self.dirty.is_empty() || self.signals.dirty {
-            bound = Some(RETRY);
+            bound = Some(bound.map_or(RETRY, |b: Duration| b.min(RETRY)));
         }
         if !self.fallback_children.is_empty() {
             bound = Some(bound.map_or(CHILD_POLL, |b: Duration| b.min(CHILD_POLL)));

@@ -12,6 +12,8 @@
 //! they do for fds: single-threaded loops keep a signal armed while its watcher is queued or
 //! running (so a handler that re-arms costs no `signalfd` call), threaded loops disarm it then.
 
+use std::time::Duration;
+
 use super::State;
 use crate::backend::Backend;
 use crate::error::{Error, Pool as PoolKind};
@@ -35,6 +37,9 @@ pub(crate) struct SignalTables {
     /// report, the old set and the wanted one together, until a retry succeeds).
     pub(super) armed: SignalSet,
     pub(super) dirty: bool,
+    /// A take failed: every signal stays disarmed through the next wait (bounded to the retry
+    /// period), and the retry before the wait after it arms them again.
+    pub(super) suspended: Suspension,
     /// The backend said instances were pending while reading was blocked by an armed signal
     /// with no watcher, and a take has not since found the kernel empty: kqueue reports each
     /// delivery once, so the core must look again by itself once reading is possible.
@@ -57,6 +62,7 @@ impl SignalTables {
             ready: SignalSet::new(),
             armed: SignalSet::new(),
             dirty: false,
+            suspended: Suspension::None,
             missed: false,
         })
     }
@@ -221,12 +227,25 @@ impl State {
     /// loop into a busy one: disarm every signal, and let the retry before a later wait
     /// (every 10 ms while it fails) arm them again. The instances wait in the kernel.
     fn suspend_signals<B: Backend>(&mut self, backend: &B) {
-        match backend.arm_signals(SignalSet::new()) {
-            Ok(()) => self.signals.armed = SignalSet::new(),
-            // Still (partly) armed: `armed` already counts every signal possibly armed.
-            Err(e) => self.fault(e),
+        self.signals.suspended = Suspension::Fresh;
+        self.flush_signals(backend);
+    }
+
+    /// Before a wait: keep suspended signals disarmed through one wait (returning its bound),
+    /// then arm them again before the next.
+    pub(super) fn resume_signals<B: Backend>(&mut self, backend: &B) -> Option<Duration> {
+        match self.signals.suspended {
+            Suspension::None => None,
+            Suspension::Fresh => {
+                self.signals.suspended = Suspension::Waited;
+                Some(super::RETRY)
+            }
+            Suspension::Waited => {
+                self.signals.suspended = Suspension::None;
+                self.flush_signals(backend);
+                None
+            }
         }
-        self.signals.dirty = true;
     }
 
     /// Before a wait: take the instances reported while reading was blocked, if it no longer
@@ -243,6 +262,10 @@ impl State {
         let mut want = self.signals.ready;
         if !self.fallback_children.is_empty() {
             want.add(Signal::CHLD);
+        }
+        if self.signals.suspended != Suspension::None {
+            // After a failed take, nothing is armed until the retry (see `suspend_signals`).
+            want = SignalSet::new();
         }
         if want == self.signals.armed && !self.signals.dirty {
             return;
@@ -295,6 +318,17 @@ impl State {
         self.signals.ready.remove(signal);
         self.flush_signals(backend);
     }
+}
+
+/// Where signals stand after a failed take.
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+pub(super) enum Suspension {
+    /// Armed as their watchers say.
+    None,
+    /// Disarmed; the next wait has not happened yet.
+    Fresh,
+    /// Disarmed through one wait; armed again before the next.
+    Waited,
 }
 
 /// Why an instance may not be read now.

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use dasynq::DefaultBackend;
 use dasynq::backend::{Backend, Epoll, Kqueue};
-use dasynq::sim::{EpollSim, Fault, KqueuePlatform, KqueueSim, Sim, SimCall, SimWorld};
+use dasynq::sim::{
+    EpollSim, Fault, FaultPlan, Faulty, KqueuePlatform, KqueueSim, Sim, SimCall, SimWorld,
+};
 use dasynq::{ChildStatus, Control, Errno, EventLoop, Flavor, Handler, SigInfo, Signal};
 
 /// A backend under test plus the means to drive it.
@@ -234,17 +236,19 @@ fn sim_drain<X>(w: &SimWorld<X>, fd: BorrowedFd<'_>) -> usize {
 
 macro_rules! sim_fixture {
     ($name:ident, $world:ty, $new:path, $backend:ty, $make:path, $queued:literal) => {
+        /// The simulated kernel, and the fault plan of the `Faulty` wrapper its backends run
+        /// on.
         #[derive(Clone)]
-        pub struct $name(pub $world);
+        pub struct $name(pub $world, pub FaultPlan);
 
         impl Fixture for $name {
             type B = $backend;
             const EXACT_TIME: bool = true;
             fn new() -> Self {
-                $name($new())
+                $name($new(), FaultPlan::default())
             }
             fn backend(&self) -> Self::B {
-                $make(self.0.clone())
+                $make(Faulty::with_plan(self.0.clone(), self.1.clone()))
             }
             fn pipe(&self) -> (OwnedFd, OwnedFd) {
                 self.0.pipe().expect("sim pipe")
@@ -337,7 +341,7 @@ macro_rules! sim_fixture {
                 self.0.reap(pid)?.ok_or(Errno::AGAIN)
             }
             fn missing_program(&self) -> Command {
-                self.0.inject(SimCall::Spawn, Fault::once(Errno::NOENT));
+                self.1.inject(SimCall::Spawn, Fault::once(Errno::NOENT));
                 Command::new("/nonexistent/dasynq-no-such-program")
             }
         }
@@ -359,22 +363,22 @@ fn kq_macos() -> KqueueSim {
 fn kq_openbsd() -> KqueueSim {
     KqueueSim::for_platform(KqueuePlatform::OpenBsd)
 }
-fn kq_backend(w: KqueueSim) -> Kqueue<KqueueSim> {
+fn kq_backend(w: Faulty<KqueueSim>) -> Kqueue<Faulty<KqueueSim>> {
     Kqueue::with_kernel(w).expect("sim kqueue")
 }
-fn epoll_backend(w: EpollSim) -> Epoll<EpollSim> {
+fn epoll_backend(w: Faulty<EpollSim>) -> Epoll<Faulty<EpollSim>> {
     Epoll::with_kernel(w).expect("sim epoll")
 }
-fn sim_backend(w: Sim) -> Sim {
+fn sim_backend(w: Faulty<Sim>) -> Faulty<Sim> {
     w
 }
 
-sim_fixture!(SimFx, Sim, new_sim, Sim, sim_backend, true);
+sim_fixture!(SimFx, Sim, new_sim, Faulty<Sim>, sim_backend, true);
 sim_fixture!(
     EpollSimFx,
     EpollSim,
     new_epoll_sim,
-    Epoll<EpollSim>,
+    Epoll<Faulty<EpollSim>>,
     epoll_backend,
     true
 );
@@ -382,7 +386,7 @@ sim_fixture!(
     KqueueFreeBsdFx,
     KqueueSim,
     kq_freebsd,
-    Kqueue<KqueueSim>,
+    Kqueue<Faulty<KqueueSim>>,
     kq_backend,
     true
 );
@@ -390,7 +394,7 @@ sim_fixture!(
     KqueueMacOsFx,
     KqueueSim,
     kq_macos,
-    Kqueue<KqueueSim>,
+    Kqueue<Faulty<KqueueSim>>,
     kq_backend,
     false
 );
@@ -398,7 +402,7 @@ sim_fixture!(
     KqueueOpenBsdFx,
     KqueueSim,
     kq_openbsd,
-    Kqueue<KqueueSim>,
+    Kqueue<Faulty<KqueueSim>>,
     kq_backend,
     false
 );

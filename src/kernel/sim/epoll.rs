@@ -23,7 +23,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::process::Command;
 use std::time::Duration;
 
-use super::world::{MAX_PROCESSES, Objects, ProcState, SimCall, SimWorld, reserved};
+use super::world::{MAX_PROCESSES, Objects, ProcState, SimWorld, reserved};
 use crate::backend::epoll::{
     CtlOp, EPOLLERR, EPOLLET, EPOLLHUP, EPOLLIN, EPOLLONESHOT, EPOLLOUT, EPOLLRDHUP, EpollKernel,
 };
@@ -117,7 +117,7 @@ impl Default for EpollTables {
 /// A simulated Linux kernel for the epoll backend: `Epoll<EpollSim>` runs the real backend
 /// code against it. Create fds with [`SimWorld::pipe`] and friends, drive them with
 /// [`SimWorld::write`] and friends, move time with [`SimWorld::advance`], and make any call fail
-/// with [`SimWorld::inject`].
+/// by wrapping it in [`Faulty`](crate::sim::Faulty).
 pub type EpollSim = SimWorld<EpollTables>;
 
 /// A simulated kernel object owned by the backend; closing it (drop) removes it from every
@@ -153,9 +153,6 @@ impl Notify for SimEventFd {
     fn notify(&self) {
         let fd = self.0.fd;
         self.0.world.change(|o, x| {
-            if o.check(SimCall::EventfdWrite).is_err() {
-                return;
-            }
             let s = o.next_seq();
             if let Some(e) = x.eventfd_mut(fd) {
                 e.counter = e.counter.saturating_add(1);
@@ -355,8 +352,7 @@ impl EpollKernel for EpollSim {
     type Buffer = Vec<(u32, u64)>;
 
     fn epoll_create(&self) -> Result<SimFd, Errno> {
-        let fd = self.change(|o, x| {
-            o.check(SimCall::EpollCreate)?;
+        let fd = self.change(|_, x| {
             x.instances.push(Instance {
                 open: true,
                 entries: reserved(MAX_ENTRIES)?,
@@ -378,13 +374,7 @@ impl EpollKernel for EpollSim {
         events: u32,
         data: u64,
     ) -> Result<(), Errno> {
-        let call = match op {
-            CtlOp::Add => SimCall::EpollCtlAdd,
-            CtlOp::Mod => SimCall::EpollCtlMod,
-            CtlOp::Del => SimCall::EpollCtlDel,
-        };
         self.change(|o, x| {
-            o.check(call)?;
             if fd == ep.fd {
                 return Err(Errno::INVAL);
             }
@@ -458,7 +448,6 @@ impl EpollKernel for EpollSim {
         let ep_index = slot(ep.fd, EPOLL_BASE).ok_or(Errno::BADF)?;
         {
             let mut g = self.lock();
-            g.0.check(SimCall::EpollWait)?;
             if g.1.instance_mut(ep.fd).is_none() {
                 return Err(Errno::BADF);
             }
@@ -478,8 +467,7 @@ impl EpollKernel for EpollSim {
     }
 
     fn timerfd_create(&self, clock: Clock) -> Result<SimFd, Errno> {
-        let fd = self.change(|o, x| {
-            o.check(SimCall::TimerfdCreate)?;
+        let fd = self.change(|_, x| {
             x.timerfds.push(TimerFd {
                 open: true,
                 clock,
@@ -496,7 +484,6 @@ impl EpollKernel for EpollSim {
 
     fn timerfd_settime(&self, fd: &SimFd, deadline: Option<u64>) -> Result<(), Errno> {
         self.change(|o, x| {
-            o.check(SimCall::TimerfdSettime)?;
             let s = o.next_seq();
             let t = x.timerfd_mut(fd.fd).ok_or(Errno::BADF)?;
             t.deadline = deadline;
@@ -510,8 +497,7 @@ impl EpollKernel for EpollSim {
     }
 
     fn eventfd_create(&self) -> Result<SimEventFd, Errno> {
-        let fd = self.change(|o, x| {
-            o.check(SimCall::EventfdCreate)?;
+        let fd = self.change(|_, x| {
             x.eventfds.push(EventFd {
                 open: true,
                 counter: 0,
@@ -526,8 +512,7 @@ impl EpollKernel for EpollSim {
     }
 
     fn signalfd_create(&self) -> Result<SimFd, Errno> {
-        let fd = self.change(|o, x| {
-            o.check(SimCall::Signalfd)?;
+        let fd = self.change(|_, x| {
             x.signalfds.push(SignalFd {
                 open: true,
                 mask: SignalSet::new(),
@@ -541,8 +526,7 @@ impl EpollKernel for EpollSim {
     }
 
     fn signalfd_set_mask(&self, fd: &SimFd, set: SignalSet) -> Result<(), Errno> {
-        self.change(|o, x| {
-            o.check(SimCall::Signalfd)?;
+        self.change(|_, x| {
             x.signalfd_mut(fd.fd).ok_or(Errno::BADF)?.mask = set;
             Ok(())
         })
@@ -550,7 +534,6 @@ impl EpollKernel for EpollSim {
 
     fn signalfd_read(&self, fd: &SimFd) -> Result<Option<SigInfo>, Errno> {
         self.change(|o, x| {
-            o.check(SimCall::SignalfdRead)?;
             let mask = x.signalfd_mut(fd.fd).ok_or(Errno::BADF)?.mask;
             Ok(o.take_signal(mask))
         })
@@ -561,15 +544,11 @@ impl EpollKernel for EpollSim {
     }
 
     fn probe_child(&self, pid: u32) -> Result<(), Errno> {
-        self.change(|o, _| {
-            o.check(SimCall::Waitid)?;
-            o.wait_process(pid, false).map(|_| ())
-        })
+        self.change(|o, _| o.wait_process(pid, false).map(|_| ()))
     }
 
     fn pidfd_open(&self, pid: u32) -> Result<RawFd, Errno> {
         self.change(|o, x| {
-            o.check(SimCall::PidfdOpen)?;
             match o.proc(pid) {
                 Some(p) if p.state != ProcState::Reaped => {}
                 _ => return Err(Errno::SRCH),
@@ -600,22 +579,17 @@ impl EpollKernel for EpollSim {
 
     fn waitid_pidfd(&self, fd: RawFd) -> Result<Option<ChildStatus>, Errno> {
         self.change(|o, x| {
-            o.check(SimCall::Waitid)?;
             let pid = x.pidfd(fd).ok_or(Errno::BADF)?.pid;
             o.wait_process(pid, true)
         })
     }
 
     fn waitid_pid(&self, pid: u32) -> Result<Option<ChildStatus>, Errno> {
-        self.change(|o, _| {
-            o.check(SimCall::Waitid)?;
-            o.wait_process(pid, true)
-        })
+        self.change(|o, _| o.wait_process(pid, true))
     }
 
     fn pidfd_send_signal(&self, fd: RawFd, signal: Signal) -> Result<(), Errno> {
         self.change(|o, x| {
-            o.check(SimCall::SignalChild)?;
             let pid = x.pidfd(fd).ok_or(Errno::BADF)?.pid;
             o.signal_process(pid, signal, false)
         })
@@ -634,8 +608,7 @@ impl EpollKernel for EpollSim {
     }
 
     fn eventfd_read(&self, fd: &SimEventFd) -> Result<u64, Errno> {
-        self.change(|o, x| {
-            o.check(SimCall::EventfdRead)?;
+        self.change(|_, x| {
             let e = x.eventfd_mut(fd.0.fd).ok_or(Errno::BADF)?;
             if e.counter == 0 {
                 return Err(Errno::AGAIN);

@@ -20,5 +20,5 @@ mod world;
 
 pub use epoll::{EpollSim, EpollTables, SimEventFd, SimFd};
 pub use kqueue::{KqSimBuffer, KqSimFd, KqueuePlatform, KqueueSim, KqueueTables};
-pub use world::{Fault, SimCall, SimWorld};
+pub use world::SimWorld;
 pub(crate) use world::{Kind, Objects, ProcState};
