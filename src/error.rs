@@ -49,6 +49,8 @@ impl Errno {
     pub const NOSPC: Errno = Errno(libc::ENOSPC);
     /// Broken pipe: a write with no reader left.
     pub const PIPE: Errno = Errno(libc::EPIPE);
+    /// Connection reset by peer.
+    pub const CONNRESET: Errno = Errno(libc::ECONNRESET);
     /// Function not implemented (a system call this kernel lacks).
     pub const NOSYS: Errno = Errno(libc::ENOSYS);
     /// Operation not supported.

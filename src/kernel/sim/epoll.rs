@@ -301,7 +301,16 @@ impl EpollTables {
             if ready & mask == 0 {
                 continue;
             }
-            if e.events & EPOLLET != 0 && changed <= e.seen {
+            // An edge-triggered entry is queued again only by a wake-up whose key matches
+            // what it waits for (ep_poll_callback); the simulation's own fds wake everyone.
+            let edge = if objects.get(e.fd).is_some() {
+                // (Data arriving wakes with `EPOLLIN`, not `EPOLLRDHUP`: a peer's shutdown
+                // is a state change, which wakes everyone.)
+                objects.changed_for(e.fd, e.events & EPOLLIN != 0, e.events & EPOLLOUT != 0)
+            } else {
+                changed
+            };
+            if e.events & EPOLLET != 0 && edge <= e.seen {
                 continue;
             }
             scratch.push((changed, i));

@@ -14,7 +14,10 @@ pub(crate) const PIPE_CAPACITY: u64 = 65536;
 pub(crate) enum Kind {
     PipeRead,
     PipeWrite,
+    /// A Unix stream socket.
     Socket,
+    /// A TCP connection (on loopback: what travels does so at once).
+    Tcp,
     File,
 }
 
@@ -25,14 +28,88 @@ pub(crate) struct Object {
     pub(crate) open: bool,
     /// Bytes readable at this end.
     rx: u64,
+    /// A Unix socket: the sizes of the writes those bytes came in (one buffer each).
+    chunks: Chunks,
     /// This end will send no more (shutdown(SHUT_WR) or close).
     shut_wr: bool,
+    /// A pending socket error (`SO_ERROR`); reading or writing reports it once.
     error: bool,
-    /// Bumped on every change that can make this end newly ready (edge-triggered reports).
+    /// TCP: the connection was reset (the peer closed with data unread, or answered data
+    /// sent after it closed), and the error it left (`ECONNRESET`, or `EPIPE` after a FIN).
+    reset: bool,
+    reset_errno: Errno,
+    /// TCP: the peer's FIN came in (it shut down writing, or closed with nothing unread).
+    fin_in: bool,
+    /// A pipe's write end: bytes left in the pipe when its reader went away (it stays full).
+    stranded: u64,
+    /// Bumped on every change that can make this end newly ready (the order kqueue reports
+    /// in).
     pub(crate) changed: u64,
+    /// The last wake-up that concerned readers, writers, or everyone (a state change): a
+    /// kernel's wake-up carries such a key, and an edge-triggered epoll entry is queued again
+    /// only by one that matches what it waits for (ep_poll_callback).
+    ch_in: u64,
+    ch_out: u64,
+    ch_all: u64,
     /// Which object this is: a registration made on an fd number belongs to the object that
     /// had the number then, not to a later one given the same number.
     pub(crate) serial: u64,
+}
+
+/// The buffers queued at a Unix socket, one per write (unix_stream_sendmsg): reading frees
+/// a buffer only once all of it is read, and only then wakes the writer (sock_wfree). Up to
+/// eight are told apart; later writes join the last one.
+#[derive(Copy, Clone, Debug)]
+struct Chunks {
+    sizes: [u64; 8],
+    len: usize,
+}
+
+impl Chunks {
+    const EMPTY: Chunks = Chunks {
+        sizes: [0; 8],
+        len: 0,
+    };
+
+    fn push(&mut self, n: u64) {
+        if n == 0 {
+            return;
+        }
+        if self.len < self.sizes.len() {
+            self.sizes[self.len] = n;
+            self.len += 1;
+        } else if let Some(last) = self.sizes.last_mut() {
+            *last += n;
+        }
+    }
+
+    /// Take `n` bytes from the front; whether a buffer was used up.
+    fn take(&mut self, mut n: u64) -> bool {
+        let mut freed = false;
+        while n > 0 && self.len > 0 {
+            let first = &mut self.sizes[0];
+            let t = n.min(*first);
+            *first -= t;
+            n -= t;
+            if *first == 0 {
+                self.sizes.copy_within(1..self.len, 0);
+                self.len -= 1;
+                freed = true;
+            }
+        }
+        freed
+    }
+}
+
+/// The key of a wake-up: who it concerns.
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+enum Wake {
+    /// Data arrived (`EPOLLIN`).
+    In,
+    /// Room appeared (`EPOLLOUT`).
+    Out,
+    /// The state changed (a hang-up, an error, a shutdown): everyone.
+    All,
 }
 
 /// A real pipe whose fds stand for simulated objects (close-on-exec, so spawned processes do
@@ -83,16 +160,50 @@ impl Objects {
     /// The object at `fd` is gone: a peer linked to it is linked to nothing.
     fn sever(&mut self, fd: RawFd) {
         let Some(obj) = self.get_mut(fd) else { return };
+        let (kind, rx, was_shut) = (obj.kind, obj.rx, obj.shut_wr);
         obj.open = false;
         obj.shut_wr = true;
         let peer = core::mem::replace(&mut obj.peer, -1);
+        // Whether the peer hears of it: a TCP close sends nothing once this end's FIN went
+        // out, unless data was left unread (a reset) and the peer is not closed already.
+        let mut tell_peer = true;
+        if let Some(p) = self.get_mut(peer).filter(|p| p.peer == fd) {
+            match kind {
+                // tcp(7): closing with unread data sends a reset instead of a FIN (RFC 2525,
+                // 2.17); the peer's unread data goes with the connection.
+                // unix(7): so does a Unix stream socket, in its own way: the peer gets
+                // `ECONNRESET` once, and keeps what it had received.
+                Kind::Socket if rx > 0 => {
+                    p.error = true;
+                    p.reset_errno = Errno::CONNRESET;
+                }
+                // tcp_reset: a connection already closed both ways (TIME_WAIT, CLOSE) is
+                // not touched by a reset.
+                Kind::Tcp if rx > 0 && !(p.shut_wr && p.fin_in) && !p.reset => {
+                    p.reset = true;
+                    p.reset_errno = if p.fin_in {
+                        Errno::PIPE
+                    } else {
+                        Errno::CONNRESET
+                    };
+                    p.error = true;
+                }
+                Kind::Tcp if rx == 0 && !was_shut => p.fin_in = true,
+                Kind::Tcp => tell_peer = false,
+                // pipe(7): what the reader left stays in the pipe, which may stay full.
+                Kind::PipeRead => p.stranded = rx,
+                _ => {}
+            }
+        }
         // The link goes with the file: a new object that later gets this fd number is not
         // the old peer's peer (a pipe's ends are objects, not numbers).
         if let Some(p) = self.get_mut(peer).filter(|p| p.peer == fd) {
             p.peer = -1;
         }
-        self.touch(fd);
-        self.touch(peer);
+        self.touch(fd, Wake::All);
+        if tell_peer {
+            self.touch(peer, Wake::All);
+        }
     }
 
     /// The identity of the open object at `fd` (see [`Object::serial`]).
@@ -100,10 +211,72 @@ impl Objects {
         self.get(fd).filter(|o| o.open).map(|o| o.serial)
     }
 
-    fn touch(&mut self, fd: RawFd) {
+    /// A wake-up of `fd`'s waiters, with its key.
+    fn touch(&mut self, fd: RawFd, wake: Wake) {
         let s = self.next_seq();
         if let Some(o) = self.get_mut(fd) {
             o.changed = s;
+            match wake {
+                Wake::In => o.ch_in = s,
+                Wake::Out => o.ch_out = s,
+                Wake::All => o.ch_all = s,
+            }
+        }
+    }
+
+    /// The last wake-up of `fd` that an entry waiting for input (`input`) and/or output
+    /// (`output`) would be queued by; state changes (hang-ups, errors, shutdowns) concern all.
+    pub(crate) fn changed_for(&self, fd: RawFd, input: bool, output: bool) -> u64 {
+        self.get(fd).map_or(0, |o| {
+            let mut c = o.ch_all;
+            if input {
+                c = c.max(o.ch_in);
+            }
+            if output {
+                c = c.max(o.ch_out);
+            }
+            c
+        })
+    }
+
+    /// `write` on a TCP connection (see [`SimWorld::tcp_pair`]).
+    fn tcp_write(&mut self, fd: RawFd, obj: Object, n: u64) -> Result<u64, Errno> {
+        if obj.error {
+            // The reset's error, reported once.
+            if let Some(me) = self.get_mut(fd) {
+                me.error = false;
+            }
+            return Err(obj.reset_errno);
+        }
+        if obj.shut_wr || obj.reset {
+            return Err(Errno::PIPE);
+        }
+        match self.get_mut(obj.peer).filter(|p| p.open) {
+            Some(peer) => {
+                let room = PIPE_CAPACITY - peer.rx.min(PIPE_CAPACITY);
+                let put = n.min(room);
+                if put == 0 && n > 0 {
+                    return Err(Errno::AGAIN);
+                }
+                peer.rx += put;
+                self.touch(obj.peer, Wake::In);
+                Ok(put)
+            }
+            None => {
+                // The peer is closed: the data is sent and answered with a reset (after the
+                // peer's FIN the error is EPIPE, tcp_reset in CLOSE_WAIT).
+                if let Some(me) = self.get_mut(fd) {
+                    me.reset = true;
+                    me.error = true;
+                    me.reset_errno = if me.fin_in {
+                        Errno::PIPE
+                    } else {
+                        Errno::CONNRESET
+                    };
+                }
+                self.touch(fd, Wake::All);
+                Ok(n)
+            }
         }
     }
 
@@ -132,13 +305,34 @@ impl Objects {
                 }
             }
             Kind::PipeWrite => {
-                // Writable while there is room; error once no reader is left.
-                let room = peer.is_some_and(|p| p.rx < PIPE_CAPACITY);
-                if room || !peer_open {
+                // pipe_poll: writable while there is room (a reader that went away leaves
+                // its unread bytes); error once no reader is left.
+                let buffered = peer.map_or(o.stranded, |p| p.rx);
+                if buffered < PIPE_CAPACITY {
                     r |= Readiness::WRITABLE;
                 }
                 if !peer_open {
                     r |= Readiness::ERROR;
+                }
+            }
+            Kind::Tcp => {
+                // tcp_poll: readable with data or once a FIN or reset came in (read-closed
+                // too); hang-up when both directions are shut or the connection was reset;
+                // writable while the peer has room, and always once this end shut down
+                // writing or was reset; an error while a reset's error is unread.
+                let fin_in = o.fin_in;
+                if o.rx > 0 || fin_in || o.reset {
+                    r |= Readiness::READABLE;
+                }
+                if fin_in || o.reset {
+                    r |= Readiness::READ_CLOSED;
+                }
+                if (o.shut_wr && fin_in) || o.reset {
+                    r |= Readiness::HANGUP;
+                }
+                if o.shut_wr || o.reset || !peer_open || peer.is_some_and(|p| p.rx < PIPE_CAPACITY)
+                {
+                    r |= Readiness::WRITABLE;
                 }
             }
             Kind::Socket => {
@@ -151,7 +345,8 @@ impl Objects {
                 if peer_shut {
                     r |= Readiness::READ_CLOSED;
                 }
-                if !peer_open {
+                // unix_poll: hang-up once both directions are shut (a closed peer shuts both).
+                if !peer_open || (o.shut_wr && peer.is_some_and(|p| p.shut_wr)) {
                     r |= Readiness::HANGUP;
                 }
                 if !peer_open || peer.is_some_and(|p| p.rx < PIPE_CAPACITY) {
@@ -178,9 +373,17 @@ impl<X> SimWorld<X> {
                 peer,
                 open: true,
                 rx: 0,
+                chunks: Chunks::EMPTY,
                 shut_wr: false,
                 error: false,
+                reset: false,
+                reset_errno: Errno::CONNRESET,
+                fin_in: false,
+                stranded: 0,
                 changed: s,
+                ch_in: s,
+                ch_out: s,
+                ch_all: s,
                 serial: s,
             };
             o.put(rn, mk(Kind::PipeRead, wn));
@@ -189,20 +392,40 @@ impl<X> SimWorld<X> {
         Ok((r, w))
     }
 
-    /// A simulated connected stream socket pair.
+    /// A simulated connected Unix stream socket pair.
     pub fn socketpair(&self) -> Result<(OwnedFd, OwnedFd), Errno> {
+        self.connected(Kind::Socket)
+    }
+
+    /// A simulated TCP connection on loopback: `(connecting end, accepted end)`. It differs
+    /// from a Unix socket pair where tcp(7) does: a closed peer is a FIN (read-closed, no
+    /// hang-up until this end shuts down too), closing with unread data resets the
+    /// connection, and data sent to a closed peer is answered with a reset.
+    pub fn tcp_pair(&self) -> Result<(OwnedFd, OwnedFd), Errno> {
+        self.connected(Kind::Tcp)
+    }
+
+    fn connected(&self, kind: Kind) -> Result<(OwnedFd, OwnedFd), Errno> {
         let (a, b) = placeholder_pair()?;
         let (an, bn) = (a.as_raw_fd(), b.as_raw_fd());
         self.change(|o, _| {
             let s = o.next_seq();
             let mk = |peer| Object {
-                kind: Kind::Socket,
+                kind,
                 peer,
                 open: true,
                 rx: 0,
+                chunks: Chunks::EMPTY,
                 shut_wr: false,
                 error: false,
+                reset: false,
+                reset_errno: Errno::CONNRESET,
+                fin_in: false,
+                stranded: 0,
                 changed: s,
+                ch_in: s,
+                ch_out: s,
+                ch_all: s,
                 serial: s,
             };
             o.put(an, mk(bn));
@@ -224,9 +447,17 @@ impl<X> SimWorld<X> {
                     peer: -1,
                     open: true,
                     rx: 0,
+                    chunks: Chunks::EMPTY,
                     shut_wr: false,
                     error: false,
+                    reset: false,
+                    reset_errno: Errno::CONNRESET,
+                    fin_in: false,
+                    stranded: 0,
                     changed: s,
+                    ch_in: s,
+                    ch_out: s,
+                    ch_all: s,
                     serial: s,
                 },
             );
@@ -241,8 +472,14 @@ impl<X> SimWorld<X> {
         let fd = fd.as_raw_fd();
         self.change(|o, _| {
             let obj = *o.get(fd).filter(|x| x.open).ok_or(Errno::BADF)?;
-            if !matches!(obj.kind, Kind::PipeWrite | Kind::Socket) || obj.shut_wr {
+            if obj.kind == Kind::Tcp {
+                return o.tcp_write(fd, obj, n);
+            }
+            if !matches!(obj.kind, Kind::PipeWrite | Kind::Socket) {
                 return Err(Errno::BADF);
+            }
+            if obj.shut_wr {
+                return Err(Errno::PIPE);
             }
             let peer = o.get_mut(obj.peer).filter(|p| p.open).ok_or(Errno::PIPE)?;
             let room = PIPE_CAPACITY - peer.rx.min(PIPE_CAPACITY);
@@ -251,7 +488,8 @@ impl<X> SimWorld<X> {
                 return Err(Errno::AGAIN);
             }
             peer.rx += put;
-            o.touch(obj.peer);
+            peer.chunks.push(put);
+            o.touch(obj.peer, Wake::In);
             Ok(put)
         })
     }
@@ -262,7 +500,27 @@ impl<X> SimWorld<X> {
         let fd = fd.as_raw_fd();
         self.change(|o, _| {
             let obj = *o.get(fd).filter(|x| x.open).ok_or(Errno::BADF)?;
-            if !matches!(obj.kind, Kind::PipeRead | Kind::Socket) {
+            if obj.kind == Kind::File {
+                // A large file opened for reading (the tests' regular file): always data.
+                return Ok(max);
+            }
+            let fin_first = obj.kind == Kind::Tcp && obj.fin_in;
+            if matches!(obj.kind, Kind::Tcp | Kind::Socket)
+                && obj.rx == 0
+                && !fin_first
+                && obj.error
+            {
+                // tcp(7), unix(7): a reset is reported once, by the next read or write (after
+                // a FIN, a TCP read reports the end of the stream instead).
+                if let Some(me) = o.get_mut(fd) {
+                    me.error = false;
+                }
+                return Err(obj.reset_errno);
+            }
+            if obj.kind == Kind::Tcp && obj.rx == 0 && (obj.fin_in || obj.reset) {
+                return Ok(0);
+            }
+            if !matches!(obj.kind, Kind::PipeRead | Kind::Socket | Kind::Tcp) {
                 return Err(Errno::BADF);
             }
             let take = obj.rx.min(max);
@@ -270,11 +528,20 @@ impl<X> SimWorld<X> {
                 let peer_gone = !o.is_open(obj.peer) || o.get(obj.peer).is_some_and(|p| p.shut_wr);
                 return if peer_gone { Ok(0) } else { Err(Errno::AGAIN) };
             }
+            let mut freed = false;
             if let Some(me) = o.get_mut(fd) {
                 me.rx -= take;
+                freed = me.chunks.take(take);
             }
-            // Room appeared for the writer.
-            o.touch(obj.peer);
+            // Room for the writer: a Unix socket wakes its writers when a read frees a
+            // buffer (sock_wfree); a pipe (pipe_read) and TCP only when they were full.
+            let wake = match obj.kind {
+                Kind::Socket => freed,
+                _ => obj.rx >= PIPE_CAPACITY,
+            };
+            if wake {
+                o.touch(obj.peer, Wake::Out);
+            }
             Ok(take)
         })
     }
@@ -291,10 +558,24 @@ impl<X> SimWorld<X> {
     pub fn shutdown_write(&self, fd: &impl AsRawFd) {
         let fd = fd.as_raw_fd();
         self.change(|o, _| {
-            let Some(obj) = o.get_mut(fd) else { return };
+            // shutdown(2) on anything but a socket is ENOTSOCK: nothing changes.
+            let Some(obj) = o
+                .get_mut(fd)
+                .filter(|x| matches!(x.kind, Kind::Socket | Kind::Tcp))
+            else {
+                return;
+            };
+            // A TCP FIN goes out once; a Unix socket tells its peer every time (unix_shutdown).
+            let tell_peer = obj.kind == Kind::Socket || !obj.shut_wr;
             obj.shut_wr = true;
             let peer = obj.peer;
-            o.touch(peer);
+            if let Some(p) = o.get_mut(peer) {
+                p.fin_in = true;
+            }
+            if tell_peer {
+                o.touch(peer, Wake::All);
+            }
+            o.touch(fd, Wake::All);
         });
     }
 
@@ -305,7 +586,7 @@ impl<X> SimWorld<X> {
             if let Some(obj) = o.get_mut(fd) {
                 obj.error = error;
             }
-            o.touch(fd);
+            o.touch(fd, Wake::All);
         });
     }
 
