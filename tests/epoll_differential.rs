@@ -12,7 +12,6 @@
 
 #![cfg(target_os = "linux")]
 
-use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Duration;
 
@@ -23,116 +22,27 @@ use dasynq::backend::epoll::{
 use dasynq::kernel::LinuxEpoll;
 use dasynq::sim::EpollSim;
 
-#[path = "suite/portable.rs"]
-mod portable;
+#[path = "differential/files.rs"]
+mod files;
+use files::{Files, Kind, Real, Simulated};
 
-/// What a file is, for choosing what to do with it.
-#[derive(Copy, Clone, PartialEq, Eq, Debug)]
-enum Kind {
-    PipeRead,
-    PipeWrite,
-    Unix,
-    Tcp,
-    File,
-}
-
-/// A world of files on one kernel: the real one or the simulation.
-trait World {
+/// The epoll kernel of a world of files.
+trait World: Files {
     type K: EpollKernel;
     fn kernel(&self) -> &Self::K;
-    fn pipe(&self) -> (OwnedFd, OwnedFd);
-    fn unix_pair(&self) -> (OwnedFd, OwnedFd);
-    fn tcp_pair(&self) -> (OwnedFd, OwnedFd);
-    fn file(&self) -> OwnedFd;
-    fn write(&self, fd: &OwnedFd, n: usize) -> Result<usize, Errno>;
-    fn read(&self, fd: &OwnedFd, n: usize) -> Result<usize, Errno>;
-    fn shutdown_write(&self, fd: &OwnedFd);
-    fn close(&self, fd: OwnedFd);
-    /// Let the kernel finish what a call started (TCP's FIN and RST travel through loopback).
-    fn settle(&self) {}
-}
-
-struct Real(LinuxEpoll);
-
-fn errno(e: rustix::io::Errno) -> Errno {
-    Errno(e.raw_os_error())
 }
 
 impl World for Real {
     type K = LinuxEpoll;
     fn kernel(&self) -> &LinuxEpoll {
-        &self.0
-    }
-    fn pipe(&self) -> (OwnedFd, OwnedFd) {
-        portable::pipe()
-    }
-    fn unix_pair(&self) -> (OwnedFd, OwnedFd) {
-        portable::socketpair()
-    }
-    fn tcp_pair(&self) -> (OwnedFd, OwnedFd) {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let a = TcpStream::connect(l.local_addr().unwrap()).expect("connect");
-        let (b, _) = l.accept().expect("accept");
-        for s in [&a, &b] {
-            s.set_nonblocking(true).unwrap();
-            s.set_nodelay(true).unwrap();
-        }
-        (a.into(), b.into())
-    }
-    fn file(&self) -> OwnedFd {
-        portable::regular_file()
-    }
-    fn write(&self, fd: &OwnedFd, n: usize) -> Result<usize, Errno> {
-        let buf = vec![b'x'; n];
-        // Nothing here wants SIGPIPE: Rust ignores it, so a write to a closed pipe is EPIPE.
-        rustix::io::write(fd, &buf).map_err(errno)
-    }
-    fn read(&self, fd: &OwnedFd, n: usize) -> Result<usize, Errno> {
-        let mut buf = vec![0u8; n];
-        rustix::io::read(fd, &mut buf).map_err(errno)
-    }
-    fn shutdown_write(&self, fd: &OwnedFd) {
-        let _ = rustix::net::shutdown(fd, rustix::net::Shutdown::Write);
-    }
-    fn close(&self, fd: OwnedFd) {
-        drop(fd);
-    }
-    fn settle(&self) {
-        std::thread::sleep(Duration::from_millis(2));
+        &LinuxEpoll
     }
 }
 
-struct Simulated(EpollSim);
-
-impl World for Simulated {
+impl World for Simulated<dasynq::sim::EpollTables> {
     type K = EpollSim;
     fn kernel(&self) -> &EpollSim {
         &self.0
-    }
-    fn pipe(&self) -> (OwnedFd, OwnedFd) {
-        self.0.pipe().unwrap()
-    }
-    fn unix_pair(&self) -> (OwnedFd, OwnedFd) {
-        self.0.socketpair().unwrap()
-    }
-    fn tcp_pair(&self) -> (OwnedFd, OwnedFd) {
-        self.0.tcp_pair().unwrap()
-    }
-    fn file(&self) -> OwnedFd {
-        self.0.regular_file().unwrap()
-    }
-    fn write(&self, fd: &OwnedFd, n: usize) -> Result<usize, Errno> {
-        self.0.write(fd, n as u64).map(|k| k as usize)
-    }
-    fn read(&self, fd: &OwnedFd, n: usize) -> Result<usize, Errno> {
-        self.0.read(fd, n as u64).map(|k| k as usize)
-    }
-    fn shutdown_write(&self, fd: &OwnedFd) {
-        self.0.shutdown_write(fd);
-    }
-    fn close(&self, fd: OwnedFd) {
-        self.0.close(&fd);
-        drop(fd);
     }
 }
 
@@ -219,7 +129,7 @@ impl<W: World> Run<W> {
             }
             Op::Write(i, n) => match self.file(i) {
                 Some((_, fd)) => {
-                    let r = self.w.write(fd, n);
+                    let r = self.w.write(files::b(fd), n);
                     self.w.settle();
                     Answer::Io(r)
                 }
@@ -227,7 +137,7 @@ impl<W: World> Run<W> {
             },
             Op::Read(i, n) => match self.file(i) {
                 Some((_, fd)) => {
-                    let r = self.w.read(fd, n);
+                    let r = self.w.read(files::b(fd), n);
                     self.w.settle();
                     Answer::Io(r)
                 }
@@ -235,7 +145,7 @@ impl<W: World> Run<W> {
             },
             Op::ShutdownWrite(i) => {
                 if let Some((_, fd)) = self.file(i) {
-                    self.w.shutdown_write(fd);
+                    self.w.shutdown_write(files::b(fd));
                     self.w.settle();
                 }
                 Answer::None
@@ -272,7 +182,7 @@ impl<W: World> Run<W> {
 
 /// Run `program` on both kernels; the first step where they answer differently, if any.
 fn compare(program: &[Op]) -> Result<(), String> {
-    let mut real = Run::new(Real(LinuxEpoll));
+    let mut real = Run::new(Real);
     let mut sim = Run::new(Simulated(EpollSim::new()));
     for (n, op) in program.iter().enumerate() {
         let a = real.step(*op);

@@ -269,7 +269,7 @@ impl KqueueSim {
 
     /// The platform simulated.
     pub fn platform(&self) -> KqueuePlatform {
-        self.lock().1.platform
+        self.quiet().1.platform
     }
 }
 
@@ -660,7 +660,7 @@ impl KqueueKernel for KqueueSim {
     }
 
     fn clock_now(&self, clock: Clock) -> u64 {
-        self.lock().0.now(clock)
+        self.quiet().0.now(clock)
     }
 
     fn pipe(&self) -> Result<(KqSimFd, KqSimFd), Errno> {
@@ -689,7 +689,7 @@ impl KqueueKernel for KqueueSim {
     }
 
     fn signal_blocked(&self, signal: Signal) -> bool {
-        self.lock().0.blocked().contains(signal)
+        self.quiet().0.blocked().contains(signal)
     }
 
     fn signal_take(&self, set: SignalSet) -> Result<Option<SigInfo>, Errno> {

@@ -10,8 +10,9 @@
 //!
 //! Simulated fds are real fds (each simulated object is backed by one end of a real pipe, made
 //! by the world), so the loop can own them like any other; their readiness and data, however,
-//! exist only in the simulation and change only through the world's methods. Register only fds
-//! made by the world with a simulated kernel.
+//! exist only in the simulation and change only through the world's methods, or when the fd
+//! is dropped (the world notices, as a kernel closes a file whose last fd went). Register only
+//! fds made by the world with a simulated kernel.
 
 mod epoll;
 mod kqueue;

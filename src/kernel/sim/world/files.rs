@@ -54,6 +54,25 @@ pub(crate) struct Object {
     /// Which object this is: a registration made on an fd number belongs to the object that
     /// had the number then, not to a later one given the same number.
     pub(crate) serial: u64,
+    /// The real placeholder behind the number: its pipe's `(st_dev, st_ino)`. Once the
+    /// number names something else (the `OwnedFd` was dropped; the pipe's other end has a
+    /// number of its own, so it cannot take this one), the simulated file is closed, as
+    /// dropping a real one closes it.
+    placeholder: Option<(u64, u64)>,
+}
+
+/// The identity of the real placeholder at `fd` (see [`Object::placeholder`]).
+#[allow(clippy::unnecessary_cast)] // `st_dev`/`st_ino` types differ between systems
+fn identity(fd: RawFd) -> Option<(u64, u64)> {
+    if cfg!(miri) {
+        // Miri cannot `fstat` a pipe: placeholders are trusted to stay (close them with
+        // `SimWorld::close` under Miri).
+        return None;
+    }
+    // SAFETY: only passed to `fstat`, which checks it; the borrow ends here.
+    let b = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let st = rustix::fs::fstat(b).ok()?;
+    Some((st.st_dev as u64, st.st_ino as u64))
 }
 
 /// The buffers queued at a Unix socket, one per write (unix_stream_sendmsg): reading frees
@@ -146,7 +165,7 @@ impl Objects {
             .and_then(|o| o.as_mut())
     }
 
-    fn put(&mut self, fd: RawFd, obj: Object) {
+    fn put(&mut self, fd: RawFd, mut obj: Object) {
         let Ok(i) = usize::try_from(fd) else { return };
         if self.table.len() <= i {
             self.table.resize(i + 1, None);
@@ -154,7 +173,26 @@ impl Objects {
         // The number is free again, so whatever had it was closed (its `OwnedFd` dropped
         // without `close`): its peer loses it as on a real close.
         self.sever(fd);
+        obj.placeholder = identity(fd);
         self.table[i] = Some(obj);
+    }
+
+    /// Close the simulated files whose placeholder was dropped (its number now names another
+    /// file, or nothing), as the kernel closes a file when its last fd goes. Called whenever
+    /// the world is locked, so every operation sees the drop.
+    pub(crate) fn reap_dropped(&mut self) {
+        for i in 0..self.table.len() {
+            let Some(o) = self.table[i].as_ref() else {
+                continue;
+            };
+            let Some(id) = o.placeholder.filter(|_| o.open) else {
+                continue;
+            };
+            let Ok(fd) = RawFd::try_from(i) else { continue };
+            if identity(fd) != Some(id) {
+                self.sever(fd);
+            }
+        }
     }
 
     /// The object at `fd` is gone: a peer linked to it is linked to nothing.
@@ -385,6 +423,7 @@ impl<X> SimWorld<X> {
                 ch_out: s,
                 ch_all: s,
                 serial: s,
+                placeholder: None,
             };
             o.put(rn, mk(Kind::PipeRead, wn));
             o.put(wn, mk(Kind::PipeWrite, rn));
@@ -427,6 +466,7 @@ impl<X> SimWorld<X> {
                 ch_out: s,
                 ch_all: s,
                 serial: s,
+                placeholder: None,
             };
             o.put(an, mk(bn));
             o.put(bn, mk(an));
@@ -459,6 +499,7 @@ impl<X> SimWorld<X> {
                     ch_out: s,
                     ch_all: s,
                     serial: s,
+                    placeholder: None,
                 },
             );
         });
@@ -548,7 +589,9 @@ impl<X> SimWorld<X> {
 
     /// Close the simulated object behind `fd` (the real placeholder stays open until dropped):
     /// its peer sees a hang-up and every simulated kernel drops registrations of it, as the
-    /// real ones do when the last reference to a file closes.
+    /// real ones do when the last reference to a file closes. Dropping the `OwnedFd` does the
+    /// same, noticed by the world's next operation (a wait already asleep on a world with
+    /// nothing to do is not woken by a drop: `close` wakes it).
     pub fn close(&self, fd: &impl AsRawFd) {
         let fd = fd.as_raw_fd();
         self.change(|o, _| o.sever(fd));

@@ -121,7 +121,15 @@ impl<X> SimWorld<X> {
         }
     }
 
+    /// The world, with the files whose placeholders were dropped closed first.
     pub(crate) fn lock(&self) -> MutexGuard<'_, (Objects, X)> {
+        let mut g = self.quiet();
+        g.0.reap_dropped();
+        g
+    }
+
+    /// The world as it is, for questions that involve no file (clocks, masks, tables).
+    pub(crate) fn quiet(&self) -> MutexGuard<'_, (Objects, X)> {
         self.shared.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -174,6 +182,7 @@ impl<X> SimWorld<X> {
                                 .changed
                                 .wait(g)
                                 .unwrap_or_else(|p| p.into_inner());
+                            g.0.reap_dropped();
                         }
                     }
                 }
@@ -203,7 +212,7 @@ impl<X> SimWorld<X> {
 
     /// The virtual time on `clock` in nanoseconds.
     pub fn now_ns(&self, clock: Clock) -> u64 {
-        self.lock().0.now(clock)
+        self.quiet().0.now(clock)
     }
 }
 
