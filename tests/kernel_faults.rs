@@ -36,9 +36,11 @@ trait Kernel: Clone + Send + Sync + 'static {
     fn now_ns(&self) -> u64;
 }
 
+#[cfg(dasynq_epoll)]
 #[derive(Clone)]
 struct RealKernel;
 
+#[cfg(dasynq_epoll)]
 impl Kernel for RealKernel {
     type K = dasynq::kernel::LinuxEpoll;
     fn new() -> Self {
@@ -168,6 +170,8 @@ impl<X: Kernel> Setup<X> {
 /// Each test of the epoll backend, on the real kernel and on the simulated one.
 macro_rules! on_both_kernels {
     ($($name:ident),* $(,)?) => {
+        // The running kernel's epoll: Linux only (elsewhere the simulation stands alone).
+        #[cfg(dasynq_epoll)]
         mod real_kernel {
             $(#[test] fn $name() { super::$name::<super::RealKernel>() })*
         }
