@@ -44,6 +44,11 @@ const CAPABILITIES: &[(&str, &[&str], &str)] = &[
         "sigqueue(2): send a signal with a value",
     ),
     (
+        "dasynq_posix_spawn_errors",
+        &["linux", "freebsd", "netbsd", "dragonfly", "apple"],
+        "posix_spawn(3) reports a failed exec as its error (OpenBSD's child exits 127 instead)",
+    ),
+    (
         "dasynq_rt_signals",
         &["linux", "freebsd", "netbsd"],
         "real-time signals (queued, each with its own value)",

@@ -6,9 +6,10 @@
 //! the loop reads them, and 64 per read). Every variant includes the `sigqueue` that sends
 //! the signal.
 //!
-//! Children: 300 spawn + exit + reap cycles of `/bin/true`, one after another, through
-//! `spawn_child` and the loop, with the default clean signal state (a `pre_exec` reset, so
-//! `Command` forks) and with `inherit_signals` (no hook: `Command` uses `posix_spawn`); beside
+//! Children: 300 spawn + exit + reap cycles of `/bin/true`, one after another, through the
+//! loop: `spawn_child` with the default clean signal state (a `pre_exec` reset, so `Command`
+//! forks), `spawn_exec` (`posix_spawn` with the clean state in its attributes), and
+//! `spawn_child` with `inherit_signals` (no hook: `Command` uses `posix_spawn`); beside
 //! `Command::spawn` + `Child::wait` (`posix_spawn`, waitpid), which gives the child the
 //! blocked mask.
 //!
@@ -29,7 +30,8 @@ mod imp {
     use std::time::Instant;
 
     use dasynq::{
-        Control, Cx, Event, EventLoop, Handler, Priority, Rearm, Signal, SignalSet, SpawnOptions,
+        Control, Cx, Event, EventLoop, Exec, Handler, Priority, Rearm, Signal, SignalSet,
+        SpawnOptions,
     };
 
     const BATCH: u64 = 1000;
@@ -131,6 +133,22 @@ mod imp {
         t.elapsed().as_nanos() as f64 / 1000.0 / f64::from(n)
     }
 
+    fn dasynq_exec_children(n: u32) -> f64 {
+        let lp = EventLoop::<W>::builder()
+            .watchers(4)
+            .build()
+            .expect("build");
+        let t = Instant::now();
+        for _ in 0..n {
+            lp.spawn_exec(Exec::new("/bin/true"), SpawnOptions::new(), W::Child)
+                .expect("spawn");
+            while lp.usage().watchers > 0 {
+                lp.run();
+            }
+        }
+        t.elapsed().as_nanos() as f64 / 1000.0 / f64::from(n)
+    }
+
     fn raw_children(n: u32) -> f64 {
         let t = Instant::now();
         for _ in 0..n {
@@ -176,6 +194,10 @@ mod imp {
                 Box::new(move || dasynq_children(children, SpawnOptions::new())),
             ),
             (
+                "dasynq spawn_exec (us/child)",
+                Box::new(move || dasynq_exec_children(children)),
+            ),
+            (
                 "dasynq spawn_child, inherit (us/child)",
                 Box::new(move || dasynq_children(children, SpawnOptions::new().inherit_signals())),
             ),
@@ -208,12 +230,16 @@ mod imp {
             ratio(0, 2)
         );
         println!(
-            "median ratio dasynq children / spawn + wait:             {:.3}",
-            ratio(3, 5)
+            "median ratio dasynq spawn_child / spawn + wait:          {:.3}",
+            ratio(3, 6)
         );
         println!(
-            "median ratio dasynq children, inherit / spawn + wait:    {:.3}",
-            ratio(4, 5)
+            "median ratio dasynq spawn_exec / spawn + wait:           {:.3}",
+            ratio(4, 6)
+        );
+        println!(
+            "median ratio dasynq spawn_child, inherit / spawn + wait: {:.3}",
+            ratio(5, 6)
         );
     }
 }

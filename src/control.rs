@@ -159,6 +159,20 @@ pub trait Control<H: Handler> {
         handler: H,
     ) -> Result<Spawned, Rejected<H>>;
 
+    /// [`spawn_child`](Self::spawn_child) for an [`Exec`](crate::Exec): the same, but started
+    /// with `posix_spawn`, which sets the child's clean signal state itself, so it costs no
+    /// more than `Command::spawn` (`spawn_child`'s reset makes `Command` fork). Where the
+    /// system's `posix_spawn` cannot do what the `Exec` asks (a working directory with an old
+    /// C library, any `Exec` on OpenBSD, whose `posix_spawn` does not report a failed exec),
+    /// it is started as a `Command`, with the same result. A NUL byte in the program, an
+    /// argument or the environment fails with `Error::Spawn` and `EINVAL`.
+    fn spawn_exec(
+        &self,
+        exec: crate::Exec,
+        options: SpawnOptions,
+        handler: H,
+    ) -> Result<Spawned, Rejected<H>>;
+
     /// Send `signal` to the child a watcher watches, race-free: through its pidfd (or, in the
     /// fallback, `kill` while the loop guarantees the child is not yet reaped), so a recycled
     /// pid is never hit. [`SignalChildError::Gone`] once the child has exited.

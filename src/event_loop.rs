@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::backend::{Backend, BackendEvent};
+use crate::backend::{Backend, BackendEvent, ChildCommand};
 use crate::child::Spawned;
 use crate::control::{Control, Cx, KernelFaults, Usage};
 use crate::error::{BuildError, Error, Rejected, SignalChildError, UsageError};
@@ -465,6 +465,55 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
         }
     }
 
+    /// Reserve a child watcher, start `cmd`, watch the child: all or nothing.
+    fn spawn(
+        &self,
+        cmd: ChildCommand<'_>,
+        options: SpawnOptions,
+        handler: H,
+    ) -> Result<Spawned, Rejected<H>> {
+        let mut watched = SignalSet::new();
+        let id = self.register(handler, |s| {
+            watched = s.watched_signals();
+            s.reserve_child(options.priority.0).map_err(|e| (e, None))
+        })?;
+        let reset = match options.signals {
+            ChildSignals::Reset => Some(watched),
+            ChildSignals::Inherit => None,
+        };
+        // Spawned unlocked (fork and exec take a while); nothing reaps the child before it is
+        // watched: the loop reaps only watched children.
+        let spawned = match self.backend.spawn(cmd, reset) {
+            Ok(p) => p,
+            Err(e) => {
+                let handler = self.state.with(|s| {
+                    let h = self.take_handler(id.index);
+                    s.discard(id.index);
+                    h
+                });
+                let error = Error::Spawn { errno: e.errno };
+                return match handler {
+                    Some(handler) => Err(Rejected::new(error, handler, None)),
+                    // Unreachable: the handler was stored by the registration just above.
+                    None => std::process::abort(),
+                };
+            }
+        };
+        self.state.with(|s| {
+            if s.watch_child(id.index, spawned.pid, &self.backend).is_err() {
+                // Reaped already by someone else (a program-wide SIGCHLD handler): report it.
+                s.child_lost(id.index, spawned.pid, &self.wake);
+            }
+        });
+        Ok(Spawned {
+            id,
+            pid: spawned.pid,
+            stdin: spawned.stdin,
+            stdout: spawned.stdout,
+            stderr: spawned.stderr,
+        })
+    }
+
     /// Run a registration under the lock and store the handler if it succeeded; a failure
     /// hands the handler back without dropping it under the lock.
     fn register(
@@ -635,46 +684,16 @@ impl<H: Handler, B: Backend, F: Flavor> Control<H> for EventLoop<H, B, F> {
         options: SpawnOptions,
         handler: H,
     ) -> Result<Spawned, Rejected<H>> {
-        let mut watched = SignalSet::new();
-        let id = self.register(handler, |s| {
-            watched = s.watched_signals();
-            s.reserve_child(options.priority.0).map_err(|e| (e, None))
-        })?;
-        let reset = match options.signals {
-            ChildSignals::Reset => Some(watched),
-            ChildSignals::Inherit => None,
-        };
-        // Spawned unlocked (fork and exec take a while); nothing reaps the child before it is
-        // watched: the loop reaps only watched children.
-        let spawned = match self.backend.spawn(&mut cmd, reset) {
-            Ok(p) => p,
-            Err(e) => {
-                let handler = self.state.with(|s| {
-                    let h = self.take_handler(id.index);
-                    s.discard(id.index);
-                    h
-                });
-                let error = Error::Spawn { errno: e.errno };
-                return match handler {
-                    Some(handler) => Err(Rejected::new(error, handler, None)),
-                    // Unreachable: the handler was stored by the registration just above.
-                    None => std::process::abort(),
-                };
-            }
-        };
-        self.state.with(|s| {
-            if s.watch_child(id.index, spawned.pid, &self.backend).is_err() {
-                // Reaped already by someone else (a program-wide SIGCHLD handler): report it.
-                s.child_lost(id.index, spawned.pid, &self.wake);
-            }
-        });
-        Ok(Spawned {
-            id,
-            pid: spawned.pid,
-            stdin: spawned.stdin,
-            stdout: spawned.stdout,
-            stderr: spawned.stderr,
-        })
+        self.spawn(ChildCommand::Command(&mut cmd), options, handler)
+    }
+
+    fn spawn_exec(
+        &self,
+        mut exec: crate::Exec,
+        options: SpawnOptions,
+        handler: H,
+    ) -> Result<Spawned, Rejected<H>> {
+        self.spawn(ChildCommand::Exec(&mut exec), options, handler)
     }
 
     fn signal_child(&self, id: WatchId, signal: Signal) -> Result<(), SignalChildError> {

@@ -65,6 +65,7 @@ mod child;
 mod control;
 mod error;
 mod event_loop;
+mod exec;
 mod handler;
 mod heap;
 mod id;
@@ -86,6 +87,7 @@ pub use error::{
     BuildError, Errno, Error, Pool, Rejected, SignalChildError, UsageError, WatchKind,
 };
 pub use event_loop::{Builder, EventLoop, ThreadedLoop};
+pub use exec::{Exec, ExecStdio};
 
 /// The default backend of this platform: epoll on Linux, kqueue on the BSDs and macOS. (The
 /// platform list lives in `build.rs`, which sets `dasynq_epoll` or `dasynq_kqueue`.)

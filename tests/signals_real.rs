@@ -36,7 +36,11 @@ fn reserved_watch_falls_back_when_the_fd_limit_is_reached() {
         .unwrap();
     let mut cmd = Command::new("/bin/sh");
     cmd.arg("-c").arg("sleep 0.2; exit 6");
-    let pid = lp.backend().spawn(&mut cmd, None).expect("spawn").pid;
+    let pid = lp
+        .backend()
+        .spawn(dasynq::backend::ChildCommand::Command(&mut cmd), None)
+        .expect("spawn")
+        .pid;
     let old = rustix::process::getrlimit(Resource::Nofile);
     // The lowest free fd number: with the soft limit there, the next fd cannot be allocated.
     let probe = std::io::stdin().as_fd().try_clone_to_owned().expect("dup");
@@ -227,6 +231,140 @@ fn spawned_children_start_with_a_clean_signal_state(fallback: bool) {
     );
 }
 
+/// `spawn_exec`: everything an `Exec` says reaches the child (real kernel, `/proc`), and the
+/// signal state is clean without a fork. Both child paths.
+#[cfg(dasynq_epoll)]
+fn spawn_exec_gives_the_child_what_it_asks_for(fallback: bool) {
+    use dasynq::{ChildStatus, Errno, Error, Exec, ExecStdio, Signal, SignalSet};
+    use std::io::Read;
+    let lp = EventLoop::<FnHandler>::builder()
+        .child_watch_fallback(fallback)
+        .build()
+        .unwrap();
+    let seen = std::rc::Rc::new(std::cell::Cell::new(None));
+    let handler = || {
+        let s = seen.clone();
+        FnHandler::new(move |_, ev| {
+            if let Event::Child { status, .. } = ev {
+                s.set(Some(status));
+            }
+            Rearm::Remove
+        })
+    };
+    let wait_exit = || {
+        let start = std::time::Instant::now();
+        while seen.get().is_none() && start.elapsed() < std::time::Duration::from_secs(20) {
+            lp.run_timeout(std::time::Duration::from_millis(100));
+        }
+        seen.take().expect("the child exited")
+    };
+    let _hup = Disposition::ignore(Signal::HUP);
+
+    // Signal state: clean, with TERM blocked and HUP ignored here.
+    let mut e = Exec::new("/bin/sleep");
+    e.arg("30");
+    let sp = lp.spawn_exec(e, SpawnOptions::new(), handler()).unwrap();
+    assert_eq!(proc_signals(sp.pid, "SigBlk"), SignalSet::new());
+    let ign = proc_signals(sp.pid, "SigIgn");
+    assert!(
+        !ign.contains(Signal::HUP) && !ign.contains(Signal::PIPE),
+        "{ign:?}"
+    );
+    lp.signal_child(sp.id, Signal::TERM).unwrap();
+    assert_eq!(
+        wait_exit(),
+        ChildStatus::Signaled {
+            signal: Signal::TERM,
+            core_dumped: false
+        }
+    );
+    // Inherited when asked.
+    let mut e = Exec::new("/bin/sleep");
+    e.arg("30");
+    let sp = lp
+        .spawn_exec(e, SpawnOptions::new().inherit_signals(), handler())
+        .unwrap();
+    assert!(proc_signals(sp.pid, "SigBlk").contains(Signal::TERM));
+    assert!(
+        !proc_signals(sp.pid, "SigIgn").contains(Signal::PIPE),
+        "SIGPIPE's default comes back either way, as with Command"
+    );
+    lp.signal_child(sp.id, Signal::KILL).unwrap();
+    wait_exit();
+
+    // Arguments, environment, working directory, piped stdout, /dev/null stdin.
+    let dir = std::env::temp_dir().canonicalize().unwrap();
+    let mut e = Exec::new("sh");
+    e.arg("-c")
+        .arg("echo \"$A,${B-unset},$PWD\"; cat; echo done")
+        .env("A", "one")
+        .env("B", "two")
+        .env_remove("B")
+        .current_dir(&dir)
+        .stdin(ExecStdio::Null)
+        .stdout(ExecStdio::Piped);
+    let sp = lp.spawn_exec(e, SpawnOptions::new(), handler()).unwrap();
+    let mut out = String::new();
+    sp.stdout
+        .expect("piped stdout")
+        .read_to_string(&mut out)
+        .unwrap();
+    assert_eq!(out, format!("one,unset,{}\ndone\n", dir.display()));
+    assert_eq!(wait_exit(), ChildStatus::Exited(0));
+
+    // A cleared environment; stdout into a file given as an fd.
+    let path = dir.join(format!("dasynq-exec-{}", std::process::id()));
+    let file = std::fs::File::create(&path).unwrap();
+    let mut e = Exec::new("/bin/sh");
+    e.arg("-c")
+        .arg("echo \"${HOME-none}\"")
+        .env_clear()
+        .stdout(ExecStdio::Fd(file.into()));
+    lp.spawn_exec(e, SpawnOptions::new(), handler()).unwrap();
+    assert_eq!(wait_exit(), ChildStatus::Exited(0));
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "none\n");
+    let _ = std::fs::remove_file(&path);
+
+    // Its own process group.
+    let mut e = Exec::new("/bin/sleep");
+    e.arg("30").process_group(0);
+    let sp = lp.spawn_exec(e, SpawnOptions::new(), handler()).unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", sp.pid)).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let pgrp: u32 = after.split(' ').nth(2).unwrap().parse().unwrap();
+    assert_eq!(pgrp, sp.pid, "the leader of a group of its own");
+    lp.signal_child(sp.id, Signal::KILL).unwrap();
+    wait_exit();
+
+    // Errors come back typed, with the handler, and take no slot.
+    let before = lp.usage().watchers;
+    let e = lp
+        .spawn_exec(
+            Exec::new("/nonexistent/dasynq-no-such-program"),
+            SpawnOptions::new(),
+            handler(),
+        )
+        .unwrap_err();
+    assert_eq!(
+        e.error,
+        Error::Spawn {
+            errno: Errno::NOENT
+        }
+    );
+    let mut bad = Exec::new("/bin/true");
+    bad.arg("nul\0inside");
+    let e = lp
+        .spawn_exec(bad, SpawnOptions::new(), handler())
+        .unwrap_err();
+    assert_eq!(
+        e.error,
+        Error::Spawn {
+            errno: Errno::INVAL
+        }
+    );
+    assert_eq!(lp.usage().watchers, before);
+}
+
 fn main() {
     // First thing, before any thread: block every signal the scenarios watch.
     let set = dasynq::SignalSet::of(&suite::procs::used_signals());
@@ -251,6 +389,10 @@ fn main() {
         tests.push((
             format!("spawned_children_start_with_a_clean_signal_state::{path}"),
             Box::new(move || spawned_children_start_with_a_clean_signal_state(fallback)),
+        ));
+        tests.push((
+            format!("spawn_exec_gives_the_child_what_it_asks_for::{path}"),
+            Box::new(move || spawn_exec_gives_the_child_what_it_asks_for(fallback)),
         ));
     }
     let (mut passed, mut failed) = (0, Vec::new());

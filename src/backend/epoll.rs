@@ -14,7 +14,6 @@
 //! reaped with `waitid(P_PIDFD)`; the fallback is `waitid(P_PID)`.
 
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -149,7 +148,11 @@ pub trait EpollKernel: Send + Sync + 'static {
     fn kill(&self, pid: u32, signal: Signal) -> Result<(), Errno>;
     /// Start a process (`Command::spawn` on the real kernel), with the signal state `reset`
     /// asks for (see [`Backend::spawn`]).
-    fn spawn(&self, cmd: &mut Command, reset: Option<SignalSet>) -> Result<SpawnedProcess, Errno>;
+    fn spawn(
+        &self,
+        cmd: super::ChildCommand<'_>,
+        reset: Option<SignalSet>,
+    ) -> Result<SpawnedProcess, Errno>;
 }
 
 const TOKEN_CLOCK: [u64; 2] = [Token::RESERVED, Token::RESERVED + 1];
@@ -460,7 +463,7 @@ impl<K: EpollKernel> Backend for Epoll<K> {
 
     fn spawn(
         &self,
-        cmd: &mut Command,
+        cmd: super::ChildCommand<'_>,
         reset: Option<SignalSet>,
     ) -> Result<SpawnedProcess, KernelError> {
         self.kernel.spawn(cmd, reset).map_err(|errno| KernelError {

@@ -30,7 +30,6 @@
 //!   macOS; FreeBSD and DragonFly report its exit at once) is reaped by the fallback poll.
 
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -220,7 +219,11 @@ pub trait KqueueKernel: Clone + Send + Sync + 'static {
     fn kill(&self, pid: u32, signal: Signal) -> Result<(), Errno>;
     /// Start a process (`Command::spawn` on the real kernel), with the signal state `reset`
     /// asks for (see [`Backend::spawn`]).
-    fn spawn(&self, cmd: &mut Command, reset: Option<SignalSet>) -> Result<SpawnedProcess, Errno>;
+    fn spawn(
+        &self,
+        cmd: super::ChildCommand<'_>,
+        reset: Option<SignalSet>,
+    ) -> Result<SpawnedProcess, Errno>;
 }
 
 const TOKEN_CLOCK: [u64; 2] = [Token::RESERVED, Token::RESERVED + 1];
@@ -751,7 +754,7 @@ impl<K: KqueueKernel> Backend for Kqueue<K> {
 
     fn spawn(
         &self,
-        cmd: &mut Command,
+        cmd: super::ChildCommand<'_>,
         reset: Option<SignalSet>,
     ) -> Result<SpawnedProcess, KernelError> {
         self.kernel.spawn(cmd, reset).map_err(kerr("spawn"))

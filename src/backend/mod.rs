@@ -123,6 +123,26 @@ pub struct ChildHandle {
     pub fallback: bool,
 }
 
+/// What to start as a child: a `std::process::Command`, or an [`Exec`](crate::Exec) (which the
+/// real kernels hand to `posix_spawn`).
+#[derive(Debug)]
+pub enum ChildCommand<'a> {
+    /// A std command.
+    Command(&'a mut Command),
+    /// A `posix_spawn` description (its stdio fds are taken from it).
+    Exec(&'a mut crate::Exec),
+}
+
+impl ChildCommand<'_> {
+    /// The program to run.
+    pub fn program(&self) -> &std::ffi::OsStr {
+        match self {
+            ChildCommand::Command(c) => c.get_program(),
+            ChildCommand::Exec(e) => e.get_program(),
+        }
+    }
+}
+
 /// An OS event facility (or a simulation of one) under the loop core.
 ///
 /// Every method takes `&self`; the core serialises the calls that change registrations (it
@@ -222,7 +242,7 @@ pub trait Backend: Send + Sync + 'static {
     /// the calling thread's mask and the dispositions, as `Command::spawn` gives them.
     fn spawn(
         &self,
-        cmd: &mut Command,
+        cmd: ChildCommand<'_>,
         reset: Option<SignalSet>,
     ) -> Result<SpawnedProcess, KernelError>;
 }

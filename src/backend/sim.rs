@@ -24,7 +24,6 @@
 //! ```
 
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -403,7 +402,7 @@ impl Backend for Sim {
 
     fn spawn(
         &self,
-        _cmd: &mut Command,
+        _cmd: crate::backend::ChildCommand<'_>,
         _reset: Option<SignalSet>,
     ) -> Result<SpawnedProcess, KernelError> {
         let pid = self.change(|o, _| o.spawn_process(true).map_err(kerr("spawn")))?;

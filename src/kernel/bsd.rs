@@ -19,7 +19,6 @@
 #![allow(clippy::unnecessary_cast)]
 
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::process::Command;
 use std::time::Duration;
 
 use super::kqueue_abi::{RawKev, TARGET, TARGET_ABI};
@@ -308,19 +307,12 @@ impl KqueueKernel for BsdKqueue {
         Ok(())
     }
 
-    fn spawn(&self, cmd: &mut Command, reset: Option<SignalSet>) -> Result<SpawnedProcess, Errno> {
-        if let Some(set) = reset {
-            super::posix::reset_signals_in_child(cmd, set);
-        }
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| Errno(e.raw_os_error().unwrap_or(libc::EINVAL)))?;
-        Ok(SpawnedProcess {
-            pid: child.id(),
-            stdin: child.stdin.take(),
-            stdout: child.stdout.take(),
-            stderr: child.stderr.take(),
-        })
+    fn spawn(
+        &self,
+        cmd: crate::backend::ChildCommand<'_>,
+        reset: Option<SignalSet>,
+    ) -> Result<SpawnedProcess, Errno> {
+        super::spawn::spawn(cmd, reset)
     }
 }
 

@@ -9,7 +9,6 @@
 //! wrappers do.
 
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -409,7 +408,11 @@ impl<K: EpollKernel> EpollKernel for Faulty<K> {
         self.plan.check(SimCall::SignalChild)?;
         self.inner.kill(pid, signal)
     }
-    fn spawn(&self, cmd: &mut Command, reset: Option<SignalSet>) -> Result<SpawnedProcess, Errno> {
+    fn spawn(
+        &self,
+        cmd: crate::backend::ChildCommand<'_>,
+        reset: Option<SignalSet>,
+    ) -> Result<SpawnedProcess, Errno> {
         self.plan.check(SimCall::Spawn)?;
         self.inner.spawn(cmd, reset)
     }
@@ -527,7 +530,11 @@ impl<K: KqueueKernel> KqueueKernel for Faulty<K> {
         self.plan.check(SimCall::SignalChild)?;
         self.inner.kill(pid, signal)
     }
-    fn spawn(&self, cmd: &mut Command, reset: Option<SignalSet>) -> Result<SpawnedProcess, Errno> {
+    fn spawn(
+        &self,
+        cmd: crate::backend::ChildCommand<'_>,
+        reset: Option<SignalSet>,
+    ) -> Result<SpawnedProcess, Errno> {
         self.plan.check(SimCall::Spawn)?;
         self.inner.spawn(cmd, reset)
     }
@@ -651,7 +658,7 @@ impl<B: Backend> Backend for Faulty<B> {
     }
     fn spawn(
         &self,
-        cmd: &mut Command,
+        cmd: crate::backend::ChildCommand<'_>,
         reset: Option<SignalSet>,
     ) -> Result<SpawnedProcess, KernelError> {
         self.plan.check(SimCall::Spawn).map_err(kerr("spawn"))?;

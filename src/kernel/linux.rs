@@ -2,7 +2,6 @@
 //! `waitid` through `rustix`; `signalfd` through `libc` (rustix has none).
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::process::Command;
 use std::time::Duration;
 
 use rustix::process::{Pid, PidfdFlags, WaitId, WaitIdOptions, WaitIdStatus};
@@ -311,19 +310,11 @@ impl EpollKernel for LinuxEpoll {
         rustix::process::kill_process(pid(child)?, rustix_signal(signal)?).map_err(errno)
     }
 
-    fn spawn(&self, cmd: &mut Command, reset: Option<SignalSet>) -> Result<SpawnedProcess, Errno> {
-        if let Some(set) = reset {
-            super::posix::reset_signals_in_child(cmd, set);
-        }
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| Errno(e.raw_os_error().unwrap_or(libc::EINVAL)))?;
-        // Dropping a `Child` neither waits for nor kills the process: the loop reaps it.
-        Ok(SpawnedProcess {
-            pid: child.id(),
-            stdin: child.stdin.take(),
-            stdout: child.stdout.take(),
-            stderr: child.stderr.take(),
-        })
+    fn spawn(
+        &self,
+        cmd: crate::backend::ChildCommand<'_>,
+        reset: Option<SignalSet>,
+    ) -> Result<SpawnedProcess, Errno> {
+        super::spawn::spawn(cmd, reset)
     }
 }

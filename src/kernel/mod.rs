@@ -10,6 +10,8 @@ mod linux;
 mod posix;
 #[cfg(any(all(dasynq_kqueue, not(dasynq_sigtimedwait)), all(test, dasynq_epoll)))]
 mod sigcatch;
+#[cfg(any(dasynq_epoll, dasynq_kqueue))]
+mod spawn;
 
 #[cfg(dasynq_kqueue)]
 pub use bsd::{BsdKqueue, KqueueBuffer};

@@ -57,9 +57,7 @@ fn sigmask(how: libc::c_int, set: Option<SignalSet>) -> Result<SignalSet, Errno>
 /// `cargo bench --bench signals_children`).
 pub(crate) fn reset_signals_in_child(cmd: &mut std::process::Command, set: SignalSet) {
     use std::os::unix::process::CommandExt;
-    let mut reset = set.union(blocked_signals());
-    reset.remove(Signal::KILL);
-    reset.remove(Signal::STOP);
+    let reset = child_reset_set(set);
     // Computed here, in the parent: the child only reads this copy (no allocation there).
     let hook = move || {
         reset_in_child(reset);
@@ -70,6 +68,21 @@ pub(crate) fn reset_signals_in_child(cmd: &mut std::process::Command, set: Signa
     // POSIX's async-signal-safe list), allocates nothing (the set is a `Copy` value captured
     // by move and iterated in place) and touches no lock.
     unsafe { cmd.pre_exec(hook) };
+}
+
+/// The signals a child's reset gives the default disposition: those in `set`, those blocked
+/// in the calling thread, and `SIGPIPE` (Rust ignores it; `Command` resets it too); never
+/// `SIGKILL`, `SIGSTOP` or the C library's own.
+pub(crate) fn child_reset_set(set: SignalSet) -> SignalSet {
+    let mut reset = set.union(blocked_signals());
+    reset.add(Signal::PIPE);
+    let all = reset;
+    for sig in all.iter() {
+        if sig.unwatchable().is_some() {
+            reset.remove(sig);
+        }
+    }
+    reset
 }
 
 /// The child side of [`reset_signals_in_child`]. Errors are ignored: a number the C library

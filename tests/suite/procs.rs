@@ -756,7 +756,10 @@ pub fn children_reservation_survives_every_rearm_code<X: Fixture>(fallback: bool
         let pid = {
             // Spawn outside the loop, then watch with the reservation (cannot fail).
             let mut cmd = fx.exit_command(code);
-            lp.backend().spawn(&mut cmd, None).expect("spawn").pid
+            lp.backend()
+                .spawn(dasynq::backend::ChildCommand::Command(&mut cmd), None)
+                .expect("spawn")
+                .pid
         };
         lp.watch_child(id, pid).unwrap();
         assert_eq!(
@@ -827,7 +830,10 @@ pub fn children_disarm_then_remove_cycles_release_once<X: Fixture>(fallback: boo
             .unwrap();
         let pid = lp
             .backend()
-            .spawn(&mut fx.exit_command(0), None)
+            .spawn(
+                dasynq::backend::ChildCommand::Command(&mut fx.exit_command(0)),
+                None,
+            )
             .expect("spawn")
             .pid;
         lp.watch_child(id, pid).unwrap();
@@ -878,7 +884,10 @@ pub fn children_bad_input_is_refused_and_leaks_nothing<X: Fixture>(fallback: boo
     // A pid that was our child but is already reaped is not one any more.
     let pid = lp
         .backend()
-        .spawn(&mut fx.exit_command(0), None)
+        .spawn(
+            dasynq::backend::ChildCommand::Command(&mut fx.exit_command(0)),
+            None,
+        )
         .expect("spawn")
         .pid;
     fx.finish(pid, 0);

@@ -20,7 +20,6 @@
 //!   process that is not an unreaped child.
 
 use std::os::fd::{AsRawFd, RawFd};
-use std::process::Command;
 use std::time::Duration;
 
 use super::world::{MAX_PROCESSES, Objects, ProcState, SimWorld, reserved};
@@ -610,7 +609,7 @@ impl EpollKernel for EpollSim {
 
     fn spawn(
         &self,
-        _cmd: &mut Command,
+        _cmd: crate::backend::ChildCommand<'_>,
         _reset: Option<SignalSet>,
     ) -> Result<SpawnedProcess, Errno> {
         self.sys_spawn()

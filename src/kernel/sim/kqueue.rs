@@ -43,7 +43,6 @@
 //! their sources are in [`KqueuePlatform::features`].
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::process::Command;
 use std::time::Duration;
 
 use super::world::{Objects, ProcState, SimWorld, reserved};
@@ -731,7 +730,7 @@ impl KqueueKernel for KqueueSim {
 
     fn spawn(
         &self,
-        _cmd: &mut Command,
+        _cmd: crate::backend::ChildCommand<'_>,
         _reset: Option<SignalSet>,
     ) -> Result<SpawnedProcess, Errno> {
         self.sys_spawn()
