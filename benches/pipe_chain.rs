@@ -9,10 +9,10 @@
 //! Run: `cargo bench --bench pipe_chain` (options: `--rounds N`, `--pipes N`, `--active N`,
 //! `--writes N`, and `--only I` to run variant I alone, for profiling).
 
-#[cfg(target_os = "linux")]
+#[cfg(dasynq_epoll)]
 mod common;
 
-#[cfg(target_os = "linux")]
+#[cfg(dasynq_epoll)]
 mod imp {
 
     use std::cell::Cell;
@@ -288,13 +288,13 @@ mod imp {
     }
 }
 
-#[cfg(target_os = "linux")]
+#[cfg(dasynq_epoll)]
 fn main() {
     imp::main()
 }
 
 /// The baselines are Linux's (raw epoll): elsewhere there is nothing to compare against.
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(dasynq_epoll))]
 fn main() {
     eprintln!("pipe_chain: this benchmark compares dasynq with raw epoll and runs on Linux only");
 }

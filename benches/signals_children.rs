@@ -17,10 +17,10 @@
 //! Run: `cargo bench --bench signals_children` (options: `--rounds N`, `--signals N`,
 //! `--children N`).
 
-#[cfg(target_os = "linux")]
+#[cfg(dasynq_epoll)]
 mod common;
 
-#[cfg(target_os = "linux")]
+#[cfg(dasynq_epoll)]
 mod imp {
 
     use std::cell::Cell;
@@ -244,13 +244,13 @@ mod imp {
     }
 }
 
-#[cfg(target_os = "linux")]
+#[cfg(dasynq_epoll)]
 fn main() {
     imp::main()
 }
 
 /// The baselines are Linux's (raw signalfd and sigqueue): elsewhere there is nothing to compare against.
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(dasynq_epoll))]
 fn main() {
     eprintln!(
         "signals_children: this benchmark compares dasynq with raw signalfd and sigqueue and runs on Linux only"

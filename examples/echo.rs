@@ -71,14 +71,14 @@ enum Server {
 }
 
 /// Accept one connection as a non-blocking, close-on-exec socket: atomically with `accept4`
-/// where the system has it, else with `fcntl` after `accept` (macOS).
+/// where the system has it, else with `fcntl` after `accept`.
 fn accept_nonblocking(fd: BorrowedFd<'_>) -> rustix::io::Result<OwnedFd> {
-    #[cfg(not(target_vendor = "apple"))]
+    #[cfg(dasynq_pipe2)]
     {
         use rustix::net::SocketFlags;
         rustix::net::accept_with(fd, SocketFlags::NONBLOCK | SocketFlags::CLOEXEC)
     }
-    #[cfg(target_vendor = "apple")]
+    #[cfg(not(dasynq_pipe2))]
     {
         let conn = rustix::net::accept(fd)?;
         rustix::io::fcntl_setfd(&conn, rustix::io::FdFlags::CLOEXEC)?;

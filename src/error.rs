@@ -61,7 +61,7 @@ impl Errno {
         self.0
     }
 
-    #[cfg_attr(not(any(target_os = "linux", test, feature = "sim")), allow(dead_code))]
+    #[cfg_attr(not(any(dasynq_epoll, test, feature = "sim")), allow(dead_code))]
     pub(crate) fn from_rustix(e: rustix::io::Errno) -> Errno {
         Errno(e.raw_os_error())
     }

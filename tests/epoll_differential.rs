@@ -10,7 +10,7 @@
 //! This is what makes "proven on a simulated kernel" mean something: a rule the simulation
 //! gets wrong shows up here as a difference with the kernel that defines the rule.
 
-#![cfg(target_os = "linux")]
+#![cfg(dasynq_epoll)]
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Duration;

@@ -655,3 +655,38 @@ fn a_signal_reported_while_reading_was_blocked_is_taken_once_it_is_not() {
         assert_eq!(s.sim.pending_signals(), 0, "{platform:?}");
     }
 }
+
+/// Bad input from a kqueue kernel, on every profile (each speaking its own numbers): an
+/// errno no name has (it crosses the translation as it is) is a counted fault and the change
+/// is retried; an event whose filter does not decode is counted and dropped, never routed to
+/// a watcher.
+#[test]
+fn bad_kernel_input_is_counted_never_misrouted() {
+    for platform in PLATFORMS {
+        let s = setup::<Single>(platform);
+        let (r, w) = s.sim.pipe().unwrap();
+        let id = s.watch(r, "r", Rearm::Rearm);
+        let strange = Errno(4000);
+        s.faults.inject(SimCall::KeventChange, Fault::once(strange));
+        s.lp.disable(id).unwrap();
+        let f = s.lp.kernel_faults();
+        assert_eq!(
+            (f.count, f.last.unwrap().errno),
+            (1, strange),
+            "{platform:?}"
+        );
+        s.sim.write(&w, 1).unwrap();
+        assert_eq!(
+            s.lp.poll(),
+            0,
+            "{platform:?}: disabled, whatever the kernel holds"
+        );
+        s.lp.enable(id).unwrap();
+        s.faults.plan().garble_waits(1);
+        assert_eq!(s.lp.poll(), 1, "{platform:?}: the real event still runs");
+        assert_eq!(s.take(), vec!["r:READABLE".to_string()], "{platform:?}");
+        let f = s.lp.kernel_faults();
+        assert_eq!(f.count, 2, "{platform:?}: the garbled event counted");
+        assert_eq!(f.last.unwrap().errno, Errno::INVAL);
+    }
+}

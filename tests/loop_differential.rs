@@ -8,7 +8,7 @@
 //! The kernel-level comparison is `epoll_differential.rs`; this one holds the loop, the
 //! backend and the simulations to the real kernel together.
 
-#![cfg(target_os = "linux")]
+#![cfg(dasynq_epoll)]
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex};

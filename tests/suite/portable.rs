@@ -40,15 +40,9 @@ pub fn regular_file() -> OwnedFd {
     std::fs::File::open(exe).expect("open").into()
 }
 
-#[cfg(not(any(
-    target_vendor = "apple",
-    target_os = "openbsd",
-    target_os = "dragonfly"
-)))]
-use libc::sigqueue;
-
-// DragonFly has sigqueue(2), but the libc crate does not declare it.
-#[cfg(target_os = "dragonfly")]
+// sigqueue(2) where the system has it (the `libc` crate does not declare it for every one of
+// them, so it is declared here).
+#[cfg(dasynq_sigqueue)]
 unsafe extern "C" {
     fn sigqueue(pid: libc::pid_t, sig: libc::c_int, value: libc::sigval) -> libc::c_int;
 }
@@ -57,7 +51,7 @@ unsafe extern "C" {
 /// with `kill` (macOS and OpenBSD: the value is dropped, their siginfo has no room for it).
 pub fn send_to_self(sig: Signal, value: Option<i32>) {
     let pid = std::process::id() as libc::pid_t;
-    #[cfg(not(any(target_vendor = "apple", target_os = "openbsd")))]
+    #[cfg(dasynq_sigqueue)]
     let r = match value {
         Some(v) => {
             let val = libc::sigval {
@@ -69,7 +63,7 @@ pub fn send_to_self(sig: Signal, value: Option<i32>) {
         // SAFETY (test): kill our own pid with a blocked signal.
         None => unsafe { libc::kill(pid, sig.raw()) },
     };
-    #[cfg(any(target_vendor = "apple", target_os = "openbsd"))]
+    #[cfg(not(dasynq_sigqueue))]
     let r = {
         let _ = value;
         // SAFETY (test): kill our own pid with a blocked signal.

@@ -866,6 +866,27 @@ pub fn children_bad_input_is_refused_and_leaks_nothing<X: Fixture>(fallback: boo
         Err(SignalChildError::Gone),
         "idle: no child"
     );
+    // Numbers no signal has here, and the C library's own (glibc's 32 and 33 on Linux,
+    // FreeBSD's SIGTHR and SIGLIBRT): refused before anything is sent.
+    let mut refused = vec![
+        Signal::from_raw(0),
+        Signal::from_raw(-1),
+        Signal::from_raw(500),
+    ];
+    if let Some(first_rt) = Signal::rt(0) {
+        if first_rt.raw() > 32 {
+            refused.push(Signal::from_raw(32));
+        }
+    }
+    for sig in refused {
+        assert!(
+            matches!(
+                lp.signal_child(id, sig),
+                Err(SignalChildError::Usage(UsageError::InvalidArgument(_)))
+            ),
+            "{sig:?}"
+        );
+    }
     let before = lp.usage();
     let e = lp
         .spawn_child(

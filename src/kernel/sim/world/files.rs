@@ -134,12 +134,12 @@ enum Wake {
 /// A real pipe whose fds stand for simulated objects (close-on-exec, so spawned processes do
 /// not inherit them).
 fn placeholder_pair() -> Result<(OwnedFd, OwnedFd), Errno> {
-    // `pipe2(O_CLOEXEC)` where it exists (also what Miri supports); macOS has only `pipe`.
-    #[cfg(not(target_vendor = "apple"))]
+    // `pipe2(O_CLOEXEC)` where it exists (also what Miri supports); elsewhere `pipe` + `fcntl`.
+    #[cfg(dasynq_pipe2)]
     {
         rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(Errno::from_rustix)
     }
-    #[cfg(target_vendor = "apple")]
+    #[cfg(not(dasynq_pipe2))]
     {
         let (r, w) = rustix::pipe::pipe().map_err(Errno::from_rustix)?;
         for fd in [&r, &w] {
