@@ -531,40 +531,5 @@ fn program(seed: u64) -> Vec<Op> {
 
 #[test]
 fn random_programs_agree() {
-    // `DASYNQ_DIFFERENTIAL_PROGRAMS=N` runs more (the closing notes record longer runs).
-    let n = std::env::var("DASYNQ_DIFFERENTIAL_PROGRAMS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(150u64);
-    let mut failures = Vec::new();
-    let first = std::env::var("DASYNQ_DIFFERENTIAL_FIRST")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0u64);
-    let mut timing = Vec::new();
-    for seed in first..first + n {
-        let p = program(seed);
-        if let Err(e) = compare(&p) {
-            // TCP's FIN and reset travel through loopback in the kernel's own time: on a
-            // loaded machine one may not have arrived within the pause the real world takes
-            // after each step. A program that agrees when run again was timing; one that
-            // differs every time is a difference.
-            if (0..2).any(|_| compare(&p).is_ok()) {
-                timing.push(seed);
-            } else {
-                failures.push(format!("seed {seed}: {e}"));
-            }
-        }
-    }
-    println!("{n} programs; differed once and agreed when rerun (timing): {timing:?}");
-    assert!(
-        failures.is_empty(),
-        "{} differ:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
-    assert!(
-        timing.len() as u64 <= n / 50 + 1,
-        "too many timing differences: {timing:?}"
-    );
+    files::random_programs(150, 50, |seed| compare(&program(seed)));
 }

@@ -416,43 +416,10 @@ fn program(seed: u64) -> Vec<Op> {
 
 #[test]
 fn random_programs_agree() {
-    // `DASYNQ_DIFFERENTIAL_PROGRAMS=N` runs more.
-    let n = std::env::var("DASYNQ_DIFFERENTIAL_PROGRAMS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(60u64);
-    let mut failures = Vec::new();
-    let mut timing = Vec::new();
-    for seed in 0..n {
+    files::random_programs(60, 25, |seed| {
         let p = program(seed);
-        for (flavour, r) in [
-            ("single", compare::<Single>(&p)),
-            ("threaded", compare::<Threaded>(&p)),
-        ] {
-            if let Err(e) = r {
-                // As in `epoll_differential.rs`: TCP over loopback takes the kernel's time.
-                let again = if flavour == "single" {
-                    compare::<Single>(&p).is_ok() || compare::<Single>(&p).is_ok()
-                } else {
-                    compare::<Threaded>(&p).is_ok() || compare::<Threaded>(&p).is_ok()
-                };
-                if again {
-                    timing.push((seed, flavour));
-                } else {
-                    failures.push(format!("seed {seed} ({flavour}): {e}"));
-                }
-            }
-        }
-    }
-    println!("{n} programs; differed once and agreed when rerun (timing): {timing:?}");
-    assert!(
-        failures.is_empty(),
-        "{} differ:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
-    assert!(
-        timing.len() as u64 <= n / 25 + 1,
-        "too many timing differences: {timing:?}"
-    );
+        compare::<Single>(&p)
+            .map_err(|e| format!("single: {e}"))
+            .and_then(|()| compare::<Threaded>(&p).map_err(|e| format!("threaded: {e}")))
+    });
 }

@@ -198,6 +198,26 @@ impl FaultPlan {
         result
     }
 
+    /// A wait through the plan: a failed one leaves `buf` reporting nothing; a successful one
+    /// may report a garbled event too.
+    fn wait<T, E>(
+        &self,
+        call: SimCall,
+        buf: &mut FaultyBuffer<T>,
+        inner: impl FnOnce(&mut T) -> Result<(), E>,
+        fault: impl Fn(Errno) -> E,
+    ) -> Result<(), E> {
+        buf.failed = false;
+        buf.garbled = false;
+        if let Err(e) = self.check(call) {
+            buf.failed = true;
+            return Err(fault(e));
+        }
+        inner(&mut buf.inner)?;
+        buf.garbled = self.take_garbled();
+        Ok(())
+    }
+
     fn take_garbled(&self) -> bool {
         let mut p = self.lock();
         if p.garbled > 0 {
@@ -328,15 +348,13 @@ impl<K: EpollKernel> EpollKernel for Faulty<K> {
         buf: &mut Self::Buffer,
         timeout: Option<Duration>,
     ) -> Result<(), Errno> {
-        buf.failed = false;
-        buf.garbled = false;
-        if let Err(e) = self.plan.check(SimCall::EpollWait) {
-            buf.failed = true;
-            return Err(e);
-        }
-        self.inner.epoll_wait(ep, &mut buf.inner, timeout)?;
-        buf.garbled = self.plan.take_garbled();
-        Ok(())
+        let inner = &self.inner;
+        self.plan.wait(
+            SimCall::EpollWait,
+            buf,
+            |b| inner.epoll_wait(ep, b, timeout),
+            |e| e,
+        )
     }
     fn buffer_events(buf: &Self::Buffer) -> impl Iterator<Item = (u32, u64)> + '_ {
         let events = (!buf.failed).then(|| K::buffer_events(&buf.inner));
@@ -474,15 +492,13 @@ impl<K: KqueueKernel> KqueueKernel for Faulty<K> {
         buf: &mut Self::Buffer,
         timeout: Option<Duration>,
     ) -> Result<(), Errno> {
-        buf.failed = false;
-        buf.garbled = false;
-        if let Err(e) = self.plan.check(SimCall::KeventWait) {
-            buf.failed = true;
-            return Err(e);
-        }
-        self.inner.kevent_wait(kq, &mut buf.inner, timeout)?;
-        buf.garbled = self.plan.take_garbled();
-        Ok(())
+        let inner = &self.inner;
+        self.plan.wait(
+            SimCall::KeventWait,
+            buf,
+            |b| inner.kevent_wait(kq, b, timeout),
+            |e| e,
+        )
     }
     fn buffer_events(buf: &Self::Buffer) -> impl Iterator<Item = Option<Kev>> + '_ {
         let events = (!buf.failed).then(|| K::buffer_events(&buf.inner));
@@ -599,15 +615,13 @@ impl<B: Backend> Backend for Faulty<B> {
         events: &mut Self::Events,
         timeout: Option<Duration>,
     ) -> Result<(), KernelError> {
-        events.failed = false;
-        events.garbled = false;
-        if let Err(e) = self.plan.check(SimCall::SimWait) {
-            events.failed = true;
-            return Err(kerr("wait")(e));
-        }
-        self.inner.wait(&mut events.inner, timeout)?;
-        events.garbled = self.plan.take_garbled();
-        Ok(())
+        let inner = &self.inner;
+        self.plan.wait(
+            SimCall::SimWait,
+            events,
+            |b| inner.wait(b, timeout),
+            kerr("wait"),
+        )
     }
     fn for_each_event(&self, events: &Self::Events, mut f: impl FnMut(BackendEvent)) {
         if events.failed {

@@ -19,6 +19,7 @@ pub use bsd::{BsdKqueue, KqueueBuffer};
 pub use kqueue_abi::KqueuePlatform;
 #[cfg(dasynq_epoll)]
 pub use linux::{EpollBuffer, LinuxEpoll, LinuxEventFd};
+pub(crate) use posix::cloexec_pipe;
 pub use posix::{block_signals, blocked_signals, unblock_signals};
 
 #[cfg(any(test, feature = "sim"))]

@@ -102,6 +102,28 @@ fn reset_in_child(reset: SignalSet) {
     unsafe { libc::sigprocmask(libc::SIG_SETMASK, &empty, core::ptr::null_mut()) };
 }
 
+/// A close-on-exec pipe, `(read end, write end)`: `pipe2(O_CLOEXEC)` where the system has it
+/// (also what Miri supports), else `pipe` and `fcntl`.
+#[cfg_attr(
+    not(any(dasynq_epoll, dasynq_kqueue, test, feature = "sim")),
+    allow(dead_code)
+)]
+pub(crate) fn cloexec_pipe() -> Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd), Errno> {
+    #[cfg(dasynq_pipe2)]
+    {
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(Errno::from_rustix)
+    }
+    #[cfg(not(dasynq_pipe2))]
+    {
+        let (r, w) = rustix::pipe::pipe().map_err(Errno::from_rustix)?;
+        for fd in [&r, &w] {
+            rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::CLOEXEC)
+                .map_err(Errno::from_rustix)?;
+        }
+        Ok((r, w))
+    }
+}
+
 /// The portable fields of a `siginfo` the kernel filled for signal `signo`.
 #[cfg(dasynq_sigtimedwait)]
 #[cfg_attr(dasynq_epoll, allow(dead_code))]

@@ -90,23 +90,6 @@ fn pointers(v: &[CString]) -> Vec<*mut libc::c_char> {
         .collect()
 }
 
-/// A close-on-exec pipe: `(read, write)`.
-fn pipe() -> Result<(OwnedFd, OwnedFd), Errno> {
-    #[cfg(dasynq_pipe2)]
-    {
-        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(Errno::from_rustix)
-    }
-    #[cfg(not(dasynq_pipe2))]
-    {
-        let (r, w) = rustix::pipe::pipe().map_err(Errno::from_rustix)?;
-        for fd in [&r, &w] {
-            rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::CLOEXEC)
-                .map_err(Errno::from_rustix)?;
-        }
-        Ok((r, w))
-    }
-}
-
 type AddChdir =
     unsafe extern "C" fn(*mut libc::posix_spawn_file_actions_t, *const libc::c_char) -> libc::c_int;
 
@@ -202,7 +185,7 @@ fn posix_spawn(exec: &mut Exec, reset: Option<SignalSet>) -> Result<SpawnedProce
                 continue;
             }
             ExecStdio::Piped => {
-                let (r, w) = pipe()?;
+                let (r, w) = super::cloexec_pipe()?;
                 let (child, parent) = if n == 0 { (r, w) } else { (w, r) };
                 parent_ends[n as usize] = Some(parent);
                 child

@@ -54,25 +54,30 @@ pub(crate) struct Object {
     /// Which object this is: a registration made on an fd number belongs to the object that
     /// had the number then, not to a later one given the same number.
     pub(crate) serial: u64,
-    /// The real placeholder behind the number: its pipe's `(st_dev, st_ino)`. Once the
-    /// number names something else (the `OwnedFd` was dropped; the pipe's other end has a
-    /// number of its own, so it cannot take this one), the simulated file is closed, as
-    /// dropping a real one closes it.
-    placeholder: Option<(u64, u64)>,
 }
 
-/// The identity of the real placeholder at `fd` (see [`Object::placeholder`]).
-#[allow(clippy::unnecessary_cast)] // `st_dev`/`st_ino` types differ between systems
-fn identity(fd: RawFd) -> Option<(u64, u64)> {
-    if cfg!(miri) {
-        // Miri cannot `fstat` a pipe: placeholders are trusted to stay (close them with
-        // `SimWorld::close` under Miri).
-        return None;
+impl Object {
+    /// A new open file of `kind`, linked to `peer` (-1: none), made at sequence `s`.
+    fn new(kind: Kind, peer: RawFd, s: u64) -> Object {
+        Object {
+            kind,
+            peer,
+            open: true,
+            rx: 0,
+            chunks: Chunks::EMPTY,
+            shut_wr: false,
+            error: false,
+            reset: false,
+            reset_errno: Errno::CONNRESET,
+            fin_in: false,
+            stranded: 0,
+            changed: s,
+            ch_in: s,
+            ch_out: s,
+            ch_all: s,
+            serial: s,
+        }
     }
-    // SAFETY: only passed to `fstat`, which checks it; the borrow ends here.
-    let b = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-    let st = rustix::fs::fstat(b).ok()?;
-    Some((st.st_dev as u64, st.st_ino as u64))
 }
 
 /// The buffers queued at a Unix socket, one per write (unix_stream_sendmsg): reading frees
@@ -131,22 +136,132 @@ enum Wake {
     All,
 }
 
-/// A real pipe whose fds stand for simulated objects (close-on-exec, so spawned processes do
-/// not inherit them).
-fn placeholder_pair() -> Result<(OwnedFd, OwnedFd), Errno> {
-    // `pipe2(O_CLOEXEC)` where it exists (also what Miri supports); elsewhere `pipe` + `fcntl`.
-    #[cfg(dasynq_pipe2)]
-    {
-        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(Errno::from_rustix)
-    }
-    #[cfg(not(dasynq_pipe2))]
-    {
-        let (r, w) = rustix::pipe::pipe().map_err(Errno::from_rustix)?;
-        for fd in [&r, &w] {
-            rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::CLOEXEC)
-                .map_err(Errno::from_rustix)?;
+/// A real fd to stand for a simulated file: the read end of a real pipe (close-on-exec, so
+/// spawned processes do not inherit it) whose write end the world keeps as a witness. When the
+/// program drops its fd, the witness reports an error or hang-up to `poll`: that is how the
+/// world sees a simulated file closed by a drop, as the kernel closes a file whose last fd
+/// went, with one `poll` for all of them.
+fn placeholder() -> Result<(OwnedFd, OwnedFd), Errno> {
+    crate::kernel::cloexec_pipe()
+}
+
+/// Finds the witnesses whose placeholder was dropped: a real epoll instance that holds every
+/// witness (a pipe's write end reports `EPOLLERR` once its read end is closed, pipe(7),
+/// epoll_ctl(2): `EPOLLERR` is always reported), or, where there is no epoll or it could not
+/// be had, a `poll(2)` over all of them (`POLLERR`).
+pub(crate) struct Reaper {
+    #[cfg(dasynq_epoll)]
+    ep: Option<OwnedFd>,
+    /// The `poll` list, kept between sweeps (a sweep never allocates).
+    polls: Vec<libc::pollfd>,
+}
+
+impl Reaper {
+    pub(crate) fn new() -> Self {
+        Reaper {
+            #[cfg(dasynq_epoll)]
+            ep: rustix::event::epoll::create(rustix::event::epoll::CreateFlags::CLOEXEC).ok(),
+            polls: Vec::new(),
         }
-        Ok((r, w))
+    }
+
+    /// Watch `witness`, the witness of the file at index `i`.
+    fn watch(&mut self, witness: &OwnedFd, i: usize) {
+        #[cfg(dasynq_epoll)]
+        if let Some(ep) = &self.ep {
+            use rustix::event::epoll;
+            let data = epoll::EventData::new_u64(i as u64);
+            if epoll::add(ep, witness, data, epoll::EventFlags::empty()).is_err() {
+                // Without every witness in it the epoll would miss drops: poll from now on.
+                self.ep = None;
+            }
+        }
+        let _ = (witness, i);
+    }
+
+    /// `witness` is about to be closed by the world.
+    fn forget(&mut self, witness: &OwnedFd) {
+        // An explicit delete: a copy of the witness in a child between fork and exec would
+        // otherwise keep its entry, and report a drop that did not happen.
+        #[cfg(dasynq_epoll)]
+        if let Some(ep) = &self.ep {
+            let _ = rustix::event::epoll::delete(ep, witness);
+        }
+        let _ = witness;
+    }
+
+    /// Room to poll `live` witnesses.
+    fn reserve(&mut self, live: usize) {
+        self.polls.reserve(live.saturating_sub(self.polls.len()));
+    }
+
+    /// Up to `out.len()` indices whose witness reports its read end closed, into `out`:
+    /// `(how many, whether there may be more)`.
+    fn dropped(&mut self, witnesses: &[Option<OwnedFd>], out: &mut [usize]) -> (usize, bool) {
+        #[cfg(dasynq_epoll)]
+        if let Some(ep) = &self.ep {
+            use core::mem::MaybeUninit;
+            use rustix::event::epoll;
+            let mut evs = [MaybeUninit::<epoll::Event>::uninit(); 32];
+            let cap = evs.len().min(out.len());
+            let zero = rustix::time::Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            let Ok((got, _)) = epoll::wait(ep, &mut evs[..cap], Some(&zero)) else {
+                return (0, false);
+            };
+            let mut n = 0;
+            for e in got.iter() {
+                let i = e.data.u64();
+                let Ok(i) = usize::try_from(i) else { continue };
+                if witnesses.get(i).is_some_and(|w| w.is_some()) {
+                    out[n] = i;
+                    n += 1;
+                }
+            }
+            return (n, got.len() == cap);
+        }
+        self.polls.clear();
+        for w in witnesses.iter().flatten() {
+            if self.polls.len() == self.polls.capacity() {
+                break;
+            }
+            self.polls.push(libc::pollfd {
+                fd: w.as_raw_fd(),
+                events: 0,
+                revents: 0,
+            });
+        }
+        if self.polls.is_empty() {
+            return (0, false);
+        }
+        // SAFETY: `polls` holds `len` initialised entries naming open fds (the witnesses,
+        // owned by the caller's `witnesses` for the whole call); a zero timeout never blocks.
+        let r = unsafe { libc::poll(self.polls.as_mut_ptr(), self.polls.len() as _, 0) };
+        if r <= 0 {
+            return (0, false);
+        }
+        let mut n = 0;
+        let mut more = false;
+        for p in &self.polls {
+            if p.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) == 0 {
+                continue;
+            }
+            let Some(i) = witnesses
+                .iter()
+                .position(|w| w.as_ref().is_some_and(|w| w.as_raw_fd() == p.fd))
+            else {
+                continue;
+            };
+            if n == out.len() {
+                more = true;
+                break;
+            }
+            out[n] = i;
+            n += 1;
+        }
+        (n, more)
     }
 }
 
@@ -165,38 +280,55 @@ impl Objects {
             .and_then(|o| o.as_mut())
     }
 
-    fn put(&mut self, fd: RawFd, mut obj: Object) {
+    fn put(&mut self, fd: RawFd, obj: Object, witness: OwnedFd) {
         let Ok(i) = usize::try_from(fd) else { return };
         if self.table.len() <= i {
             self.table.resize(i + 1, None);
+            self.witnesses.resize_with(i + 1, || None);
         }
         // The number is free again, so whatever had it was closed (its `OwnedFd` dropped
         // without `close`): its peer loses it as on a real close.
         self.sever(fd);
-        obj.placeholder = identity(fd);
         self.table[i] = Some(obj);
+        self.reaper.watch(&witness, i);
+        self.witnesses[i] = Some(witness);
+        let live = self.witnesses.iter().filter(|w| w.is_some()).count();
+        self.reaper.reserve(live);
     }
 
-    /// Close the simulated files whose placeholder was dropped (its number now names another
-    /// file, or nothing), as the kernel closes a file when its last fd goes. Called whenever
-    /// the world is locked, so every operation sees the drop.
+    /// Close the simulated files whose placeholder the program dropped, as the kernel closes
+    /// a file when its last fd goes (see [`placeholder`]). Called whenever the world is
+    /// locked, so every operation sees the drop; with nothing dropped it costs one
+    /// `epoll_wait` that finds nothing, however many files there are.
     pub(crate) fn reap_dropped(&mut self) {
-        for i in 0..self.table.len() {
-            let Some(o) = self.table[i].as_ref() else {
-                continue;
-            };
-            let Some(id) = o.placeholder.filter(|_| o.open) else {
-                continue;
-            };
-            let Ok(fd) = RawFd::try_from(i) else { continue };
-            if identity(fd) != Some(id) {
-                self.sever(fd);
+        if cfg!(miri) {
+            // Miri cannot poll pipes: close simulated files with `SimWorld::close` there.
+            return;
+        }
+        let mut dropped = [usize::MAX; 32];
+        loop {
+            let (n, more) = self.reaper.dropped(&self.witnesses, &mut dropped);
+            for &i in &dropped[..n] {
+                if let Ok(fd) = RawFd::try_from(i) {
+                    self.sever(fd);
+                }
+            }
+            if !more {
+                break;
             }
         }
     }
 
     /// The object at `fd` is gone: a peer linked to it is linked to nothing.
     fn sever(&mut self, fd: RawFd) {
+        if let Some(w) = usize::try_from(fd)
+            .ok()
+            .and_then(|i| self.witnesses.get_mut(i))
+        {
+            if let Some(w) = w.take() {
+                self.reaper.forget(&w);
+            }
+        }
         let Some(obj) = self.get_mut(fd) else { return };
         let (kind, rx, was_shut) = (obj.kind, obj.rx, obj.shut_wr);
         obj.open = false;
@@ -277,6 +409,23 @@ impl Objects {
         })
     }
 
+    /// Put up to `n` bytes into `to`'s receive buffer (as one buffer: see [`Chunks`]);
+    /// `EAGAIN` if there is no room at all.
+    fn deliver(&mut self, to: RawFd, n: u64) -> Result<u64, Errno> {
+        let Some(peer) = self.get_mut(to) else {
+            return Err(Errno::PIPE);
+        };
+        let room = PIPE_CAPACITY - peer.rx.min(PIPE_CAPACITY);
+        let put = n.min(room);
+        if put == 0 && n > 0 {
+            return Err(Errno::AGAIN);
+        }
+        peer.rx += put;
+        peer.chunks.push(put);
+        self.touch(to, Wake::In);
+        Ok(put)
+    }
+
     /// `write` on a TCP connection (see [`SimWorld::tcp_pair`]).
     fn tcp_write(&mut self, fd: RawFd, obj: Object, n: u64) -> Result<u64, Errno> {
         if obj.error {
@@ -289,17 +438,8 @@ impl Objects {
         if obj.shut_wr || obj.reset {
             return Err(Errno::PIPE);
         }
-        match self.get_mut(obj.peer).filter(|p| p.open) {
-            Some(peer) => {
-                let room = PIPE_CAPACITY - peer.rx.min(PIPE_CAPACITY);
-                let put = n.min(room);
-                if put == 0 && n > 0 {
-                    return Err(Errno::AGAIN);
-                }
-                peer.rx += put;
-                self.touch(obj.peer, Wake::In);
-                Ok(put)
-            }
+        match self.get(obj.peer).filter(|p| p.open) {
+            Some(_) => self.deliver(obj.peer, n),
             None => {
                 // The peer is closed: the data is sent and answered with a reset (after the
                 // peer's FIN the error is EPIPE, tcp_reset in CLOSE_WAIT).
@@ -402,33 +542,20 @@ impl Objects {
 impl<X> SimWorld<X> {
     /// A simulated pipe: `(read end, write end)`.
     pub fn pipe(&self) -> Result<(OwnedFd, OwnedFd), Errno> {
-        let (r, w) = placeholder_pair()?;
-        let (rn, wn) = (r.as_raw_fd(), w.as_raw_fd());
+        self.pair(Kind::PipeRead, Kind::PipeWrite)
+    }
+
+    /// Two linked simulated files, each behind its own placeholder.
+    fn pair(&self, a_kind: Kind, b_kind: Kind) -> Result<(OwnedFd, OwnedFd), Errno> {
+        let (a, wa) = placeholder()?;
+        let (b, wb) = placeholder()?;
+        let (an, bn) = (a.as_raw_fd(), b.as_raw_fd());
         self.change(|o, _| {
             let s = o.next_seq();
-            let mk = |kind, peer| Object {
-                kind,
-                peer,
-                open: true,
-                rx: 0,
-                chunks: Chunks::EMPTY,
-                shut_wr: false,
-                error: false,
-                reset: false,
-                reset_errno: Errno::CONNRESET,
-                fin_in: false,
-                stranded: 0,
-                changed: s,
-                ch_in: s,
-                ch_out: s,
-                ch_all: s,
-                serial: s,
-                placeholder: None,
-            };
-            o.put(rn, mk(Kind::PipeRead, wn));
-            o.put(wn, mk(Kind::PipeWrite, rn));
+            o.put(an, Object::new(a_kind, bn, s), wa);
+            o.put(bn, Object::new(b_kind, an, s), wb);
         });
-        Ok((r, w))
+        Ok((a, b))
     }
 
     /// A simulated connected Unix stream socket pair.
@@ -445,63 +572,16 @@ impl<X> SimWorld<X> {
     }
 
     fn connected(&self, kind: Kind) -> Result<(OwnedFd, OwnedFd), Errno> {
-        let (a, b) = placeholder_pair()?;
-        let (an, bn) = (a.as_raw_fd(), b.as_raw_fd());
-        self.change(|o, _| {
-            let s = o.next_seq();
-            let mk = |peer| Object {
-                kind,
-                peer,
-                open: true,
-                rx: 0,
-                chunks: Chunks::EMPTY,
-                shut_wr: false,
-                error: false,
-                reset: false,
-                reset_errno: Errno::CONNRESET,
-                fin_in: false,
-                stranded: 0,
-                changed: s,
-                ch_in: s,
-                ch_out: s,
-                ch_all: s,
-                serial: s,
-                placeholder: None,
-            };
-            o.put(an, mk(bn));
-            o.put(bn, mk(an));
-        });
-        Ok((a, b))
+        self.pair(kind, kind)
     }
 
     /// A simulated regular file (always readable and writable; epoll refuses it).
     pub fn regular_file(&self) -> Result<OwnedFd, Errno> {
-        let (f, _other) = placeholder_pair()?;
+        let (f, witness) = placeholder()?;
         let n = f.as_raw_fd();
         self.change(|o, _| {
             let s = o.next_seq();
-            o.put(
-                n,
-                Object {
-                    kind: Kind::File,
-                    peer: -1,
-                    open: true,
-                    rx: 0,
-                    chunks: Chunks::EMPTY,
-                    shut_wr: false,
-                    error: false,
-                    reset: false,
-                    reset_errno: Errno::CONNRESET,
-                    fin_in: false,
-                    stranded: 0,
-                    changed: s,
-                    ch_in: s,
-                    ch_out: s,
-                    ch_all: s,
-                    serial: s,
-                    placeholder: None,
-                },
-            );
+            o.put(n, Object::new(Kind::File, -1, s), witness);
         });
         Ok(f)
     }
@@ -522,16 +602,10 @@ impl<X> SimWorld<X> {
             if obj.shut_wr {
                 return Err(Errno::PIPE);
             }
-            let peer = o.get_mut(obj.peer).filter(|p| p.open).ok_or(Errno::PIPE)?;
-            let room = PIPE_CAPACITY - peer.rx.min(PIPE_CAPACITY);
-            let put = n.min(room);
-            if put == 0 && n > 0 {
-                return Err(Errno::AGAIN);
+            if !o.is_open(obj.peer) {
+                return Err(Errno::PIPE);
             }
-            peer.rx += put;
-            peer.chunks.push(put);
-            o.touch(obj.peer, Wake::In);
-            Ok(put)
+            o.deliver(obj.peer, n)
         })
     }
 
@@ -587,7 +661,7 @@ impl<X> SimWorld<X> {
         })
     }
 
-    /// Close the simulated object behind `fd` (the real placeholder stays open until dropped):
+    /// Close the simulated object behind `fd` (its real placeholder stays open until dropped):
     /// its peer sees a hang-up and every simulated kernel drops registrations of it, as the
     /// real ones do when the last reference to a file closes. Dropping the `OwnedFd` does the
     /// same, noticed by the world's next operation (a wait already asleep on a world with
@@ -676,6 +750,38 @@ mod tests {
         let _keep = w.files_until_number(n);
         let g = w.lock();
         assert!(g.0.readiness(r.as_raw_fd()).unwrap().is_hangup());
+    }
+
+    /// Drops 40 write ends at once (more than one sweep's batch of 32) among 100 live pipes:
+    /// each of those readers, and only those, sees the hang-up, with no `close` called.
+    fn dropped_placeholders_close_their_files(w: &SimWorld<()>) {
+        let mut pipes: Vec<_> = (0..100).map(|_| w.pipe().unwrap()).collect();
+        let kept: Vec<_> = pipes.split_off(40);
+        let readers: Vec<_> = pipes.into_iter().map(|(r, _wr)| r).collect();
+        let g = w.lock();
+        for r in &readers {
+            assert!(g.0.readiness(r.as_raw_fd()).unwrap().is_hangup());
+        }
+        for (r, _) in &kept {
+            assert_eq!(g.0.readiness(r.as_raw_fd()), Some(Readiness::EMPTY));
+        }
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "Miri cannot poll pipes")]
+    fn dropped_placeholders_close_their_files_through_epoll() {
+        dropped_placeholders_close_their_files(&world());
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "Miri cannot poll pipes")]
+    fn dropped_placeholders_close_their_files_through_poll() {
+        let w = world();
+        #[cfg(dasynq_epoll)]
+        {
+            w.lock().0.reaper.ep = None;
+        }
+        dropped_placeholders_close_their_files(&w);
     }
 
     #[test]

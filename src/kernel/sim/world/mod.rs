@@ -26,6 +26,11 @@ use signals::SIGNAL_QUEUE;
 /// The simulated objects, clocks, signals, processes and fault plan.
 pub struct Objects {
     table: Vec<Option<Object>>,
+    /// Per fd number: the write end of the real pipe whose read end the program holds as
+    /// that simulated file (see `files::placeholder`).
+    witnesses: Vec<Option<std::os::fd::OwnedFd>>,
+    /// What finds the witnesses whose placeholder was dropped.
+    reaper: files::Reaper,
     clocks: [u64; 2],
     seq: u64,
     /// The simulated thread signal mask.
@@ -43,6 +48,8 @@ impl Objects {
     fn new() -> Self {
         Objects {
             table: Vec::new(),
+            witnesses: Vec::new(),
+            reaper: files::Reaper::new(),
             // Virtual boot 1000 s ago; wall clock 2026-01-01T00:00:00Z.
             clocks: [1_000_000_000_000, 1_767_225_600_000_000_000],
             seq: 1,
