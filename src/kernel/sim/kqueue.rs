@@ -775,7 +775,7 @@ mod tests {
         assert_eq!(k.kevent_change(&kq, &[w], &mut []), Ok(0));
         assert_eq!(wait0(&k, &kq, &mut buf).len(), 1, "the socket is writable");
         drop(a);
-        let _keep = k.files_until_number(n);
+        let _keep = k.file_at_number(n);
         assert!(
             wait0(&k, &kq, &mut buf).is_empty(),
             "the knote went with the socket"

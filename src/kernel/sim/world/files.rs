@@ -713,20 +713,54 @@ impl<X> SimWorld<X> {
         g.0.get(fd.as_raw_fd()).map_or(0, |o| o.rx)
     }
 
-    /// Tests: make regular files until one gets the (freed) number `n`; they are returned, the
-    /// last one holding `n`, so the caller keeps them open.
+    /// Tests: a placeholder and its witness, the placeholder with the (freed) number `n`.
+    /// Other tests in the process open and close fds meanwhile, so the number is taken with
+    /// `F_DUPFD_CLOEXEC` (the lowest free number from `n`: `n` itself exactly when it is
+    /// free, never another fd's), and asked again while another thread holds it a moment.
     #[cfg(test)]
-    pub(crate) fn files_until_number(&self, n: RawFd) -> Vec<OwnedFd> {
-        let mut keep = Vec::new();
-        for _ in 0..64 {
-            let f = self.regular_file().unwrap();
-            let hit = f.as_raw_fd() == n;
-            keep.push(f);
-            if hit {
-                return keep;
+    fn placeholder_at(n: RawFd) -> (OwnedFd, OwnedFd) {
+        for _ in 0..2000 {
+            let (f, mut witness) = placeholder().unwrap();
+            if witness.as_raw_fd() == n {
+                // The pipe's other end took the number (a lower one was free): move it.
+                witness = rustix::io::fcntl_dupfd_cloexec(&witness, n + 1).unwrap();
             }
+            let f = if f.as_raw_fd() == n {
+                f
+            } else {
+                rustix::io::fcntl_dupfd_cloexec(&f, n).unwrap()
+            };
+            if f.as_raw_fd() == n {
+                return (f, witness);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
-        panic!("fd number {n} was not reused");
+        panic!("fd number {n} stayed taken by another thread for 2 s");
+    }
+
+    /// Tests: a regular file with the (freed) number `n` (see [`Self::placeholder_at`]).
+    #[cfg(test)]
+    pub(crate) fn file_at_number(&self, n: RawFd) -> OwnedFd {
+        let (f, witness) = Self::placeholder_at(n);
+        self.change(|o, _| {
+            let s = o.next_seq();
+            o.put(n, Object::new(Kind::File, -1, s), witness);
+        });
+        f
+    }
+
+    /// Tests: a Unix socket pair whose first end has the (freed) number `n`.
+    #[cfg(test)]
+    pub(crate) fn socketpair_at_number(&self, n: RawFd) -> (OwnedFd, OwnedFd) {
+        let (a, wa) = Self::placeholder_at(n);
+        let (b, wb) = placeholder().unwrap();
+        let bn = b.as_raw_fd();
+        self.change(|o, _| {
+            let s = o.next_seq();
+            o.put(n, Object::new(Kind::Socket, bn, s), wa);
+            o.put(bn, Object::new(Kind::Socket, n, s), wb);
+        });
+        (a, b)
     }
 }
 
@@ -747,7 +781,7 @@ mod tests {
         let n = wr.as_raw_fd();
         w.close(&wr);
         drop(wr);
-        let _keep = w.files_until_number(n);
+        let _keep = w.file_at_number(n);
         let g = w.lock();
         assert!(g.0.readiness(r.as_raw_fd()).unwrap().is_hangup());
     }
