@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::backend::{Backend, BackendEvent, ChildCommand};
+use crate::backend::{Backend, BackendEvent, ChildCommand, KernelError};
 use crate::child::Spawned;
 use crate::control::{Control, Cx, KernelFaults, Usage};
 use crate::error::{BuildError, Error, Rejected, SignalChildError, UsageError};
@@ -24,7 +24,7 @@ use crate::interest::{Half, Interest};
 use crate::lock::{Flavor, Single, StateLock, Threaded};
 use crate::options::{BidiOptions, ChildSignals, Emulation, FdOptions, SpawnOptions};
 use crate::signal::{Signal, SignalSet};
-use crate::state::{Capacities, Delivery, Dispatch, Removal, State};
+use crate::state::{Capacities, Delivery, Dispatch, Enter, Removal, State};
 use crate::timer::{Clock, Deadline, MonoAnchor, duration_ns, system_ns, system_time};
 use crate::waker::{WakeShared, Waker};
 
@@ -36,6 +36,8 @@ pub type ThreadedLoop<H, B = DefaultBackend> = EventLoop<H, B, Threaded>;
 static NEXT_TAG: AtomicU32 = AtomicU32::new(1);
 
 struct HandlerCell<H>(UnsafeCell<Option<H>>);
+
+struct EventsCell<E>(UnsafeCell<E>);
 
 /// An event loop with handlers of type `H`, on backend `B`, guarded by lock flavour `F`.
 ///
@@ -63,7 +65,10 @@ struct HandlerCell<H>(UnsafeCell<Option<H>>);
 /// ```
 pub struct EventLoop<H: Handler, B: Backend = DefaultBackend, F: Flavor = Single> {
     state: F::Lock<State>,
-    poll_buf: F::Lock<B::Events>,
+    /// Events buffers, one per run call that may wait in the backend at once; a call takes
+    /// one by index under the state lock (single-threaded loops: one, borrowed around each
+    /// wait).
+    bufs: Box<[EventsCell<B::Events>]>,
     handlers: Box<[HandlerCell<H>]>,
     backend: B,
     wake: Arc<WakeShared>,
@@ -71,10 +76,11 @@ pub struct EventLoop<H: Handler, B: Backend = DefaultBackend, F: Flavor = Single
     tag: u32,
 }
 
-// SAFETY: the threaded flavour guards the state and the events buffer with mutexes, and every
+// SAFETY: the threaded flavour guards the state with a mutex; each events buffer is used by
+// the one run call that took its index under that mutex, until it gives it back; and every
 // handler cell is accessed by one thread at a time (the holder of the state lock while the
-// watcher is idle, or the thread that claimed it for dispatch); handlers move between threads,
-// hence `H: Send`.
+// watcher is idle, or the thread that claimed it for dispatch); handlers and buffers move
+// between threads, hence `H: Send` (and `B::Events: Send`, required by `Backend`).
 unsafe impl<H: Handler + Send, B: Backend> Sync for EventLoop<H, B, Threaded> {}
 
 /// Ties a builder to its loop's type parameters without owning any of them.
@@ -88,6 +94,7 @@ pub struct Builder<H, B, F> {
     timers: Option<usize>,
     wakers: Option<usize>,
     events: usize,
+    runners: Option<usize>,
     _p: PhantomData<Marker<H, B, F>>,
 }
 
@@ -102,6 +109,9 @@ impl<H: Handler, B: Backend, F: Flavor> Clone for Builder<H, B, F> {
 
 const MAX_WATCHERS: usize = 1 << 24;
 const MAX_EVENTS: usize = 1 << 16;
+const MAX_RUNNERS: usize = 1024;
+/// The most runners a threaded loop reserves by default, whatever the machine.
+const DEFAULT_RUNNERS_CAP: usize = 64;
 
 impl<H: Handler, B: Backend, F: Flavor> Builder<H, B, F> {
     /// Watcher slots: every watcher of every kind takes one (default 1024, at most 2^24).
@@ -142,6 +152,31 @@ impl<H: Handler, B: Backend, F: Flavor> Builder<H, B, F> {
         self
     }
 
+    /// Threads that may run the loop at once (`run`, `run_limit`, `run_timeout`, `poll`
+    /// and `poll_limit` calls in progress together): one events buffer of
+    /// [`events`](Self::events) entries is reserved for each. Threaded loops default to the
+    /// machine's available parallelism (at most 64); single-threaded loops have exactly one
+    /// runner, and any other number is refused. At most 1024.
+    ///
+    /// More calls than this at once do not fail: a blocking call waits (on a condition
+    /// variable, not spinning) until another call returns and frees its buffer, or until its
+    /// own timeout ends, and then runs as usual; `poll` never waits, and without a free buffer
+    /// it runs only what is already queued in user space.
+    pub fn runners(mut self, n: usize) -> Self {
+        self.runners = Some(n);
+        self
+    }
+
+    fn runners_or_default(&self) -> usize {
+        match (self.runners, F::THREADED) {
+            (Some(n), _) => n,
+            (None, false) => 1,
+            (None, true) => std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(DEFAULT_RUNNERS_CAP),
+        }
+    }
+
     fn check(&self) -> Result<(), BuildError> {
         let bad = |what, value, max| Err(BuildError::InvalidCapacity { what, value, max });
         if self.watchers == 0 || self.watchers > MAX_WATCHERS {
@@ -155,6 +190,11 @@ impl<H: Handler, B: Backend, F: Flavor> Builder<H, B, F> {
         }
         if self.events == 0 || self.events > MAX_EVENTS {
             return bad("events", self.events, MAX_EVENTS);
+        }
+        let runners = self.runners_or_default();
+        let max_runners = if F::THREADED { MAX_RUNNERS } else { 1 };
+        if runners == 0 || runners > max_runners {
+            return bad("runners", runners, max_runners);
         }
         Ok(())
     }
@@ -171,14 +211,21 @@ impl<H: Handler, B: Backend, F: Flavor> Builder<H, B, F> {
             watchers: self.watchers,
             timers,
             wakers,
+            runners: self.runners_or_default(),
         };
         let state = State::new(&caps, F::ONESHOT, F::THREADED, tag).ok_or(oom("watchers"))?;
-        let events = backend
-            .new_events(self.events)
-            .map_err(|e| BuildError::Kernel {
-                call: e.call,
-                errno: e.errno,
-            })?;
+        let mut bufs = Vec::new();
+        bufs.try_reserve_exact(caps.runners)
+            .map_err(|_| oom("events buffers"))?;
+        for _ in 0..caps.runners {
+            let events = backend
+                .new_events(self.events)
+                .map_err(|e| BuildError::Kernel {
+                    call: e.call,
+                    errno: e.errno,
+                })?;
+            bufs.push(EventsCell(UnsafeCell::new(events)));
+        }
         let wake = WakeShared::new(backend.notifier(), wakers).ok_or(oom("wakers"))?;
         let mut handlers = Vec::new();
         handlers
@@ -191,7 +238,7 @@ impl<H: Handler, B: Backend, F: Flavor> Builder<H, B, F> {
         };
         Ok(EventLoop {
             state: F::Lock::new(state),
-            poll_buf: F::Lock::new(events),
+            bufs: bufs.into_boxed_slice(),
             handlers: handlers.into_boxed_slice(),
             backend,
             wake: Arc::new(wake),
@@ -229,6 +276,7 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
             timers: None,
             wakers: None,
             events: 256,
+            runners: None,
             _p: PhantomData,
         }
     }
@@ -301,74 +349,126 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
         if limit == 0 {
             return 0;
         }
+        if F::THREADED {
+            self.run_shared(limit, mode)
+        } else {
+            self.run_single(limit, mode)
+        }
+    }
+
+    /// Lock the state; in threaded loops, poke the notifier after unlocking if the section
+    /// handed work off to a runner sleeping in the backend (see `state/runners.rs`).
+    #[inline(always)]
+    fn locked<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        if !F::THREADED {
+            return self.state.with(f);
+        }
+        let (r, poke) = self.state.with(|s| {
+            let r = f(s);
+            (r, s.take_notify())
+        });
+        if poke {
+            self.wake.notify();
+        }
+        r
+    }
+
+    /// The timeout of the next wait: zero if work is queued or the call polls, else what the
+    /// mode leaves, bounded by retries of failed kernel changes.
+    fn wait_timeout(&self, s: &mut State, mode: Mode) -> Option<Duration> {
+        let bound = s.retry_kernel(&self.backend);
+        s.take_missed_signals(&self.backend, &self.wake);
+        let mut t = if s.pending_len() > 0 || mode == Mode::Poll {
+            Some(Duration::ZERO)
+        } else {
+            match mode {
+                Mode::Until(end) => Some(Duration::from_nanos(
+                    end.saturating_sub(self.backend.now(Clock::Monotonic)),
+                )),
+                _ => None,
+            }
+        };
+        if let Some(b) = bound {
+            t = Some(t.map_or(b, |t| t.min(b)));
+        }
+        t
+    }
+
+    /// Take in what a wait returned (under the lock). Returns whether the wait failed.
+    fn take_in(&self, s: &mut State, buf: &B::Events, r: Result<(), KernelError>) -> bool {
+        let failed = r.is_err();
+        if let Err(e) = r {
+            // Nothing came from the kernel; what lives in user space (wakes, timer counts,
+            // fallback children) is still taken in, so that a wake made before this call
+            // coalesces with an event queued before it.
+            s.fault(e);
+        }
+        let mut fired = [false; 2];
+        let mut woke = false;
+        let mut signals = false;
+        // (A failed wait leaves the buffer empty.)
+        self.backend.for_each_event(buf, |ev| match ev {
+            BackendEvent::Fd { token, ready } => {
+                s.on_fd_event(token, ready, &self.backend, &self.wake)
+            }
+            BackendEvent::Clock(c) => fired[c.index()] = true,
+            BackendEvent::Wake => woke = true,
+            BackendEvent::SignalsPending => signals = true,
+            BackendEvent::Garbled => s.fault(KernelError {
+                call: "wait (an event that names nothing registered)",
+                errno: crate::error::Errno::INVAL,
+            }),
+        });
+        if woke {
+            // The notifier was drained: a hand-off poke, if one was out, has been taken.
+            s.took_wake();
+        }
+        if signals {
+            s.take_signals(&self.backend, &self.wake);
+        }
+        if s.has_fallback_children() {
+            s.poll_fallback_children(&self.backend, &self.wake);
+        }
+        s.process_timers(fired, &self.backend, &self.wake);
+        if woke || self.wake.has_pending() {
+            s.process_wakes(&self.wake);
+        }
+        failed
+    }
+
+    /// The single-threaded run loop: wait, take in, run a batch (events queued during the
+    /// batch wait for the next one, in the deferred FIFO).
+    fn run_single(&self, limit: usize, mode: Mode) -> usize {
+        let Enter::Running(epoch) = self.state.with(State::enter_call) else {
+            return 0;
+        };
+        let Some(cell) = self.bufs.first() else {
+            return 0;
+        };
+        let mut call = CallGuard {
+            lp: self,
+            epoch,
+            buffer: None,
+            dispatch: None,
+            batch: false,
+        };
         let mut ran = 0;
         loop {
             let timeout = self.state.with(|s| {
-                if s.stop {
-                    s.stop = false;
+                if s.stopped(epoch) {
                     return None;
                 }
                 s.merge_deferred();
-                let bound = s.retry_kernel(&self.backend);
-                s.take_missed_signals(&self.backend, &self.wake);
-                let mut t = if s.pending_len() > 0 || mode == Mode::Poll {
-                    Some(Duration::ZERO)
-                } else {
-                    match mode {
-                        Mode::Until(end) => Some(Duration::from_nanos(
-                            end.saturating_sub(self.backend.now(Clock::Monotonic)),
-                        )),
-                        _ => None,
-                    }
-                };
-                if let Some(b) = bound {
-                    t = Some(t.map_or(b, |t| t.min(b)));
-                }
-                s.waiting = t != Some(Duration::ZERO);
-                Some(t)
+                Some(self.wait_timeout(s, mode))
             });
             let Some(timeout) = timeout else { return ran };
-            let failed = self.poll_buf.with(|buf| {
-                let r = self.backend.wait(buf, timeout);
-                self.state.with(|s| {
-                    s.waiting = false;
-                    let failed = r.is_err();
-                    if let Err(e) = r {
-                        // Nothing came from the kernel; what lives in user space (wakes, timer
-                        // counts, fallback children) is still taken in, so that a wake made
-                        // before this call coalesces with an event queued before it.
-                        s.fault(e);
-                    }
-                    let mut fired = [false; 2];
-                    let mut woke = false;
-                    let mut signals = false;
-                    // (A failed wait leaves the buffer empty.)
-                    self.backend.for_each_event(buf, |ev| match ev {
-                        BackendEvent::Fd { token, ready } => {
-                            s.on_fd_event(token, ready, &self.backend, &self.wake)
-                        }
-                        BackendEvent::Clock(c) => fired[c.index()] = true,
-                        BackendEvent::Wake => woke = true,
-                        BackendEvent::SignalsPending => signals = true,
-                        BackendEvent::Garbled => s.fault(crate::backend::KernelError {
-                            call: "wait (an event that names nothing registered)",
-                            errno: crate::error::Errno::INVAL,
-                        }),
-                    });
-                    if signals {
-                        s.take_signals(&self.backend, &self.wake);
-                    }
-                    if s.has_fallback_children() {
-                        s.poll_fallback_children(&self.backend, &self.wake);
-                    }
-                    s.process_timers(fired, &self.backend, &self.wake);
-                    if woke || self.wake.has_pending() {
-                        s.process_wakes(&self.wake);
-                    }
-                    failed
-                })
-            });
-            let (n, stopped) = self.run_batch(limit - ran);
+            // SAFETY: a single-threaded loop is not `Sync`, so only this thread reaches the
+            // buffer, and this borrow ends before any handler runs (a handler's nested run
+            // call is the only other user of the buffer).
+            let buf = unsafe { &mut *cell.0.get() };
+            let r = self.backend.wait(buf, timeout);
+            let failed = self.state.with(|s| self.take_in(s, buf, r));
+            let (n, stopped) = self.run_batch(&mut call, epoch, limit - ran);
             ran += n;
             let expired = match mode {
                 Mode::Until(end) => self.backend.now(Clock::Monotonic) >= end,
@@ -380,14 +480,16 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
         }
     }
 
-    /// Run up to `limit` handlers of the events queued now. Returns how many ran and whether a
-    /// stop request ended the batch.
-    fn run_batch(&self, limit: usize) -> (usize, bool) {
+    /// Run up to `limit` handlers of the events queued now (single-threaded). Returns how many
+    /// ran and whether a stop request ended the batch.
+    fn run_batch(
+        &self,
+        call: &mut CallGuard<'_, H, B, F>,
+        epoch: u64,
+        limit: usize,
+    ) -> (usize, bool) {
         self.state.with(|s| s.batch_depth += 1);
-        let mut guard = BatchGuard {
-            lp: self,
-            dispatch: None,
-        };
+        call.batch = true;
         let mut ran = 0;
         let mut stopped = false;
         let mut finished: Option<(Dispatch, Rearm)> = None;
@@ -405,11 +507,10 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
                 if removal.is_some() || ran >= limit {
                     return (removal, Ok(None));
                 }
-                if s.stop {
-                    s.stop = false;
+                if s.stopped(epoch) {
                     return (removal, Err(()));
                 }
-                (removal, Ok(s.next_dispatch()))
+                (removal, Ok(s.next_dispatch(None)))
             });
             let had_removal = removal.is_some();
             self.finish_removal(removal);
@@ -422,14 +523,168 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
                 Ok(None) if had_removal && ran < limit => continue,
                 Ok(None) => break,
             };
-            guard.dispatch = Some(d);
+            call.dispatch = Some(d);
             let rearm = self.call_handler(&d);
-            guard.dispatch = None;
+            call.dispatch = None;
             ran += 1;
             finished = Some((d, rearm));
         }
-        drop(guard);
+        call.batch = false;
+        self.state
+            .with(|s| s.batch_depth = s.batch_depth.saturating_sub(1));
         (ran, stopped)
+    }
+
+    /// Take an events buffer for a blocking call: wait (on the lock's condition variable)
+    /// while every buffer is in use, until one is free, the call is stopped, or its time is
+    /// up. `None`: no buffer (stopped, or out of time).
+    fn wait_for_buffer(&self, epoch: u64, mode: Mode) -> Option<u32> {
+        if let Some(b) = self.locked(State::take_buffer) {
+            return Some(b);
+        }
+        let left = match mode {
+            Mode::Until(end) => Some(Duration::from_nanos(
+                end.saturating_sub(self.backend.now(Clock::Monotonic)),
+            )),
+            _ => None,
+        };
+        let mut counted = false;
+        let got = self.state.with_wait(left, |s| {
+            if counted {
+                s.runners.buffer_waiters -= 1;
+                counted = false;
+            }
+            if s.stopped(epoch) {
+                return Some(None);
+            }
+            if let Some(b) = s.take_buffer() {
+                return Some(Some(b));
+            }
+            s.runners.buffer_waiters += 1;
+            counted = true;
+            None
+        });
+        if counted {
+            self.state.with(|s| s.runners.buffer_waiters -= 1);
+        }
+        got.flatten()
+    }
+
+    /// The threaded run loop: any number of threads run it at once (see `state/runners.rs`
+    /// for the protocol). Each call holds one events buffer while it runs; its batch is
+    /// bounded by where it began, so nothing it requeues runs again in the same batch, while
+    /// other runners may take it at once.
+    fn run_shared(&self, limit: usize, mode: Mode) -> usize {
+        let Enter::Running(epoch) = self.locked(State::enter_call) else {
+            return 0;
+        };
+        let mut call = CallGuard {
+            lp: self,
+            epoch,
+            buffer: None,
+            dispatch: None,
+            batch: false,
+        };
+        call.buffer = match mode {
+            // `poll` never waits for a buffer: without one it runs only what is queued.
+            Mode::Poll => self.locked(State::take_buffer),
+            _ => match self.wait_for_buffer(epoch, mode) {
+                Some(b) => Some(b),
+                None => return 0,
+            },
+        };
+        let buf = call.buffer.and_then(|b| self.bufs.get(b as usize));
+        let mut ran = 0;
+        // The current batch: nodes queued before this sequence number.
+        let mut bound: Option<u64> = None;
+        let mut harvested = false;
+        let mut failed = false;
+        let mut finished: Option<(Dispatch, Rearm)> = None;
+        // A wait's result, taken in by the next lock section.
+        let mut waited: Option<(Result<(), KernelError>, bool)> = None;
+        loop {
+            let step = self.locked(|s| {
+                if let Some((r, blocking)) = waited.take() {
+                    if blocking {
+                        s.runners.in_wait = s.runners.in_wait.saturating_sub(1);
+                    }
+                    if let Some(cell) = buf {
+                        s.runners.harvesting = true;
+                        // SAFETY: this call took the buffer's index under the state lock and
+                        // gives it back only when it ends; no other call uses it meanwhile.
+                        failed |= self.take_in(s, unsafe { &*cell.0.get() }, r);
+                        s.runners.harvesting = false;
+                    }
+                    bound = Some(s.batch_bound());
+                    harvested = true;
+                }
+                if let Some((d, rearm)) = finished.take() {
+                    let removal = s.finish_dispatch(&d, rearm, &self.backend, &self.wake);
+                    if let Some(r) = removal {
+                        let h = self.take_handler(r.id.index);
+                        // `on_removed` runs before anything else is claimed.
+                        return Step::Removed(r, h);
+                    }
+                }
+                if s.stopped(epoch) || ran >= limit {
+                    return Step::Done;
+                }
+                if let Some(b) = bound {
+                    if let Some(d) = s.next_dispatch(Some(b)) {
+                        if s.pending_len() > 0 {
+                            // More than this call takes now: give it to a sleeping runner.
+                            s.hand_off();
+                        }
+                        return Step::Run(d);
+                    }
+                    bound = None;
+                    let expired = match mode {
+                        Mode::Until(end) => self.backend.now(Clock::Monotonic) >= end,
+                        _ => false,
+                    };
+                    if ran > 0 || mode == Mode::Poll || failed || expired {
+                        return Step::Done;
+                    }
+                }
+                if buf.is_none() {
+                    // `poll` without a buffer: what is queued now, once.
+                    if harvested {
+                        return Step::Done;
+                    }
+                    harvested = true;
+                    bound = Some(s.batch_bound());
+                    return Step::Again;
+                }
+                let timeout = self.wait_timeout(s, mode);
+                let blocking = timeout != Some(Duration::ZERO);
+                if blocking {
+                    // Counted in the same section that found nothing to claim: whoever
+                    // queues work after this sees it and hands it off (no lost wake-up).
+                    s.runners.in_wait += 1;
+                }
+                Step::Wait(timeout, blocking)
+            });
+            match step {
+                Step::Done => return ran,
+                Step::Again => {}
+                Step::Removed(r, h) => self.finish_removal(Some((r, h))),
+                Step::Run(d) => {
+                    call.dispatch = Some(d);
+                    let rearm = self.call_handler(&d);
+                    call.dispatch = None;
+                    ran += 1;
+                    finished = Some((d, rearm));
+                }
+                Step::Wait(timeout, blocking) => {
+                    let r = match buf {
+                        // SAFETY: as above: this call holds the buffer's index.
+                        Some(cell) => self.backend.wait(unsafe { &mut *cell.0.get() }, timeout),
+                        None => Ok(()),
+                    };
+                    waited = Some((r, blocking));
+                }
+            }
+        }
     }
 
     fn call_handler(&self, d: &Dispatch) -> Rearm {
@@ -486,7 +741,7 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
         let spawned = match self.backend.spawn(cmd, reset) {
             Ok(p) => p,
             Err(e) => {
-                let handler = self.state.with(|s| {
+                let handler = self.locked(|s| {
                     let h = self.take_handler(id.index);
                     s.discard(id.index);
                     h
@@ -499,7 +754,7 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
                 };
             }
         };
-        self.state.with(|s| {
+        self.locked(|s| {
             if s.watch_child(id.index, spawned.pid, &self.backend).is_err() {
                 // Reaped already by someone else (a program-wide SIGCHLD handler): report it.
                 s.child_lost(id.index, spawned.pid, &self.wake);
@@ -521,7 +776,7 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
         handler: H,
         f: impl FnOnce(&mut State) -> Result<u32, (Error, Option<OwnedFd>)>,
     ) -> Result<WatchId, Rejected<H>> {
-        self.state.with(move |s| match f(s) {
+        self.locked(move |s| match f(s) {
             Ok(index) => {
                 self.put_handler(index, handler);
                 Ok(s.id(index))
@@ -535,35 +790,64 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
         id: WatchId,
         f: impl FnOnce(&mut State, u32) -> Result<R, UsageError>,
     ) -> Result<R, UsageError> {
-        self.state.with(|s| {
+        self.locked(|s| {
             let index = s.lookup(id)?;
             f(s, index)
         })
     }
 }
 
-/// Completes an interrupted dispatch if a handler panics: the watcher ends up disabled (not
-/// stuck as running), and the batch depth is restored, so the loop stays usable.
-struct BatchGuard<'a, H: Handler, B: Backend, F: Flavor> {
-    lp: &'a EventLoop<H, B, F>,
-    dispatch: Option<Dispatch>,
+/// What a threaded run call does next, decided under the lock.
+enum Step<H> {
+    /// Run this claimed handler.
+    Run(Dispatch),
+    /// Call `on_removed` for a registration that ended when its handler returned.
+    Removed(Removal, Option<H>),
+    /// Wait in the backend (with this timeout; `true`: counted as a runner that may block).
+    Wait(Option<Duration>, bool),
+    /// Look again (nothing was waited for).
+    Again,
+    /// The call returns.
+    Done,
 }
 
-impl<H: Handler, B: Backend, F: Flavor> Drop for BatchGuard<'_, H, B, F> {
+/// Ends a run call, also when a handler panics: an interrupted dispatch completes with the
+/// watcher disabled (not stuck as running), the batch depth is restored, the call is counted
+/// out and its events buffer given back, so the loop stays usable.
+struct CallGuard<'a, H: Handler, B: Backend, F: Flavor> {
+    lp: &'a EventLoop<H, B, F>,
+    /// The stop epoch the call runs in.
+    epoch: u64,
+    buffer: Option<u32>,
+    dispatch: Option<Dispatch>,
+    /// Inside a single-threaded batch (`batch_depth` counts it).
+    batch: bool,
+}
+
+impl<H: Handler, B: Backend, F: Flavor> Drop for CallGuard<'_, H, B, F> {
     fn drop(&mut self) {
         let lp = self.lp;
         let d = self.dispatch.take();
-        let removal = lp.state.with(|s| {
-            s.batch_depth = s.batch_depth.saturating_sub(1);
-            let d = d?;
-            s.finish_dispatch(&d, Rearm::Disarm, &lp.backend, &lp.wake)
-                .map(|r| {
-                    let h = lp.take_handler(r.id.index);
-                    (r, h)
-                })
+        let (batch, buffer) = (self.batch, self.buffer.take());
+        let (removal, waiters) = lp.locked(|s| {
+            if batch {
+                s.batch_depth = s.batch_depth.saturating_sub(1);
+            }
+            let removal = d.and_then(|d| {
+                s.finish_dispatch(&d, Rearm::Disarm, &lp.backend, &lp.wake)
+                    .map(|r| {
+                        let h = lp.take_handler(r.id.index);
+                        (r, h)
+                    })
+            });
+            let stopped = s.stopped(self.epoch);
+            (removal, s.leave_call(buffer, stopped))
         });
-        // A removal requested during the panicking handler: drop it without calling into
-        // user code again while unwinding.
+        if waiters {
+            lp.state.notify_all();
+        }
+        // A removal requested during a panicking handler: drop it without calling into user
+        // code again while unwinding.
         drop(removal);
     }
 }
@@ -697,7 +981,7 @@ impl<H: Handler, B: Backend, F: Flavor> Control<H> for EventLoop<H, B, F> {
     }
 
     fn signal_child(&self, id: WatchId, signal: Signal) -> Result<(), SignalChildError> {
-        self.state.with(|s| {
+        self.locked(|s| {
             let index = s.lookup(id)?;
             s.signal_child(index, signal, &self.backend)
         })
@@ -779,12 +1063,10 @@ impl<H: Handler, B: Backend, F: Flavor> Control<H> for EventLoop<H, B, F> {
     }
 
     fn stop(&self) {
-        self.state.with(|s| {
-            s.stop = true;
-            if s.waiting {
-                self.wake.notify();
-            }
-        });
+        if self.locked(State::request_stop) {
+            // Calls waiting for an events buffer end too.
+            self.state.notify_all();
+        }
     }
 
     fn now(&self) -> Instant {
@@ -796,15 +1078,15 @@ impl<H: Handler, B: Backend, F: Flavor> Control<H> for EventLoop<H, B, F> {
     }
 
     fn contains(&self, id: WatchId) -> bool {
-        self.state.with(|s| s.contains(id))
+        self.locked(|s| s.contains(id))
     }
 
     fn usage(&self) -> Usage {
-        self.state.with(|s| s.usage())
+        self.locked(|s| s.usage())
     }
 
     fn kernel_faults(&self) -> KernelFaults {
-        self.state.with(|s| s.faults())
+        self.locked(|s| s.faults())
     }
 }
 
@@ -813,7 +1095,7 @@ impl<H: Handler, B: Backend, F: Flavor> Drop for EventLoop<H, B, F> {
         // The loop holds pidfds by number (the kernel side of child watches): close them. The
         // rest (registered fds, the backend's own fds, handlers) drops by itself.
         let backend = &self.backend;
-        self.state.with(|s| s.release_children(backend));
+        self.locked(|s| s.release_children(backend));
     }
 }
 

@@ -7,7 +7,8 @@
 //! cell sound and keeps the threaded mutex free of user-visible lock-order rules.
 
 use core::cell::{Cell, UnsafeCell};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 mod sealed {
     pub trait Sealed {}
@@ -22,6 +23,17 @@ pub trait StateLock<T> {
     fn new(value: T) -> Self;
     /// Run `f` with exclusive access. `f` must not run user code.
     fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R;
+    /// Run `f` with exclusive access until it returns `Some`, sleeping on the lock's
+    /// condition variable between tries, for at most `timeout` in all (`None`: no limit).
+    /// `None` once the time is up. A cell for one thread cannot sleep (nothing else could
+    /// change the value): it tries once. `f` must not run user code.
+    fn with_wait<R>(
+        &self,
+        timeout: Option<Duration>,
+        f: impl FnMut(&mut T) -> Option<R>,
+    ) -> Option<R>;
+    /// Wake every thread sleeping in [`with_wait`](Self::with_wait).
+    fn notify_all(&self);
 }
 
 /// How a loop guards its state: [`Single`] or [`Threaded`].
@@ -93,21 +105,71 @@ impl<T> StateLock<T> for SingleCell<T> {
         self.busy.set(false);
         r
     }
+
+    fn with_wait<R>(
+        &self,
+        _timeout: Option<Duration>,
+        mut f: impl FnMut(&mut T) -> Option<R>,
+    ) -> Option<R> {
+        self.with(|t| f(t))
+    }
+
+    fn notify_all(&self) {}
 }
 
-/// A mutex that shrugs off poisoning: the core never panics while holding it, so a poisoned
-/// lock can only come from a bug, and the state is still the last consistent one.
+/// A mutex that shrugs off poisoning (the core never panics while holding it, so a poisoned
+/// lock can only come from a bug, and the state is still the last consistent one), with a
+/// condition variable for the threads that wait for the state to change.
 #[doc(hidden)]
-pub struct MutexCell<T>(Mutex<T>);
+pub struct MutexCell<T> {
+    value: Mutex<T>,
+    changed: Condvar,
+}
 
 impl<T> StateLock<T> for MutexCell<T> {
     fn new(value: T) -> Self {
-        MutexCell(Mutex::new(value))
+        MutexCell {
+            value: Mutex::new(value),
+            changed: Condvar::new(),
+        }
     }
 
     #[inline]
     fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
-        let mut guard = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.value.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut guard)
+    }
+
+    fn with_wait<R>(
+        &self,
+        timeout: Option<Duration>,
+        mut f: impl FnMut(&mut T) -> Option<R>,
+    ) -> Option<R> {
+        let end = timeout.and_then(|t| Instant::now().checked_add(t));
+        let mut guard = self.value.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(r) = f(&mut guard) {
+                return Some(r);
+            }
+            guard = match (timeout, end) {
+                (None, _) => self.changed.wait(guard).unwrap_or_else(|p| p.into_inner()),
+                (Some(_), Some(end)) => {
+                    let left = end.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return None;
+                    }
+                    self.changed
+                        .wait_timeout(guard, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+                // A timeout too long to represent as an instant: no limit.
+                (Some(_), None) => self.changed.wait(guard).unwrap_or_else(|p| p.into_inner()),
+            };
+        }
+    }
+
+    fn notify_all(&self) {
+        self.changed.notify_all();
     }
 }

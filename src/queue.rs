@@ -276,6 +276,30 @@ impl PendingQueue {
         self.lists[list].len += 1;
     }
 
+    /// The sequence number the next queued node will get: a batch that starts now takes
+    /// only nodes numbered below it ([`pop_before`](Self::pop_before)).
+    #[inline]
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Take the highest-priority, earliest node if it was queued before sequence `bound`;
+    /// `None` if the queue is empty or its first node came later. (Several runners share
+    /// the ready queue, each batch bounded by where it started; nothing is deferred.)
+    #[inline(always)]
+    pub(crate) fn pop_before(&mut self, bound: u64) -> Option<u32> {
+        let top_seq = if self.lists[READY_LIST].len > 0 {
+            let head = self.lists[READY_LIST].head;
+            self.nodes.get(head as usize)?.seq
+        } else {
+            self.heap.peek()?.1.1
+        };
+        if top_seq >= bound {
+            return None;
+        }
+        self.pop()
+    }
+
     /// Take the highest-priority, earliest node.
     #[inline(always)]
     pub(crate) fn pop(&mut self) -> Option<u32> {

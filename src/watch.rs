@@ -24,6 +24,9 @@ pub(crate) struct Half {
     pub(crate) queued: bool,
     pub(crate) running: bool,
     pub(crate) removed: bool,
+    /// Threaded loops: queued while the other half's handler runs, and kept off the queue
+    /// until it returns (then queued again by the returning thread).
+    pub(crate) parked: bool,
     /// Readiness pending delivery (fd watchers).
     pub(crate) ready: Readiness,
     /// Readiness delivered by the current call, re-delivered by `Requeue`.
@@ -38,6 +41,7 @@ impl Half {
             queued: false,
             running: false,
             removed: false,
+            parked: false,
             ready: Readiness::EMPTY,
             last: Readiness::EMPTY,
         }

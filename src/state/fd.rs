@@ -202,7 +202,7 @@ impl State {
     ) {
         let index = (tok.0 & 0xffff_ffff) as u32;
         let generation = (tok.0 >> 32) as u32;
-        let in_batch = self.batch_depth > 0;
+        let in_batch = self.deferring();
         let Some(w) = self.slots.get_mut(index, generation) else {
             // An event that outlived its watcher (removed, slot maybe reused): dropped.
             return;

@@ -26,9 +26,13 @@ use crate::watch::{Detail, Half, WakeWatch, Watch};
 
 mod children;
 mod fd;
+mod runners;
 mod signals;
 mod timers;
 mod wakes;
+
+pub(crate) use runners::Enter;
+use runners::Runners;
 
 use signals::SignalTables;
 
@@ -77,6 +81,8 @@ pub(crate) struct Capacities {
     pub(crate) wakers: usize,
     /// Watch children through pidfds (else always the fallback).
     pub(crate) use_pidfd: bool,
+    /// Events buffers: how many run calls may wait in the backend at once.
+    pub(crate) runners: usize,
 }
 
 pub(crate) struct State {
@@ -95,9 +101,7 @@ pub(crate) struct State {
     /// Slots whose kernel registration must be retried.
     dirty: VecDeque<u32>,
     pub(crate) batch_depth: u32,
-    pub(crate) stop: bool,
-    pub(crate) waiting: bool,
-    interrupted: bool,
+    pub(crate) runners: Runners,
     faults: KernelFaults,
     oneshot: bool,
     threaded: bool,
@@ -176,9 +180,7 @@ impl State {
             wakers_cap: cap.wakers,
             dirty,
             batch_depth: 0,
-            stop: false,
-            waiting: false,
-            interrupted: false,
+            runners: Runners::new(cap.runners)?,
             faults: KernelFaults::default(),
             oneshot,
             threaded,
@@ -238,19 +240,29 @@ impl State {
         self.slots.at(index).map(Watch::kind)
     }
 
+    /// Work was queued in user space: hand it to a runner sleeping in the backend (threaded
+    /// loops; see `runners.rs`).
     #[inline]
-    fn interrupt(&mut self, wake: &WakeShared) {
-        if self.threaded && self.waiting && !self.interrupted {
-            self.interrupted = true;
-            wake.notify();
+    fn interrupt(&mut self, _wake: &WakeShared) {
+        if self.threaded && !self.runners.harvesting {
+            self.hand_off();
         }
+    }
+
+    /// Whether what is queued now waits for the next batch (the deferred FIFO): the
+    /// single-threaded flavour, while a batch runs. Threaded loops queue everything at once
+    /// and bound each batch by sequence instead (`next_dispatch`), since several runners,
+    /// each in its own batch, share the queue.
+    #[inline(always)]
+    fn deferring(&self) -> bool {
+        !self.threaded && self.batch_depth > 0
     }
 
     /// Queue half `h`: it becomes disabled while queued. Events queued while a batch runs
     /// wait for the next batch.
     #[inline]
     fn queue_half(&mut self, index: u32, h: usize, wake: &WakeShared) {
-        let in_batch = self.batch_depth > 0;
+        let in_batch = self.deferring();
         let Some(w) = self.slots.at_mut(index) else {
             return;
         };
@@ -278,6 +290,8 @@ impl State {
         let half = &mut w.halves[h];
         if half.queued {
             half.queued = false;
+            // (A parked half is queued but off the queue: removing it finds nothing.)
+            half.parked = false;
             self.queue.remove(node(index, h));
         }
     }
@@ -338,6 +352,7 @@ impl State {
                 half.enabled = false;
                 if half.queued {
                     half.queued = false;
+                    half.parked = false;
                     if is_fd {
                         // Level conditions will be reported again when re-enabled; keep the
                         // ones that would not be.
@@ -348,6 +363,12 @@ impl State {
             }
         }
         self.sync_kernel(index, backend);
+    }
+
+    /// Where a threaded batch that starts now ends: it takes only nodes queued before this.
+    #[inline]
+    pub(crate) fn batch_bound(&self) -> u64 {
+        self.queue.next_seq()
     }
 
     /// Merge deferred events into the heap (start of a batch).
@@ -432,23 +453,35 @@ impl State {
         }
     }
 
-    /// Take the next queued half and claim it for dispatch.
+    /// Take the next queued half and claim it for dispatch. `bound`: threaded loops take
+    /// only what was queued before the calling batch began (a sequence number from
+    /// [`batch_bound`](Self::batch_bound)).
     #[inline(always)]
-    pub(crate) fn next_dispatch(&mut self) -> Option<Dispatch> {
+    pub(crate) fn next_dispatch(&mut self, bound: Option<u64>) -> Option<Dispatch> {
         loop {
-            let n = self.queue.pop()?;
+            let n = match bound {
+                Some(b) => self.queue.pop_before(b)?,
+                None => self.queue.pop()?,
+            };
             let index = n / 2;
             let h = (n % 2) as usize;
+            let threaded = self.threaded;
             let Some((generation, w)) = self.slots.at_mut_gen(index) else {
                 continue;
             };
             w.halves[h].queued = false;
             if w.running {
-                // The other half's handler holds the handler cell (another thread): run this
-                // one in the next batch.
-                let prio = w.halves[h].priority;
+                // The other half's handler holds the handler cell. Threaded: it runs on
+                // another thread; park this half (still queued, off the queue) until that
+                // handler returns, and `finish_dispatch` queues it again: nobody spins on it.
+                // Single-threaded: a nested run inside that handler; run it next batch.
                 w.halves[h].queued = true;
-                self.queue.defer(n, prio);
+                if threaded {
+                    w.halves[h].parked = true;
+                } else {
+                    let prio = w.halves[h].priority;
+                    self.queue.defer(n, prio);
+                }
                 continue;
             }
             let delivery = match &mut w.detail {
@@ -515,11 +548,20 @@ impl State {
         use crate::handler::Rearm;
         let index = d.id.index;
         let h = d.half;
-        let in_batch = self.batch_depth > 0;
+        let in_batch = self.deferring();
         let oneshot = self.oneshot;
         let w = self.slots.at_mut(index)?;
         w.running = false;
         w.halves[h].running = false;
+        if w.halves[1 - h].parked {
+            // The sibling half waited for this handler (threaded loops): its turn now.
+            let other = &mut w.halves[1 - h];
+            other.parked = false;
+            let prio = other.priority;
+            self.queue.push(node(index, 1 - h), prio);
+            self.interrupt(wake);
+        }
+        let w = self.slots.at_mut(index)?;
         // Fast path: a level-triggered fd re-armed with nothing pending. Its registration
         // stayed armed while it ran, so only the flag changes.
         if rearm == Rearm::Rearm && !oneshot && !w.remove_pending {

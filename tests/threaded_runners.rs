@@ -1,0 +1,194 @@
+//! Several threads inside one `ThreadedLoop`: cross-thread wake-ups of a runner blocked in
+//! plain `run()`, `poll()` beside a blocked runner, per-call deadlines, `stop()` with several
+//! runners. Every blocking call runs under a watchdog: a lost wake-up fails the test (after
+//! a few seconds) instead of hanging it.
+
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use dasynq::{Cx, Event, FdOptions, Handler, Interest, Rearm, Removed, ThreadedLoop};
+
+/// How long a step may take before the test calls it a lost wake-up.
+const WATCHDOG: Duration = Duration::from_secs(5);
+
+/// Run `f` on its own thread; fail if it has not returned within `WATCHDOG`.
+fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(WATCHDOG) {
+        Ok(v) => v,
+        Err(_) => panic!("{what}: still blocked after {WATCHDOG:?} (a lost wake-up)"),
+    }
+}
+
+/// A handler that reports each call on a channel and answers `Noop`: it stays disabled
+/// unless it was enabled meanwhile (an enable made while it runs is kept; `Disarm` would
+/// undo it, as documented).
+struct Report {
+    tx: mpsc::Sender<usize>,
+    tag: usize,
+}
+
+impl Handler for Report {
+    fn on_event(&mut self, _cx: &Cx<'_, Self>, _ev: Event<'_>) -> Rearm {
+        let _ = self.tx.send(self.tag);
+        Rearm::Noop
+    }
+    fn on_removed(self, _cx: &Cx<'_, Self>, _removed: Removed) {}
+}
+
+fn regular_file() -> OwnedFd {
+    std::fs::File::open("/proc/self/stat")
+        .or_else(|_| std::fs::File::open("Cargo.toml"))
+        .unwrap()
+        .into()
+}
+
+/// Defect 1: the loop noted "already interrupted" after the first cross-thread enqueue and
+/// never cleared it, so later enables never woke a runner blocked in plain `run()`.
+#[test]
+fn every_enable_from_another_thread_wakes_a_runner_blocked_in_run() {
+    let lp = Arc::new(ThreadedLoop::<Report>::builder().build().unwrap());
+    let (tx, rx) = mpsc::channel();
+    // A regular file is emulated as always ready: enabling it queues it in user space.
+    let id = lp
+        .add_fd(
+            regular_file(),
+            Interest::READ,
+            FdOptions::new().disabled(),
+            Report { tx, tag: 0 },
+        )
+        .unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let runner = {
+        let (lp, done) = (lp.clone(), done.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::SeqCst) {
+                lp.run();
+            }
+        })
+    };
+    for round in 0..1000 {
+        // Give the runner time to block, now and then, so both orders are exercised.
+        if round % 100 == 0 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        lp.set_enabled(id, true).unwrap();
+        rx.recv_timeout(WATCHDOG)
+            .unwrap_or_else(|_| panic!("round {round}: the blocked runner was never woken"));
+    }
+    done.store(true, Ordering::SeqCst);
+    lp.stop();
+    within("the runner's last run()", move || runner.join().unwrap());
+}
+
+/// Defect 2: `poll()` waited for the events buffer that a thread blocked in `run()` held.
+#[test]
+fn poll_never_blocks_while_another_thread_is_in_run() {
+    let lp = Arc::new(ThreadedLoop::<Report>::builder().build().unwrap());
+    let runner = {
+        let lp = lp.clone();
+        std::thread::spawn(move || lp.run())
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    for _ in 0..100 {
+        let lp = lp.clone();
+        assert_eq!(
+            within("poll() beside a blocked run()", move || lp.poll()),
+            0
+        );
+    }
+    lp.stop();
+    within("the runner after stop()", move || runner.join().unwrap());
+}
+
+/// Defect 3a: a second thread's `run_timeout` waited for the first runner to be woken.
+#[test]
+fn run_timeout_on_a_second_thread_keeps_its_own_deadline() {
+    let lp = Arc::new(ThreadedLoop::<Report>::builder().build().unwrap());
+    let runner = {
+        let lp = lp.clone();
+        std::thread::spawn(move || lp.run())
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    let started = Instant::now();
+    let lp2 = lp.clone();
+    let n = within("run_timeout(10 ms) beside a blocked run()", move || {
+        lp2.run_timeout(Duration::from_millis(10))
+    });
+    let took = started.elapsed();
+    assert_eq!(n, 0);
+    // Generous for a loaded machine: the defect took as long as the other runner slept.
+    assert!(
+        took < Duration::from_secs(2),
+        "run_timeout(10 ms) took {took:?}"
+    );
+    lp.stop();
+    within("the runner after stop()", move || runner.join().unwrap());
+}
+
+/// Defect 3b: another thread's `poll()` cleared the one "a runner is waiting" flag, so a
+/// later `stop()` did not wake the runner.
+#[test]
+fn stop_after_another_threads_poll_still_ends_a_blocked_run() {
+    let lp = Arc::new(ThreadedLoop::<Report>::builder().build().unwrap());
+    let runner = {
+        let lp = lp.clone();
+        std::thread::spawn(move || lp.run())
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    let lp2 = lp.clone();
+    assert_eq!(
+        within("poll() beside a blocked run()", move || lp2.poll()),
+        0
+    );
+    lp.stop();
+    assert_eq!(
+        within("run() after poll() and stop()", move || runner
+            .join()
+            .unwrap()),
+        0
+    );
+}
+
+/// Defect 3c: one `stop()` ended only one of two runners. Now it ends every call in
+/// progress, and none after them.
+#[test]
+fn one_stop_ends_every_runner() {
+    for runners in [2, 3, 4] {
+        let lp = Arc::new(
+            ThreadedLoop::<Report>::builder()
+                .runners(runners)
+                .build()
+                .unwrap(),
+        );
+        let entered = Arc::new(Barrier::new(runners + 1));
+        let returned = Arc::new(AtomicUsize::new(0));
+        let threads: Vec<_> = (0..runners)
+            .map(|_| {
+                let (lp, entered, returned) = (lp.clone(), entered.clone(), returned.clone());
+                std::thread::spawn(move || {
+                    entered.wait();
+                    let n = lp.run();
+                    returned.fetch_add(1, Ordering::SeqCst);
+                    n
+                })
+            })
+            .collect();
+        entered.wait();
+        std::thread::sleep(Duration::from_millis(50));
+        lp.stop();
+        for t in threads {
+            assert_eq!(
+                within("a runner after stop()", move || t.join().unwrap()),
+                0
+            );
+        }
+        assert_eq!(returned.load(Ordering::SeqCst), runners);
+    }
+}
