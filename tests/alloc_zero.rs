@@ -2,7 +2,8 @@
 //! dispatched events over fd, bidirectional, emulated fd, timer and wake watchers, with
 //! registration, enable, disable, arm, re-arm, removal and re-registration in between, on
 //! every backend and both lock flavours, plus signal instances and child exits (after build and
-//! reservation, delivering them allocates nothing either). Any allocation or deallocation in
+//! reservation, delivering them allocates nothing either), and 2-4 runner threads sharing one
+//! threaded loop (real kernel, `Sim`, kqueue over `KqueueSim`). Any allocation or deallocation in
 //! the measured section fails the test. A harness-less binary, so no test-runner thread
 //! allocates beside it, and `main` can block the signals before anything else runs.
 
@@ -550,6 +551,126 @@ fn retries_at_full_capacity<I: Io, B: Backend>(
     println!("{name}: retries at full capacity allocated nothing");
 }
 
+/// A `Send` handler for the multi-runner scenario: reads its byte, counts, re-arms.
+struct Shared<I> {
+    io: I,
+    events: std::sync::Arc<AtomicU64>,
+}
+
+impl<I: Io> Handler for Shared<I> {
+    fn on_event(&mut self, _cx: &Cx<'_, Self>, ev: Event<'_>) -> Rearm {
+        if let Event::Fd { fd, .. } = ev {
+            self.io.drain(fd);
+        }
+        self.events.fetch_add(1, Ordering::SeqCst);
+        Rearm::Rearm
+    }
+    fn on_removed(self, _cx: &Cx<'_, Self>, _r: Removed) {}
+}
+
+/// Several threads run one loop at once: fd events, wakes and timer expiries dispatched on
+/// whichever runner is free, with hand-offs between them, allocate nothing (the counter is
+/// global, so it sees every runner thread). The threads are started before counting starts
+/// (spawning a thread allocates) and stopped after it ends.
+fn several_runners<B: Backend, I: Io + Send + Sync>(
+    name: &str,
+    runners: usize,
+    backend: B,
+    io: I,
+    target: u64,
+) {
+    use std::sync::Arc;
+    let lp = Arc::new(
+        EventLoop::<Shared<I>, B, Threaded>::builder()
+            .watchers(64)
+            .timers(8)
+            .wakers(4)
+            .events(64)
+            .runners(runners)
+            .build_with(backend)
+            .expect("build"),
+    );
+    let events = Arc::new(AtomicU64::new(0));
+    let mut writers = Vec::new();
+    for _ in 0..8 {
+        let (r, w) = io.pipe();
+        let h = Shared {
+            io: io.clone(),
+            events: events.clone(),
+        };
+        lp.add_fd(r, Interest::READ, FdOptions::new(), h).unwrap();
+        writers.push(w);
+    }
+    let (_, waker) = lp
+        .add_wake(
+            Priority::DEFAULT,
+            Shared {
+                io: io.clone(),
+                events: events.clone(),
+            },
+        )
+        .unwrap();
+    let timer = lp
+        .add_timer(
+            Clock::Monotonic,
+            Priority::DEFAULT,
+            Shared {
+                io: io.clone(),
+                events: events.clone(),
+            },
+        )
+        .unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let threads: Vec<_> = (0..runners)
+        .map(|_| {
+            let (lp, done) = (lp.clone(), done.clone());
+            std::thread::spawn(move || {
+                while !done.load(Ordering::SeqCst) {
+                    lp.run();
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(20));
+    ARMED.store(true, Ordering::SeqCst);
+    let mut sent = 0u64;
+    let mut round = 0u64;
+    while events.load(Ordering::SeqCst) < target {
+        round += 1;
+        for w in &writers {
+            io.write(w);
+            sent += 1;
+        }
+        if round % 8 == 0 {
+            waker.wake();
+            let _ = lp.arm_timer(timer, Deadline::After(Duration::ZERO), None);
+        }
+        // Let the runners keep up (a pipe holds only so much).
+        while events.load(Ordering::SeqCst) + 64 < sent {
+            std::thread::yield_now();
+        }
+    }
+    ARMED.store(false, Ordering::SeqCst);
+    let (allocs, frees) = (ALLOCS.load(Ordering::SeqCst), FREES.load(Ordering::SeqCst));
+    done.store(true, Ordering::SeqCst);
+    for t in threads {
+        while !t.is_finished() {
+            lp.stop();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        t.join().unwrap();
+    }
+    assert_eq!(
+        (allocs, frees),
+        (0, 0),
+        "{name}: {runners} runners allocated while dispatching"
+    );
+    println!(
+        "{name}, {runners} runners: {} events, allocated nothing",
+        events.load(Ordering::SeqCst)
+    );
+}
+
 fn main() {
     // Before anything else (and any thread): block the signals the scenarios watch.
     dasynq::block_signals(dasynq::SignalSet::of(&[rt(), Signal::CHLD])).expect("block");
@@ -609,6 +730,26 @@ fn main() {
     );
     let sim = Sim::new();
     scenario::<_, _, Single>("Sim", sim.clone(), sim, n);
+
+    for runners in 2..=4 {
+        several_runners(
+            "real kernel, threaded",
+            runners,
+            DefaultBackend::new().unwrap(),
+            RealIo,
+            20_000,
+        );
+        let sim = Sim::new();
+        several_runners("Sim", runners, sim.clone(), sim, 20_000);
+        let k = KqueueSim::for_platform(KqueuePlatform::FreeBsd);
+        several_runners(
+            "kqueue over KqueueSim (FreeBSD)",
+            runners,
+            Kqueue::with_kernel(k.clone()).unwrap(),
+            k,
+            20_000,
+        );
+    }
 
     let k = EpollSim::new();
     let f = Faulty::new(k.clone());
