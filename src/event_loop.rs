@@ -226,6 +226,12 @@ impl<H: Handler, B: Backend, F: Flavor> Builder<H, B, F> {
                 })?;
             bufs.push(EventsCell(UnsafeCell::new(events)));
         }
+        if F::THREADED && caps.runners > 1 {
+            backend.share_waits().map_err(|e| BuildError::Kernel {
+                call: e.call,
+                errno: e.errno,
+            })?;
+        }
         let wake = WakeShared::new(backend.notifier(), wakers).ok_or(oom("wakers"))?;
         let mut handlers = Vec::new();
         handlers
@@ -535,11 +541,18 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
         (ran, stopped)
     }
 
+    /// Take a free events buffer (under the lock), telling the backend how many are held.
+    fn take_buffer(&self, s: &mut State) -> Option<u32> {
+        let b = s.take_buffer()?;
+        self.backend.runners_changed(s.holding_buffers());
+        Some(b)
+    }
+
     /// Take an events buffer for a blocking call: wait (on the lock's condition variable)
     /// while every buffer is in use, until one is free, the call is stopped, or its time is
     /// up. `None`: no buffer (stopped, or out of time).
     fn wait_for_buffer(&self, epoch: u64, mode: Mode) -> Option<u32> {
-        if let Some(b) = self.locked(State::take_buffer) {
+        if let Some(b) = self.locked(|s| self.take_buffer(s)) {
             return Some(b);
         }
         let left = match mode {
@@ -557,7 +570,7 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
             if s.stopped(epoch) {
                 return Some(None);
             }
-            if let Some(b) = s.take_buffer() {
+            if let Some(b) = self.take_buffer(s) {
                 return Some(Some(b));
             }
             s.runners.buffer_waiters += 1;
@@ -587,7 +600,7 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
         };
         call.buffer = match mode {
             // `poll` never waits for a buffer: without one it runs only what is queued.
-            Mode::Poll => self.locked(State::take_buffer),
+            Mode::Poll => self.locked(|s| self.take_buffer(s)),
             _ => match self.wait_for_buffer(epoch, mode) {
                 Some(b) => Some(b),
                 None => return 0,
@@ -841,7 +854,11 @@ impl<H: Handler, B: Backend, F: Flavor> Drop for CallGuard<'_, H, B, F> {
                     })
             });
             let stopped = s.stopped(self.epoch);
-            (removal, s.leave_call(buffer, stopped))
+            let waiters = s.leave_call(buffer, stopped);
+            if buffer.is_some() {
+                lp.backend.runners_changed(s.holding_buffers());
+            }
+            (removal, waiters)
         });
         if waiters {
             lp.state.notify_all();

@@ -192,3 +192,42 @@ fn one_stop_ends_every_runner() {
         assert_eq!(returned.load(Ordering::SeqCst), runners);
     }
 }
+
+/// "A kernel event wakes one waiter, not all": with the backend's sources shared
+/// ([`Backend::share_waits`], as a loop built for several runners does), one poke of the
+/// notifier is reported to exactly one of two threads waiting at once. (Level-triggered, the
+/// second waiter would see the same poke, since the first has not drained it yet.)
+#[cfg(dasynq_epoll)]
+#[test]
+fn a_shared_notifier_poke_reaches_one_waiter() {
+    use dasynq::backend::{Backend, BackendEvent, Epoll};
+    let be = Arc::new(Epoll::new().unwrap());
+    be.share_waits().unwrap();
+    let notifier = be.notifier();
+    for _ in 0..3 {
+        let got = Arc::new(AtomicUsize::new(0));
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let (be, got) = (be.clone(), got.clone());
+                std::thread::spawn(move || {
+                    let mut buf = be.new_events(8).unwrap();
+                    be.wait(&mut buf, Some(Duration::from_millis(300))).unwrap();
+                    let mut woke = false;
+                    // Not drained until both waits are over: the second wait sees the poke
+                    // only if the registration is level-triggered.
+                    std::thread::sleep(Duration::from_millis(350));
+                    be.for_each_event(&buf, |ev| woke |= matches!(ev, BackendEvent::Wake));
+                    if woke {
+                        got.fetch_add(1, Ordering::SeqCst);
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(50));
+        notifier.notify();
+        for w in waiters {
+            w.join().unwrap();
+        }
+        assert_eq!(got.load(Ordering::SeqCst), 1, "one poke, one waiter woken");
+    }
+}

@@ -15,6 +15,7 @@
 
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::{Backend, BackendEvent, ChildHandle, FdMode, KernelError, Registration, Token};
@@ -167,7 +168,21 @@ pub struct Epoll<K: EpollKernel> {
     timers: [K::Fd; 2],
     wake: Arc<K::EventFd>,
     signals: K::Fd,
+    /// Several runners wait at once ([`Backend::share_waits`]): the wake eventfd and the
+    /// timerfds are registered one-shot, so each readiness wakes one waiter, and re-armed
+    /// as they are consumed.
+    shared: AtomicBool,
+    /// Shared mode: a clock was reported, and its one-shot registration is re-armed by the
+    /// next `set_deadline` (which the loop makes after every reported fire).
+    clock_fired: [AtomicBool; 2],
+    /// Shared mode: re-arming the wake eventfd failed; `wait` retries it, polls every 10 ms
+    /// meanwhile, and reports a wake after each wait, so nothing waits on a disarmed
+    /// notifier.
+    wake_disarmed: AtomicBool,
 }
+
+/// How often a wait polls while the shared wake eventfd could not be re-armed.
+const WAKE_RETRY: Duration = Duration::from_millis(10);
 
 impl<K: EpollKernel> Epoll<K> {
     /// Create the epoll instance, one timerfd per clock and the wake eventfd on `kernel`.
@@ -198,7 +213,18 @@ impl<K: EpollKernel> Epoll<K> {
             timers: [mono, sys],
             wake: Arc::new(wake),
             signals,
+            shared: AtomicBool::new(false),
+            clock_fired: [AtomicBool::new(false), AtomicBool::new(false)],
+            wake_disarmed: AtomicBool::new(false),
         })
+    }
+
+    /// Re-arm a one-shot internal source (shared mode). epoll(7): with `EPOLLONESHOT` the
+    /// fd is disabled after one report, "the user must call epoll_ctl() with
+    /// EPOLL_CTL_MOD to rearm the file descriptor with a new event mask"; a source still
+    /// ready reports again at once.
+    fn rearm_internal(&self, fd: RawFd, token: u64) -> Result<(), KernelError> {
+        self.ctl(CtlOp::Mod, fd, EPOLLIN | EPOLLONESHOT, token)
     }
 
     /// The kernel this backend runs on.
@@ -305,15 +331,46 @@ impl<K: EpollKernel> Backend for Epoll<K> {
     }
 
     fn set_deadline(&self, clock: Clock, deadline: Option<u64>) -> Result<(), KernelError> {
+        let c = clock.index();
         self.kernel
-            .timerfd_settime(&self.timers[clock.index()], deadline)
+            .timerfd_settime(&self.timers[c], deadline)
             .map_err(|errno| KernelError {
                 call: "timerfd_settime",
                 errno,
-            })
+            })?;
+        // Shared mode: the setting above reset the timerfd (no longer readable), so the
+        // one-shot registration that reported its fire can be re-armed without waking anyone.
+        if self.clock_fired[c].swap(false, Ordering::AcqRel) {
+            if let Err(e) = self.rearm_internal(self.timers[c].as_raw_fd(), TOKEN_CLOCK[c]) {
+                // Retried with the deadline (the loop retries a failed `set_deadline`).
+                self.clock_fired[c].store(true, Ordering::Release);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    fn share_waits(&self) -> Result<(), KernelError> {
+        self.rearm_internal(self.wake.as_raw_fd(), TOKEN_WAKE)?;
+        for c in Clock::ALL {
+            self.rearm_internal(self.timers[c.index()].as_raw_fd(), TOKEN_CLOCK[c.index()])?;
+        }
+        self.shared.store(true, Ordering::Release);
+        Ok(())
     }
 
     fn wait(&self, events: &mut K::Buffer, timeout: Option<Duration>) -> Result<(), KernelError> {
+        let mut timeout = timeout;
+        if self.wake_disarmed.load(Ordering::Acquire) {
+            if self
+                .rearm_internal(self.wake.as_raw_fd(), TOKEN_WAKE)
+                .is_ok()
+            {
+                self.wake_disarmed.store(false, Ordering::Release);
+            } else {
+                timeout = Some(timeout.map_or(WAKE_RETRY, |t| t.min(WAKE_RETRY)));
+            }
+        }
         match self.kernel.epoll_wait(&self.ep, events, timeout) {
             Ok(()) => Ok(()),
             Err(Errno::INTR) => Ok(()),
@@ -339,13 +396,35 @@ impl<K: EpollKernel> Backend for Epoll<K> {
                     // Reset the counter so the level-triggered eventfd stops reporting. A
                     // failure (EAGAIN: already drained) leaves nothing to do.
                     let _ = self.kernel.eventfd_read(&self.wake);
+                    // Shared mode: re-arm after the read, so a poke made since reports again
+                    // (to one waiter).
+                    if self.shared.load(Ordering::Acquire)
+                        && self
+                            .rearm_internal(self.wake.as_raw_fd(), TOKEN_WAKE)
+                            .is_err()
+                    {
+                        self.wake_disarmed.store(true, Ordering::Release);
+                    }
                     f(BackendEvent::Wake);
                 }
-                d if d == TOKEN_CLOCK[0] => f(BackendEvent::Clock(Clock::Monotonic)),
-                d if d == TOKEN_CLOCK[1] => f(BackendEvent::Clock(Clock::System)),
+                d if d == TOKEN_CLOCK[0] || d == TOKEN_CLOCK[1] => {
+                    let c = if d == TOKEN_CLOCK[0] {
+                        Clock::Monotonic
+                    } else {
+                        Clock::System
+                    };
+                    if self.shared.load(Ordering::Acquire) {
+                        self.clock_fired[c.index()].store(true, Ordering::Release);
+                    }
+                    f(BackendEvent::Clock(c))
+                }
                 // A reserved token the backend never registered: a faulty kernel.
                 _ => f(BackendEvent::Garbled),
             }
+        }
+        if self.wake_disarmed.load(Ordering::Acquire) {
+            // The notifier could not be re-armed: take every wait as a possible wake.
+            f(BackendEvent::Wake);
         }
     }
 

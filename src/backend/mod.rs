@@ -204,6 +204,20 @@ pub trait Backend: Send + Sync + 'static {
     /// Hand every event of the last wait to `f`, translating the backend's own objects.
     fn for_each_event(&self, events: &Self::Events, f: impl FnMut(BackendEvent));
 
+    /// Several threads will wait at once (a threaded loop built for more than one runner;
+    /// called once, while building): make the backend's own sources (the notifier, the
+    /// clocks) report each readiness to one waiter, not to every waiter, re-arming them as
+    /// they are consumed. The default does nothing (a backend whose sources already report
+    /// once, or a herd it accepts).
+    fn share_waits(&self) -> Result<(), KernelError> {
+        Ok(())
+    }
+
+    /// How many run calls now hold an events buffer (so may wait), under the loop's lock,
+    /// each time it changes. A simulated backend uses it to advance virtual time only when
+    /// every one of them is blocked; the default ignores it.
+    fn runners_changed(&self, _holding: u32) {}
+
     /// Take one pending instance of an armed signal (`Ok(None)`: none is pending). The loop
     /// takes instances one at a time, only while it has room for what the next one may be.
     fn take_signal(&self) -> Result<Option<SigInfo>, KernelError>;

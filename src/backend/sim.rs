@@ -60,7 +60,20 @@ pub struct SimTables {
     deadlines: [Option<u64>; 2],
     notified: bool,
     armed: SignalSet,
+    /// Several runners ([`Backend::share_waits`]): a due clock is reported once, to one
+    /// waiter, until its deadline is set again (as a one-shot timerfd registration is).
+    clock_once: bool,
+    clock_reported: [bool; 2],
+    /// Run calls holding an events buffer ([`Backend::runners_changed`]).
+    holding: u32,
+    /// The ends (virtual monotonic ns; `u64::MAX`: none) of the waits blocked while other
+    /// holders were not: virtual time moves only once every holder is blocked, and then to
+    /// the earliest end or deadline any of them waits for.
+    blocked: Vec<u64>,
 }
+
+/// The most waits that can be blocked at once (the loop's most runners).
+const MAX_BLOCKED: usize = 1024;
 
 /// The deterministic simulated backend. Cloning gives another handle to the same world: keep
 /// one to drive the simulation while the loop owns the other.
@@ -81,12 +94,18 @@ impl Sim {
         regs.reserve_exact(MAX_REGISTRATIONS);
         let mut scratch = Vec::new();
         scratch.reserve_exact(MAX_REGISTRATIONS);
+        let mut blocked = Vec::new();
+        blocked.reserve_exact(MAX_BLOCKED);
         SimWorld::with_tables(SimTables {
             regs,
             scratch,
             deadlines: [None, None],
             notified: false,
             armed: SignalSet::new(),
+            clock_once: false,
+            clock_reported: [false, false],
+            holding: 0,
+            blocked,
         })
     }
 
@@ -158,9 +177,12 @@ impl SimTables {
         }
         for c in Clock::ALL {
             if let Some(d) = self.deadlines[c.index()] {
-                if o.now(c) >= d && out.len() < room {
-                    // Like a timerfd: stays due until the deadline is set again.
+                let reported = &mut self.clock_reported[c.index()];
+                if o.now(c) >= d && out.len() < room && !*reported {
+                    // Like a timerfd: stays due until the deadline is set again (reported
+                    // once in all, when shared by several runners).
                     out.push(BackendEvent::Clock(c));
+                    *reported = self.clock_once;
                 }
             }
         }
@@ -184,6 +206,7 @@ impl SimTables {
         let now = o.now(Clock::Monotonic);
         Clock::ALL
             .iter()
+            .filter(|&&c| !self.clock_reported[c.index()])
             .filter_map(|&c| {
                 let d = self.deadlines[c.index()]?;
                 Some(now.saturating_add(d.saturating_sub(o.now(c))))
@@ -296,8 +319,19 @@ impl Backend for Sim {
     fn set_deadline(&self, clock: Clock, deadline: Option<u64>) -> Result<(), KernelError> {
         self.change(|_, x| {
             x.deadlines[clock.index()] = deadline;
+            x.clock_reported[clock.index()] = false;
             Ok(())
         })
+    }
+
+    fn share_waits(&self) -> Result<(), KernelError> {
+        self.change(|_, x| x.clock_once = true);
+        Ok(())
+    }
+
+    fn runners_changed(&self, holding: u32) {
+        // A change: blocked waits look again (the last holder may just have left).
+        self.change(|_, x| x.holding = holding);
     }
 
     fn wait(
@@ -307,7 +341,19 @@ impl Backend for Sim {
     ) -> Result<(), KernelError> {
         // This wait's events only, none on error.
         events.clear();
+        // This wait's end, and the entry it holds in `blocked` while it sleeps.
+        let mut end: Option<Option<u64>> = None;
+        let mut listed: Option<u64> = None;
         self.wait_with(timeout, |o, x, timed_out| {
+            let now = o.now(Clock::Monotonic);
+            let end = *end.get_or_insert_with(|| {
+                timeout.map(|d| now.saturating_add(crate::timer::duration_ns(d)))
+            });
+            if let Some(e) = listed.take() {
+                if let Some(at) = x.blocked.iter().position(|&b| b == e) {
+                    x.blocked.swap_remove(at);
+                }
+            }
             x.collect(o, events);
             if o.signal_pending(x.armed) && events.len() < events.capacity() {
                 events.push(BackendEvent::SignalsPending);
@@ -315,7 +361,28 @@ impl Backend for Sim {
             if !events.is_empty() || timed_out || timeout == Some(Duration::ZERO) {
                 return Ok(());
             }
-            Err(x.next_deadline(o))
+            let next = x.next_deadline(o);
+            if x.holding <= 1 {
+                return Err(next);
+            }
+            // Several runners: virtual time moves only when every holder of a buffer is
+            // blocked, then to the earliest end or deadline any blocked wait has.
+            let mine = match (next, end) {
+                (Some(a), Some(b)) => a.min(b),
+                (a, b) => a.or(b).unwrap_or(u64::MAX),
+            };
+            let others = x.blocked.iter().copied().min().unwrap_or(u64::MAX);
+            let last = x.blocked.len() + 1 >= x.holding as usize;
+            let t = mine.min(others);
+            if (last && others > now && t != u64::MAX) || x.blocked.len() >= x.blocked.capacity() {
+                return Err((t != u64::MAX).then_some(t));
+            }
+            // Not the last, another wait is due and about to wake, or nothing to wait for:
+            // sleep until the world changes (another runner blocks, leaves, or moves time),
+            // counted as blocked.
+            x.blocked.push(mine);
+            listed = Some(mine);
+            Err(None)
         });
         Ok(())
     }

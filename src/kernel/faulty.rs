@@ -569,6 +569,12 @@ impl<B: Backend> Backend for Faulty<B> {
     fn notifier(&self) -> Arc<dyn Notify> {
         self.inner.notifier()
     }
+    fn share_waits(&self) -> Result<(), KernelError> {
+        self.inner.share_waits()
+    }
+    fn runners_changed(&self, holding: u32) {
+        self.inner.runners_changed(holding)
+    }
     fn add_fd(
         &self,
         fd: BorrowedFd<'_>,

@@ -61,6 +61,8 @@ pub(crate) struct Runners {
     pub(crate) notify_due: bool,
     /// Free events buffers (indices), with room for all of them.
     free: Vec<u32>,
+    /// How many buffers there are.
+    buffers: usize,
 }
 
 impl Runners {
@@ -78,6 +80,7 @@ impl Runners {
             harvesting: false,
             notify_due: false,
             free,
+            buffers,
         })
     }
 }
@@ -99,6 +102,12 @@ impl State {
         self.runners.free.pop()
     }
 
+    /// How many events buffers run calls hold now.
+    pub(crate) fn holding_buffers(&self) -> u32 {
+        let r = &self.runners;
+        r.buffers.saturating_sub(r.free.len()) as u32
+    }
+
     /// Whether a call that started in `epoch` must end.
     pub(crate) fn stopped(&self, epoch: u64) -> bool {
         self.runners.epoch != epoch
@@ -111,7 +120,7 @@ impl State {
         r.active = r.active.saturating_sub(1);
         if let Some(b) = buffer {
             // Room for every buffer was reserved, and a buffer is given back once.
-            if r.free.len() < r.free.capacity() {
+            if r.free.len() < r.buffers {
                 r.free.push(b);
             }
         }

@@ -177,6 +177,8 @@ impl<X> SimWorld<X> {
                             let now = o.now(Clock::Monotonic);
                             if t > now {
                                 o.advance(t - now);
+                                // Other waits (other runners) may be due now.
+                                self.shared.changed.notify_all();
                             } else if timed_out {
                                 // The step saw the timeout and still wants to wait: give up.
                                 // (Steps return Ok on timeout; this guards a buggy step.)
