@@ -181,6 +181,10 @@ pub trait Control<H: Handler> {
     /// Remove a watcher. If its handler is not running, `on_removed` runs now, on this thread;
     /// if it is running, the removal completes (and `on_removed` runs) when it returns, whatever
     /// it returns. A pending event is dropped.
+    ///
+    /// Never blocks, from any thread, even while the handler runs on another thread: once
+    /// `remove` has returned, the handler is never started again, and `on_removed` runs
+    /// exactly once (here, or on the dispatching thread right after the handler returns).
     fn remove(&self, id: WatchId) -> Result<(), UsageError>;
 
     /// Enable or disable a watcher (both halves of a bidirectional one). Enabling a watcher
@@ -228,6 +232,12 @@ pub trait Control<H: Handler> {
 
     /// Make the running `run`/`poll` call return after the current handler; if none is
     /// running, the next one returns at once.
+    ///
+    /// On a [`ThreadedLoop`](crate::ThreadedLoop) run by several threads, from any thread: every
+    /// run call in progress returns after its current handler (those blocked in the kernel
+    /// are woken, one after another). A call that starts afterwards runs as usual, so to shut
+    /// the runners down, set a flag of your own that their loops check, then call `stop`
+    /// until they have all returned.
     fn stop(&self);
 
     /// The loop's monotonic time (virtual time on the `Sim` backend).

@@ -320,7 +320,11 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
     }
 
     /// Run until at least one handler has run (or [`stop`](Control::stop) is called), blocking
-    /// as needed. Returns how many handlers ran.
+    /// as needed. Returns how many handlers ran (on this thread, by this call).
+    ///
+    /// On a [`ThreadedLoop`], any number of threads may be in `run` (and the other run calls)
+    /// at once: each event is dispatched on whichever thread is free, and each call keeps its
+    /// own limit, deadline and count. See the README's "Many threads" section.
     pub fn run(&self) -> usize {
         self.run_inner(usize::MAX, Mode::Block)
     }
@@ -332,6 +336,8 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
     }
 
     /// Run the handlers of whatever is ready now, without blocking. Returns how many ran.
+    /// Never blocks, whatever other threads are doing with the loop (without a free events
+    /// buffer, it runs only what is already queued in user space).
     pub fn poll(&self) -> usize {
         self.run_inner(usize::MAX, Mode::Poll)
     }

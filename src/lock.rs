@@ -57,9 +57,13 @@ pub trait Flavor: sealed::Sealed + 'static {
 #[derive(Debug)]
 pub enum Single {}
 
-/// The threaded flavour: the loop is `Sync`; other threads may register, remove, enable,
-/// disable and arm watchers and wake the loop while one thread runs it. Fd watchers are
-/// registered one-shot.
+/// The threaded flavour: the loop is `Sync`. Any number of threads may run it at once
+/// (`run`, `run_limit`, `run_timeout`, `poll`, `poll_limit`), each event dispatched on
+/// whichever thread is free, one handler never on two threads at once; any thread may
+/// register, remove, enable, disable and arm watchers and wake the loop meanwhile. Fd
+/// watchers are registered one-shot. Size the runners with
+/// [`Builder::runners`](crate::Builder::runners); the README's "Many threads" section gives
+/// the exact guarantees (stop, limits, priorities, the bidirectional rule).
 #[derive(Debug)]
 pub enum Threaded {}
 
