@@ -83,6 +83,10 @@ pub struct EventLoop<H: Handler, B: Backend = DefaultBackend, F: Flavor = Single
 // between threads, hence `H: Send` (and `B::Events: Send`, required by `Backend`).
 unsafe impl<H: Handler + Send, B: Backend> Sync for EventLoop<H, B, Threaded> {}
 
+// SAFETY: as for `Threaded`: `Modelled` is the same flavour over shuttle's mutex.
+#[cfg(feature = "model")]
+unsafe impl<H: Handler + Send, B: Backend> Sync for EventLoop<H, B, crate::lock::Modelled> {}
+
 /// Ties a builder to its loop's type parameters without owning any of them.
 type Marker<H, B, F> = fn() -> (H, B, F);
 

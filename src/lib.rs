@@ -114,6 +114,8 @@ pub use handler::{Event, FnHandler, Handler, Rearm, Removed, SendFnHandler};
 pub use id::{Priority, WatchId};
 pub use interest::{Half, Interest, Readiness};
 pub use kernel::{block_signals, blocked_signals, unblock_signals};
+#[cfg(feature = "model")]
+pub use lock::Modelled;
 pub use lock::{Flavor, Single, Threaded};
 pub use options::{BidiOptions, ChildSignals, Emulation, FdOptions, SpawnOptions};
 pub use signal::{SigInfo, Signal, SignalSet};

@@ -7,6 +7,8 @@
 //! cell sound and keeps the threaded mutex free of user-visible lock-order rules.
 
 use core::cell::{Cell, UnsafeCell};
+#[cfg(feature = "model")]
+use shuttle::sync::{Condvar as ModelCondvar, Mutex as ModelMutex};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,6 +16,8 @@ mod sealed {
     pub trait Sealed {}
     impl Sealed for super::Single {}
     impl Sealed for super::Threaded {}
+    #[cfg(feature = "model")]
+    impl Sealed for super::Modelled {}
 }
 
 /// Exclusive access to a value for the length of a closure.
@@ -66,6 +70,20 @@ pub enum Single {}
 /// the exact guarantees (stop, limits, priorities, the bidirectional rule).
 #[derive(Debug)]
 pub enum Threaded {}
+
+/// The threaded flavour over the model checker's (shuttle's) mutex and condition variable:
+/// the same loop as [`Threaded`], for model-checking the protocol of several runners inside
+/// `shuttle::check_*` (with [`backend::Model`](crate::backend::Model)). Only usable there.
+#[cfg(feature = "model")]
+#[derive(Debug)]
+pub enum Modelled {}
+
+#[cfg(feature = "model")]
+impl Flavor for Modelled {
+    type Lock<T> = ModelCell<T>;
+    const ONESHOT: bool = true;
+    const THREADED: bool = true;
+}
 
 impl Flavor for Single {
     type Lock<T> = SingleCell<T>;
@@ -121,59 +139,80 @@ impl<T> StateLock<T> for SingleCell<T> {
     fn notify_all(&self) {}
 }
 
-/// A mutex that shrugs off poisoning (the core never panics while holding it, so a poisoned
-/// lock can only come from a bug, and the state is still the last consistent one), with a
-/// condition variable for the threads that wait for the state to change.
-#[doc(hidden)]
-pub struct MutexCell<T> {
-    value: Mutex<T>,
-    changed: Condvar,
-}
-
-impl<T> StateLock<T> for MutexCell<T> {
-    fn new(value: T) -> Self {
-        MutexCell {
-            value: Mutex::new(value),
-            changed: Condvar::new(),
+/// The mutex cell of the threaded flavours, over a given `sync` module (std's, or shuttle's
+/// for the model checker), so both are the same code.
+macro_rules! mutex_cell {
+    ($(#[$doc:meta])* $name:ident, $mutex:ident, $condvar:ident) => {
+        $(#[$doc])*
+        #[doc(hidden)]
+        pub struct $name<T> {
+            value: $mutex<T>,
+            changed: $condvar,
         }
-    }
 
-    #[inline]
-    fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
-        let mut guard = self.value.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut guard)
-    }
-
-    fn with_wait<R>(
-        &self,
-        timeout: Option<Duration>,
-        mut f: impl FnMut(&mut T) -> Option<R>,
-    ) -> Option<R> {
-        let end = timeout.and_then(|t| Instant::now().checked_add(t));
-        let mut guard = self.value.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            if let Some(r) = f(&mut guard) {
-                return Some(r);
-            }
-            guard = match (timeout, end) {
-                (None, _) => self.changed.wait(guard).unwrap_or_else(|p| p.into_inner()),
-                (Some(_), Some(end)) => {
-                    let left = end.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return None;
-                    }
-                    self.changed
-                        .wait_timeout(guard, left)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0
+        impl<T> StateLock<T> for $name<T> {
+            fn new(value: T) -> Self {
+                $name {
+                    value: $mutex::new(value),
+                    changed: $condvar::new(),
                 }
-                // A timeout too long to represent as an instant: no limit.
-                (Some(_), None) => self.changed.wait(guard).unwrap_or_else(|p| p.into_inner()),
-            };
-        }
-    }
+            }
 
-    fn notify_all(&self) {
-        self.changed.notify_all();
-    }
+            #[inline]
+            fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+                let mut guard = self.value.lock().unwrap_or_else(|p| p.into_inner());
+                f(&mut guard)
+            }
+
+            fn with_wait<R>(
+                &self,
+                timeout: Option<Duration>,
+                mut f: impl FnMut(&mut T) -> Option<R>,
+            ) -> Option<R> {
+                let end = timeout.and_then(|t| Instant::now().checked_add(t));
+                let mut guard = self.value.lock().unwrap_or_else(|p| p.into_inner());
+                loop {
+                    if let Some(r) = f(&mut guard) {
+                        return Some(r);
+                    }
+                    guard = match (timeout, end) {
+                        (None, _) => self.changed.wait(guard).unwrap_or_else(|p| p.into_inner()),
+                        (Some(_), Some(end)) => {
+                            let left = end.saturating_duration_since(Instant::now());
+                            if left.is_zero() {
+                                return None;
+                            }
+                            self.changed
+                                .wait_timeout(guard, left)
+                                .unwrap_or_else(|p| p.into_inner())
+                                .0
+                        }
+                        // A timeout too long to represent as an instant: no limit.
+                        (Some(_), None) => self.changed.wait(guard).unwrap_or_else(|p| p.into_inner()),
+                    };
+                }
+            }
+
+            fn notify_all(&self) {
+                self.changed.notify_all();
+            }
+        }
+    };
 }
+
+mutex_cell!(
+    /// A mutex that shrugs off poisoning (the core never panics while holding it, so a
+    /// poisoned lock can only come from a bug, and the state is still the last consistent
+    /// one), with a condition variable for the threads that wait for the state to change.
+    MutexCell,
+    Mutex,
+    Condvar
+);
+
+#[cfg(feature = "model")]
+mutex_cell!(
+    /// [`MutexCell`] over shuttle's mutex and condition variable (the model checker's).
+    ModelCell,
+    ModelMutex,
+    ModelCondvar
+);

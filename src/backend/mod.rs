@@ -23,12 +23,16 @@ use crate::waker::Notify;
 #[cfg(any(dasynq_epoll, test, feature = "sim"))]
 pub mod epoll;
 pub mod kqueue;
+#[cfg(feature = "model")]
+pub mod model;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
 
 #[cfg(any(dasynq_epoll, test, feature = "sim"))]
 pub use epoll::Epoll;
 pub use kqueue::Kqueue;
+#[cfg(feature = "model")]
+pub use model::Model;
 #[cfg(any(test, feature = "sim"))]
 pub use sim::Sim;
 
