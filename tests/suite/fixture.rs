@@ -79,6 +79,21 @@ pub fn build<X: Fixture, H: Handler, F: Flavor>(fx: &X) -> EventLoop<H, X::B, F>
         .expect("build")
 }
 
+/// A threaded loop reserved for `runners` concurrent run calls.
+pub fn build_runners<X: Fixture, H: Handler>(
+    fx: &X,
+    runners: usize,
+) -> EventLoop<H, X::B, dasynq::Threaded> {
+    EventLoop::<H, X::B, dasynq::Threaded>::builder()
+        .watchers(256)
+        .timers(128)
+        .wakers(8)
+        .events(64)
+        .runners(runners)
+        .build_with(fx.backend())
+        .expect("build")
+}
+
 /// The running kernel (epoll on Linux, kqueue on the BSDs and macOS).
 #[derive(Clone, Copy)]
 pub struct Real;

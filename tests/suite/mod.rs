@@ -1637,6 +1637,174 @@ pub fn threaded_stop_from_another_thread<X: Fixture>() {
     t.join().unwrap();
 }
 
+// ------------------------------------------------ threaded flavour, two runners at once
+
+/// Two runner threads, each in one plain `run()` call, on a loop reserved for two; `act`
+/// runs on a third thread 30 ms later. Waits (under a watchdog) until `done()` holds, then
+/// stops the loop until both calls have returned, and gives the sum of what they returned.
+fn two_runners<X: Fixture>(
+    lp: &Arc<Tlp<X>>,
+    act: impl FnOnce() + Send + 'static,
+    done: impl Fn() -> bool,
+) -> usize {
+    let runners: Vec<_> = (0..2)
+        .map(|_| {
+            let lp = lp.clone();
+            std::thread::spawn(move || lp.run())
+        })
+        .collect();
+    let t = after(30, act);
+    let start = Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "two runners: the event was never handled (a lost wake-up)"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    t.join().unwrap();
+    let mut total = 0;
+    for r in runners {
+        while !r.is_finished() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "two runners: a runner did not return after stop()"
+            );
+            lp.stop();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        total += r.join().unwrap();
+    }
+    total
+}
+
+fn tlp2<X: Fixture>(fx: &X) -> Arc<Tlp<X>> {
+    Arc::new(fixture::build_runners::<X, Probe>(fx, 2))
+}
+
+pub fn two_runners_registration_from_another_thread<X: Fixture>() {
+    let fx = X::new();
+    let lp = tlp2(&fx);
+    let log = Log::default();
+    let (l2, f2, g2) = (lp.clone(), fx.clone(), log.clone());
+    let ran = two_runners::<X>(
+        &lp,
+        move || {
+            l2.add_fd(
+                f2.regular_file(),
+                Interest::READ,
+                FdOptions::new(),
+                logger(&f2, &g2, "file", Rearm::Remove),
+            )
+            .unwrap();
+        },
+        || !log.get().is_empty(),
+    );
+    assert_eq!(ran, 1, "one of the two runners ran it, once");
+    assert_eq!(log.take(), s(&["file"]));
+}
+
+pub fn two_runners_enable_and_arm_from_another_thread<X: Fixture>() {
+    let fx = X::new();
+    let lp = tlp2(&fx);
+    let (r, w) = fx.pipe();
+    fx.write(w.as_fd(), 1);
+    let log = Log::default();
+    let id = lp
+        .add_fd(
+            r,
+            Interest::READ,
+            FdOptions::new().disabled(),
+            logger(&fx, &log, "fd", Rearm::Disarm),
+        )
+        .unwrap();
+    let tm = lp
+        .add_timer(
+            Clock::Monotonic,
+            Priority::DEFAULT,
+            logger(&fx, &log, "timer", Rearm::Remove),
+        )
+        .unwrap();
+    let l2 = lp.clone();
+    let ran = two_runners::<X>(
+        &lp,
+        move || {
+            l2.enable(id).unwrap();
+            l2.arm_timer(tm, Deadline::After(Duration::from_millis(1)), None)
+                .unwrap();
+        },
+        || log.get().len() == 2,
+    );
+    assert_eq!(ran, 2);
+    let mut got = log.take();
+    got.sort();
+    assert_eq!(got, s(&["fd", "timer"]));
+}
+
+pub fn two_runners_removal_from_another_thread<X: Fixture>() {
+    let fx = X::new();
+    let lp = tlp2(&fx);
+    let (r, _w) = fx.pipe();
+    let removed = Arc::new(AtomicUsize::new(0));
+    let id = lp
+        .add_fd(
+            r,
+            Interest::READ,
+            FdOptions::new(),
+            Probe::counting(&removed, |_, _| Rearm::Rearm),
+        )
+        .unwrap();
+    let woke = Arc::new(AtomicUsize::new(0));
+    let w2 = woke.clone();
+    let (_wid, waker) = lp
+        .add_wake(
+            Priority::DEFAULT,
+            Probe::new(move |_, _| {
+                w2.fetch_add(1, Ordering::SeqCst);
+                Rearm::Rearm
+            }),
+        )
+        .unwrap();
+    let (l2, rm2) = (lp.clone(), removed.clone());
+    let ran = two_runners::<X>(
+        &lp,
+        move || {
+            l2.remove(id).unwrap();
+            assert_eq!(rm2.load(Ordering::SeqCst), 1, "on_removed on the remover");
+            waker.wake();
+        },
+        || woke.load(Ordering::SeqCst) == 1,
+    );
+    assert_eq!(ran, 1);
+    assert_eq!(removed.load(Ordering::SeqCst), 1);
+    assert!(!lp.contains(id));
+}
+
+pub fn two_runners_one_stop_ends_both<X: Fixture>() {
+    let fx = X::new();
+    let lp = tlp2(&fx);
+    let runners: Vec<_> = (0..2)
+        .map(|_| {
+            let lp = lp.clone();
+            std::thread::spawn(move || lp.run())
+        })
+        .collect();
+    // Both are in their calls by then (blocked with nothing to do); one stop ends both.
+    std::thread::sleep(Duration::from_millis(50));
+    lp.stop();
+    let start = Instant::now();
+    for r in runners {
+        while !r.is_finished() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "one stop() did not end both runners"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(r.join().unwrap(), 0);
+    }
+}
+
 /// Instantiate the suite for one fixture: one `#[test]` per scenario.
 #[macro_export]
 macro_rules! behavioural_suite {
@@ -1686,6 +1854,10 @@ macro_rules! behavioural_suite {
             threaded_enable_and_arm_from_another_thread,
             threaded_removal_from_another_thread,
             threaded_stop_from_another_thread,
+            two_runners_registration_from_another_thread,
+            two_runners_enable_and_arm_from_another_thread,
+            two_runners_removal_from_another_thread,
+            two_runners_one_stop_ends_both,
         );
     };
     (@each $fx:ty; $($name:ident),* $(,)?) => {
