@@ -9,24 +9,27 @@
 //! ```text
 //! cargo run --release --example echo                  # the demonstration
 //! cargo run --release --example echo -- --connections 2000 --bytes 131072 --threads 2
+//! cargo run --release --example echo -- --runners 4   # the server run by 4 threads at once
 //! cargo run --release --example echo -- --listen 127.0.0.1:7000   # a plain server
 //! ```
 //!
 //! What it shows: one handler enum per loop; the loop owning every fd (handlers read and
 //! write through the `BorrowedFd` in the event); an fd watcher switching between read and
 //! write interest; a timer per connection, re-armed on activity and removed with it; bidirectional
-//! watchers on the client side; a wake watcher to stop a loop from another thread.
+//! watchers on the client side; a wake watcher to stop a loop from another thread; with
+//! `--runners N`, the same server handlers on one `ThreadedLoop` that N threads run at once.
 
 use std::cell::Cell;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, mpsc};
 use std::time::{Duration, Instant};
 
 use dasynq::{
-    BidiOptions, Clock, Control, Cx, Deadline, Event, EventLoop, FdOptions, Handler, Interest,
-    Priority, Rearm, Removed, WatchId,
+    BidiOptions, Clock, Control, Cx, Deadline, Event, EventLoop, FdOptions, Flavor, Handler,
+    Interest, Priority, Rearm, Removed, Single, Threaded, WatchId,
 };
 use rustix::io::Errno;
 
@@ -35,13 +38,14 @@ const BUF: usize = 4096;
 
 // ------------------------------------------------------------------------------------ server
 
-/// Counters the server's handlers share (single-threaded loop: plain cells).
+/// Counters the server's handlers share (atomics: with `--runners N` the handlers run on N
+/// threads).
 #[derive(Default)]
 struct ServerStats {
-    open: Cell<usize>,
-    peak: Cell<usize>,
-    events: Cell<u64>,
-    idle_closed: Cell<usize>,
+    open: AtomicUsize,
+    peak: AtomicUsize,
+    events: AtomicU64,
+    idle_closed: AtomicUsize,
 }
 
 // Each slot of the loop's handler table holds a whole connection, buffer included: the
@@ -52,7 +56,7 @@ struct ServerStats {
 )]
 enum Server {
     Listener {
-        stats: Rc<ServerStats>,
+        stats: Arc<ServerStats>,
         idle: Duration,
     },
     Conn {
@@ -60,12 +64,12 @@ enum Server {
         start: usize,
         end: usize,
         timer: Option<WatchId>,
-        stats: Rc<ServerStats>,
+        stats: Arc<ServerStats>,
         idle: Duration,
     },
     Idle {
         conn: WatchId,
-        stats: Rc<ServerStats>,
+        stats: Arc<ServerStats>,
     },
     Shutdown,
 }
@@ -88,7 +92,7 @@ fn accept_nonblocking(fd: BorrowedFd<'_>) -> rustix::io::Result<OwnedFd> {
 }
 
 impl Server {
-    fn accept_all(cx: &Cx<'_, Self>, fd: BorrowedFd<'_>, stats: &Rc<ServerStats>, idle: Duration) {
+    fn accept_all(cx: &Cx<'_, Self>, fd: BorrowedFd<'_>, stats: &Arc<ServerStats>, idle: Duration) {
         loop {
             match accept_nonblocking(fd) {
                 Ok(conn) => {
@@ -105,8 +109,8 @@ impl Server {
                     };
                     match cx.add_fd(conn, Interest::WRITE, FdOptions::new(), h) {
                         Ok(_) => {
-                            stats.open.set(stats.open.get() + 1);
-                            stats.peak.set(stats.peak.get().max(stats.open.get()));
+                            let open = stats.open.fetch_add(1, Ordering::Relaxed) + 1;
+                            stats.peak.fetch_max(open, Ordering::Relaxed);
                         }
                         // Out of watcher slots: the rejected fd is dropped, closing it.
                         Err(e) => eprintln!("echo: connection refused: {e}"),
@@ -152,7 +156,7 @@ impl Handler for Server {
     fn on_event(&mut self, cx: &Cx<'_, Self>, event: Event<'_>) -> Rearm {
         match (self, event) {
             (Server::Listener { stats, idle }, Event::Fd { fd, .. }) => {
-                stats.events.set(stats.events.get() + 1);
+                stats.events.fetch_add(1, Ordering::Relaxed);
                 Server::accept_all(cx, fd, stats, *idle);
                 Rearm::Rearm
             }
@@ -167,7 +171,7 @@ impl Handler for Server {
                 },
                 Event::Fd { fd, ready },
             ) => {
-                stats.events.set(stats.events.get() + 1);
+                stats.events.fetch_add(1, Ordering::Relaxed);
                 let me = cx.id();
                 let t = match *timer {
                     Some(t) => t,
@@ -204,7 +208,7 @@ impl Handler for Server {
                 Rearm::Rearm
             }
             (Server::Idle { conn, stats }, Event::Timer { .. }) => {
-                stats.idle_closed.set(stats.idle_closed.get() + 1);
+                stats.idle_closed.fetch_add(1, Ordering::Relaxed);
                 // Removing the connection removes this timer too (in its on_removed).
                 let _ = cx.remove(*conn);
                 Rearm::Remove
@@ -219,7 +223,7 @@ impl Handler for Server {
 
     fn on_removed(self, cx: &Cx<'_, Self>, _removed: Removed) {
         if let Server::Conn { timer, stats, .. } = self {
-            stats.open.set(stats.open.get() - 1);
+            stats.open.fetch_sub(1, Ordering::Relaxed);
             if let Some(t) = timer {
                 let _ = cx.remove(t);
             }
@@ -234,23 +238,70 @@ struct ServerReport {
     idle_closed: usize,
 }
 
+/// Serve on a single-threaded loop (`runners` 1), or on one `ThreadedLoop` run by `runners`
+/// threads at once (the same handler code).
 fn serve(
     listener: TcpListener,
     capacity: usize,
     idle: Duration,
     ready: Option<mpsc::Sender<dasynq::Waker>>,
+    runners: usize,
+) -> Result<ServerReport, Box<dyn std::error::Error>> {
+    // Until the shutdown wake watcher has removed itself.
+    if runners <= 1 {
+        serve_on::<Single>(listener, capacity, idle, ready, 1, |lp| {
+            while lp.usage().wakers > 0 {
+                lp.run();
+            }
+        })
+    } else {
+        // Every runner runs the same loop; the last stops reach those between two calls.
+        serve_on::<Threaded>(listener, capacity, idle, ready, runners, |lp| {
+            std::thread::scope(|scope| {
+                let others: Vec<_> = (1..runners)
+                    .map(|_| {
+                        scope.spawn(move || {
+                            while lp.usage().wakers > 0 {
+                                lp.run();
+                            }
+                        })
+                    })
+                    .collect();
+                while lp.usage().wakers > 0 {
+                    lp.run();
+                }
+                for t in others {
+                    while !t.is_finished() {
+                        lp.stop();
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    let _ = t.join();
+                }
+            })
+        })
+    }
+}
+
+fn serve_on<F: Flavor>(
+    listener: TcpListener,
+    capacity: usize,
+    idle: Duration,
+    ready: Option<mpsc::Sender<dasynq::Waker>>,
+    runners: usize,
+    drive: impl FnOnce(&EventLoop<Server, dasynq::DefaultBackend, F>),
 ) -> Result<ServerReport, Box<dyn std::error::Error>> {
     listener.set_nonblocking(true)?;
     // std listens with a backlog of 128; a burst of connects overflows that and the dropped
     // SYNs wait a second for retransmission. Listening again raises it (Linux caps it at
     // net.core.somaxconn).
     rustix::net::listen(&listener, 4096)?;
-    let lp = EventLoop::<Server>::builder()
+    let lp = EventLoop::<Server, dasynq::DefaultBackend, F>::builder()
         .watchers(2 * capacity + 8)
         .timers(capacity + 4)
         .wakers(2)
+        .runners(runners)
         .build()?;
-    let stats = Rc::new(ServerStats::default());
+    let stats = Arc::new(ServerStats::default());
     let fd: OwnedFd = listener.into();
     lp.add_fd(
         fd,
@@ -265,14 +316,11 @@ fn serve(
     if let Some(tx) = ready {
         tx.send(waker)?;
     }
-    lp.run();
-    while lp.usage().wakers > 0 {
-        lp.run();
-    }
+    drive(&lp);
     Ok(ServerReport {
-        peak: stats.peak.get(),
-        events: stats.events.get(),
-        idle_closed: stats.idle_closed.get(),
+        peak: stats.peak.load(Ordering::Relaxed),
+        events: stats.events.load(Ordering::Relaxed),
+        idle_closed: stats.idle_closed.load(Ordering::Relaxed),
     })
 }
 
@@ -509,6 +557,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             arg(&args, "--capacity").unwrap_or(8192),
             Duration::from_secs(60),
             None,
+            arg(&args, "--runners").unwrap_or(1),
         )?;
         return Ok(());
     }
@@ -516,6 +565,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let conns: usize = arg(&args, "--connections").unwrap_or(1000);
     let bytes: usize = arg(&args, "--bytes").unwrap_or(64 * 1024);
     let threads: usize = arg::<usize>(&args, "--threads").unwrap_or(2).max(1);
+    let runners: usize = arg::<usize>(&args, "--runners").unwrap_or(1).max(1);
     let silent_per_thread = 5;
     let idle = Duration::from_secs(1);
 
@@ -524,7 +574,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (tx, rx) = mpsc::channel();
     let capacity = conns + silent_per_thread * threads + 8;
     let server = std::thread::spawn(move || {
-        serve(listener, capacity, idle, Some(tx)).map_err(|e| e.to_string())
+        serve(listener, capacity, idle, Some(tx), runners).map_err(|e| e.to_string())
     });
     let shutdown = rx.recv()?;
 
@@ -573,8 +623,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let silent = silent_per_thread * threads;
     let want = (conns * bytes) as u64;
 
+    let server_desc = if runners > 1 {
+        format!("the server on one ThreadedLoop run by {runners} threads")
+    } else {
+        "the server on a single-threaded loop".to_string()
+    };
     println!(
-        "dasynq echo demonstration (loopback, {threads} client threads, each with its own loop)"
+        "dasynq echo demonstration (loopback, {server_desc}, {threads} client threads, each with its own loop)"
     );
     println!(
         "  concurrent connections:  {} echoing + {} silent, all open at once (server peak {})",
