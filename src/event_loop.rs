@@ -24,7 +24,7 @@ use crate::interest::{Half, Interest};
 use crate::lock::{Flavor, Single, StateLock, Threaded};
 use crate::options::{BidiOptions, ChildSignals, Emulation, FdOptions, SpawnOptions};
 use crate::signal::{Signal, SignalSet};
-use crate::state::{Capacities, Delivery, Dispatch, Enter, Removal, State};
+use crate::state::{Capacities, Delivery, Dispatch, Enter, Rearming, Removal, State};
 use crate::timer::{Clock, Deadline, MonoAnchor, duration_ns, system_ns, system_time};
 use crate::waker::{WakeShared, Waker};
 
@@ -526,7 +526,7 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
                 if s.stopped(epoch) {
                     return (removal, Err(()));
                 }
-                (removal, Ok(s.next_dispatch(None)))
+                (removal, Ok(s.next_dispatch()))
             });
             let had_removal = removal.is_some();
             self.finish_removal(removal);
@@ -622,7 +622,8 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
         let mut bound: Option<u64> = None;
         let mut harvested = false;
         let mut failed = false;
-        let mut finished: Option<(Dispatch, Rearm)> = None;
+        type Premod = Option<(Rearming, Result<(), KernelError>)>;
+        let mut finished: Option<(Dispatch, Rearm, Premod)> = None;
         // A wait's result, taken in by the next lock section.
         let mut waited: Option<(Result<(), KernelError>, bool)> = None;
         loop {
@@ -641,7 +642,11 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
                     bound = Some(s.batch_bound());
                     harvested = true;
                 }
-                if let Some((d, rearm)) = finished.take() {
+                if let Some((d, rearm, premod)) = finished.take() {
+                    if let Some((plan, r)) = premod {
+                        s.record_premod(d.id.index, plan, r);
+                    }
+                    s.unpark_sibling(d.id.index, d.half, &self.wake);
                     let removal = s.finish_dispatch(&d, rearm, &self.backend, &self.wake);
                     if let Some(r) = removal {
                         let h = self.take_handler(r.id.index);
@@ -653,12 +658,13 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
                     return Step::Done;
                 }
                 if let Some(b) = bound {
-                    if let Some(d) = s.next_dispatch(Some(b)) {
+                    if let Some(d) = s.next_dispatch_before(b) {
                         if s.pending_len() > 0 {
                             // More than this call takes now: give it to a sleeping runner.
                             s.hand_off();
                         }
-                        return Step::Run(d);
+                        let plan = s.rearm_plan(&d);
+                        return Step::Run(d, plan);
                     }
                     bound = None;
                     let expired = match mode {
@@ -691,12 +697,28 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
                 Step::Done => return ran,
                 Step::Again => {}
                 Step::Removed(r, h) => self.finish_removal(Some((r, h))),
-                Step::Run(d) => {
+                Step::Run(d, plan) => {
                     call.dispatch = Some(d);
                     let rearm = self.call_handler(&d);
                     call.dispatch = None;
                     ran += 1;
-                    finished = Some((d, rearm));
+                    // The one-shot re-arm, the system call every threaded event needs, made
+                    // here without the lock (the watcher is still ours: see `Rearming`).
+                    let premod = match (rearm, plan) {
+                        (Rearm::Rearm, Some(plan)) => {
+                            // SAFETY: `plan.fd` was read under the lock from the `OwnedFd`
+                            // the watcher's slot holds, and the slot cannot be freed (closing
+                            // the fd) while the watcher is marked running, which it stays
+                            // until `finish_dispatch` below; the borrow ends with this call.
+                            let fd = unsafe { BorrowedFd::borrow_raw(plan.fd) };
+                            Some((
+                                plan,
+                                self.backend.modify_fd(fd, plan.token, plan.from, plan.to),
+                            ))
+                        }
+                        _ => None,
+                    };
+                    finished = Some((d, rearm, premod));
                 }
                 Step::Wait(timeout, blocking) => {
                     let r = match buf {
@@ -822,8 +844,8 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
 
 /// What a threaded run call does next, decided under the lock.
 enum Step<H> {
-    /// Run this claimed handler.
-    Run(Dispatch),
+    /// Run this claimed handler (and, if it answers `Rearm`, make this re-arm unlocked).
+    Run(Dispatch, Option<Rearming>),
     /// Call `on_removed` for a registration that ended when its handler returned.
     Removed(Removal, Option<H>),
     /// Wait in the backend (with this timeout; `true`: counted as a runner that may block).
@@ -857,6 +879,9 @@ impl<H: Handler, B: Backend, F: Flavor> Drop for CallGuard<'_, H, B, F> {
                 s.batch_depth = s.batch_depth.saturating_sub(1);
             }
             let removal = d.and_then(|d| {
+                if F::THREADED {
+                    s.unpark_sibling(d.id.index, d.half, &lp.wake);
+                }
                 s.finish_dispatch(&d, Rearm::Disarm, &lp.backend, &lp.wake)
                     .map(|r| {
                         let h = lp.take_handler(r.id.index);

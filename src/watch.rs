@@ -67,6 +67,9 @@ pub(crate) struct FdWatch {
     pub(crate) kernel: Registration,
     /// The kernel disarmed the registration after a one-shot report.
     pub(crate) fired: bool,
+    /// Threaded loops: a report came while the handler ran (after the dispatching thread's
+    /// own re-arm, made without the lock), so the registration is disarmed again.
+    pub(crate) late: bool,
     /// A change failed: the kernel may hold any part of `kernel` (the union of the old and
     /// the wanted registration), so the next sync sends a change whatever it compares to.
     pub(crate) unsure: bool,

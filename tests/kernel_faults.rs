@@ -195,6 +195,7 @@ on_both_kernels!(
     a_late_event_under_an_old_token_never_reaches_the_slots_next_occupant,
     an_event_that_names_nothing_registered_is_counted_and_dropped,
     an_unknown_errno_is_a_counted_fault,
+    a_failed_rearm_after_a_threaded_handler_is_retried,
 );
 
 fn disable_survives_a_failed_epoll_ctl_mod<X: Kernel>() {
@@ -719,4 +720,40 @@ fn a_signal_take_that_keeps_failing_is_retried_not_spun_on_every_simulation() {
             sig,
         );
     }
+}
+
+/// Threaded loops re-arm a one-shot fd after its handler on the dispatching thread, without
+/// the lock. When that `EPOLL_CTL_MOD` fails, the failure is counted, the watcher is listed
+/// for a retry, and the retry before the next wait re-arms it: no event is lost.
+fn a_failed_rearm_after_a_threaded_handler_is_retried<X: Kernel>() {
+    let x = X::new();
+    let k = Faulty::new(x.kernel());
+    let lp = EventLoop::<H, Epoll<Faulty<X::K>>, dasynq::Threaded>::builder()
+        .watchers(8)
+        .runners(1)
+        .build_with(Epoll::with_kernel(k.clone()).unwrap())
+        .unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (r, w) = x.pipe();
+    let x2 = x.clone();
+    let h = H {
+        calls: calls.clone(),
+        removed: Arc::default(),
+        rearm: Rearm::Rearm,
+        drain: Some(Arc::new(move |fd| x2.drain(fd))),
+    };
+    lp.add_fd(r, Interest::READ, FdOptions::new(), h).unwrap();
+    x.write(&w);
+    // The re-arm after this handler fails (one-shot: the fd stays disarmed meanwhile).
+    k.inject(SimCall::EpollCtlMod, Fault::once(Errno::NOMEM));
+    assert_eq!(lp.poll(), 1);
+    assert_eq!(lp.kernel_faults().count, 1, "the failed re-arm is counted");
+    x.write(&w);
+    // The retry before the next wait re-arms it; the new byte is then reported.
+    let t = std::time::Instant::now();
+    while calls.load(Ordering::SeqCst) < 2 {
+        assert!(t.elapsed() < Duration::from_secs(5), "the event was lost");
+        lp.poll();
+    }
+    assert_eq!(lp.kernel_faults().count, 1);
 }

@@ -27,6 +27,12 @@ impl State {
         if !matches!(&w.detail, Detail::Fd(f) if !f.emulated) {
             return;
         }
+        if self.threaded && w.running {
+            // The dispatching thread owns the registration until its handler returns (it may
+            // be re-arming it right now, without the lock); `finish_dispatch` brings it in
+            // line then. No other thread changes it meanwhile (the original's defect B1).
+            return;
+        }
         let want = Registration {
             interest: w.desired_interest(oneshot),
             oneshot,
@@ -97,6 +103,7 @@ impl State {
                     oneshot: self.oneshot,
                 },
                 fired: false,
+                late: false,
                 unsure: false,
             }),
         );
@@ -234,6 +241,9 @@ impl State {
         }
         if f.kernel.oneshot || f.kernel.interest.is_empty() {
             f.fired = true;
+            if w.running {
+                f.late = true;
+            }
         }
         let (fired, bidi, interest) = (f.fired, f.bidi, f.interest);
         let mut queued = false;

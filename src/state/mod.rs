@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
-use crate::backend::{Backend, KernelError, Token};
+use crate::backend::{Backend, KernelError, Registration, Token};
 use crate::child::ChildStatus;
 use crate::control::{KernelFaults, Usage};
 use crate::error::{Errno, UsageError, WatchKind};
@@ -65,6 +65,19 @@ pub(crate) struct Dispatch {
     pub(crate) id: WatchId,
     pub(crate) half: usize,
     pub(crate) delivery: Delivery,
+}
+
+/// The kernel change that re-arms a one-shot fd registration after its handler: made by the
+/// thread that ran the handler, after the handler and before taking the lock again. The
+/// watcher is still marked running, so no other thread touches its registration meanwhile
+/// (`sync_kernel` leaves running watchers to their dispatching thread), and its slot, which
+/// owns the fd, cannot be freed.
+#[derive(Copy, Clone, Debug)]
+pub(crate) struct Rearming {
+    pub(crate) fd: RawFd,
+    pub(crate) token: Token,
+    pub(crate) from: Registration,
+    pub(crate) to: Registration,
 }
 
 /// A registration that has ended: the caller takes the handler out of its cell (still under
@@ -255,7 +268,8 @@ impl State {
     /// each in its own batch, share the queue.
     #[inline(always)]
     fn deferring(&self) -> bool {
-        !self.threaded && self.batch_depth > 0
+        // (Threaded run calls never count themselves in `batch_depth`.)
+        self.batch_depth > 0
     }
 
     /// Queue half `h`: it becomes disabled while queued. Events queued while a batch runs
@@ -453,16 +467,23 @@ impl State {
         }
     }
 
-    /// Take the next queued half and claim it for dispatch. `bound`: threaded loops take
-    /// only what was queued before the calling batch began (a sequence number from
-    /// [`batch_bound`](Self::batch_bound)).
+    /// Take the next queued half and claim it for dispatch.
     #[inline(always)]
-    pub(crate) fn next_dispatch(&mut self, bound: Option<u64>) -> Option<Dispatch> {
+    pub(crate) fn next_dispatch(&mut self) -> Option<Dispatch> {
+        self.claim(PendingQueue::pop)
+    }
+
+    /// [`next_dispatch`](Self::next_dispatch) for a threaded batch that began at `bound`
+    /// ([`batch_bound`](Self::batch_bound)): only what was queued before it.
+    #[inline(always)]
+    pub(crate) fn next_dispatch_before(&mut self, bound: u64) -> Option<Dispatch> {
+        self.claim(|q| q.pop_before(bound))
+    }
+
+    #[inline(always)]
+    fn claim(&mut self, mut pop: impl FnMut(&mut PendingQueue) -> Option<u32>) -> Option<Dispatch> {
         loop {
-            let n = match bound {
-                Some(b) => self.queue.pop_before(b)?,
-                None => self.queue.pop()?,
-            };
+            let n = pop(&mut self.queue)?;
             let index = n / 2;
             let h = (n % 2) as usize;
             let threaded = self.threaded;
@@ -536,6 +557,30 @@ impl State {
         }
     }
 
+    /// Threaded loops, a plain fd watcher just claimed: the one-shot re-arm its dispatching
+    /// thread makes itself, without the lock, if the handler answers `Rearm`.
+    pub(crate) fn rearm_plan(&mut self, d: &Dispatch) -> Option<Rearming> {
+        let index = d.id.index;
+        let (generation, w) = self.slots.at_mut_gen(index)?;
+        let dirty = w.dirty;
+        let Detail::Fd(f) = &mut w.detail else {
+            return None;
+        };
+        if !self.threaded || !f.fired || f.bidi || f.emulated || f.unsure || dirty {
+            return None;
+        }
+        f.late = false;
+        Some(Rearming {
+            fd: f.fd.as_raw_fd(),
+            token: token(index, generation),
+            from: f.kernel,
+            to: Registration {
+                interest: f.interest,
+                oneshot: true,
+            },
+        })
+    }
+
     /// Apply a handler's answer. Returns a removal if the watcher's registration ended.
     #[inline(always)]
     pub(crate) fn finish_dispatch<B: Backend>(
@@ -553,15 +598,6 @@ impl State {
         let w = self.slots.at_mut(index)?;
         w.running = false;
         w.halves[h].running = false;
-        if w.halves[1 - h].parked {
-            // The sibling half waited for this handler (threaded loops): its turn now.
-            let other = &mut w.halves[1 - h];
-            other.parked = false;
-            let prio = other.priority;
-            self.queue.push(node(index, 1 - h), prio);
-            self.interrupt(wake);
-        }
-        let w = self.slots.at_mut(index)?;
         // Fast path: a level-triggered fd re-armed with nothing pending. Its registration
         // stayed armed while it ran, so only the flag changes.
         if rearm == Rearm::Rearm && !oneshot && !w.remove_pending {
@@ -627,6 +663,59 @@ impl State {
             self.sync_kernel(index, backend);
         }
         None
+    }
+
+    /// The sibling of half `h` waited (parked) for `h`'s handler, which has returned: queue it.
+    /// (Threaded loops, before `finish_dispatch`.)
+    #[inline]
+    pub(crate) fn unpark_sibling(&mut self, index: u32, h: usize, wake: &WakeShared) {
+        let Some(w) = self.slots.at_mut(index) else {
+            return;
+        };
+        let other = &mut w.halves[1 - h];
+        if other.parked {
+            other.parked = false;
+            let prio = other.priority;
+            self.queue.push(node(index, 1 - h), prio);
+            self.interrupt(wake);
+        }
+    }
+
+    /// Record what the dispatching thread's own re-arm did to the kernel's registration.
+    #[inline]
+    pub(crate) fn record_premod(&mut self, index: u32, plan: Rearming, r: Result<(), KernelError>) {
+        let Some(Watch {
+            detail: Detail::Fd(f),
+            ..
+        }) = self.slots.at_mut(index)
+        else {
+            return;
+        };
+        match r {
+            Ok(()) => {
+                f.kernel = plan.to;
+                // A report since the re-arm disarmed it again.
+                f.fired = f.late;
+            }
+            Err(e) => {
+                // As in `sync_kernel`: the kernel may hold any part of either side.
+                f.kernel = Registration {
+                    interest: f.kernel.interest | plan.to.interest,
+                    oneshot: true,
+                };
+                f.fired = false;
+                f.unsure = true;
+                self.fault(e);
+                self.mark_dirty(index);
+            }
+        }
+        if let Some(Watch {
+            detail: Detail::Fd(f),
+            ..
+        }) = self.slots.at_mut(index)
+        {
+            f.late = false;
+        }
     }
 
     /// Free a slot registered a moment ago, within the same registration call, before its
