@@ -5,7 +5,9 @@
 //!
 //! Nothing here runs user code: methods return what the caller must do outside the lock
 //! (run a handler, call `on_removed`). Kernel calls are made here, under the lock, so the
-//! kernel's view and the slot's record of it change together.
+//! kernel's view and the slot's record of it change together; the one exception is the
+//! one-shot re-arm after a threaded handler, which its dispatching thread makes without the
+//! lock while it still owns the watcher ([`Rearming`]), and records here afterwards.
 
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
