@@ -391,6 +391,7 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
 
     /// The timeout of the next wait: zero if work is queued or the call polls, else what the
     /// mode leaves, bounded by retries of failed kernel changes.
+    #[inline(always)]
     fn wait_timeout(&self, s: &mut State, mode: Mode) -> Option<Duration> {
         let bound = s.retry_kernel(&self.backend);
         s.take_missed_signals(&self.backend, &self.wake);
@@ -411,6 +412,7 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
     }
 
     /// Take in what a wait returned (under the lock). Returns whether the wait failed.
+    #[inline(always)]
     fn take_in(&self, s: &mut State, buf: &B::Events, r: Result<(), KernelError>) -> bool {
         let failed = r.is_err();
         if let Err(e) = r {
@@ -498,6 +500,7 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
 
     /// Run up to `limit` handlers of the events queued now (single-threaded). Returns how many
     /// ran and whether a stop request ended the batch.
+    #[inline(always)]
     fn run_batch(
         &self,
         call: &mut CallGuard<'_, H, B, F>,
