@@ -463,13 +463,7 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
         let Some(cell) = self.bufs.first() else {
             return 0;
         };
-        let mut call = CallGuard {
-            lp: self,
-            epoch,
-            buffer: None,
-            dispatch: None,
-            batch: false,
-        };
+        let mut call = CallGuard::new(self, epoch);
         let mut ran = 0;
         loop {
             let timeout = self.state.with(|s| {
@@ -604,13 +598,7 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
         let Enter::Running(epoch) = self.locked(State::enter_call) else {
             return 0;
         };
-        let mut call = CallGuard {
-            lp: self,
-            epoch,
-            buffer: None,
-            dispatch: None,
-            batch: false,
-        };
+        let mut call = CallGuard::new(self, epoch);
         call.buffer = match mode {
             // `poll` never waits for a buffer: without one it runs only what is queued.
             Mode::Poll => self.locked(|s| self.take_buffer(s)),
@@ -870,6 +858,18 @@ struct CallGuard<'a, H: Handler, B: Backend, F: Flavor> {
     dispatch: Option<Dispatch>,
     /// Inside a single-threaded batch (`batch_depth` counts it).
     batch: bool,
+}
+
+impl<'a, H: Handler, B: Backend, F: Flavor> CallGuard<'a, H, B, F> {
+    fn new(lp: &'a EventLoop<H, B, F>, epoch: u64) -> Self {
+        CallGuard {
+            lp,
+            epoch,
+            buffer: None,
+            dispatch: None,
+            batch: false,
+        }
+    }
 }
 
 impl<H: Handler, B: Backend, F: Flavor> Drop for CallGuard<'_, H, B, F> {
