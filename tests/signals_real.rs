@@ -107,6 +107,101 @@ fn several_loops_each_reap_only_their_own_children() {
     }
 }
 
+/// Several runners on one threaded loop (built for 3, so the backend's signalfd and pidfds
+/// are one-shot and re-armed as consumed): 300 queued real-time signal instances, each
+/// delivered exactly once with its value, and 20 children, each exit reported once, all
+/// with every runner blocked in plain `run()`.
+#[cfg(dasynq_sigqueue)]
+fn several_runners_take_signals_and_children_exactly_once() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    use dasynq::{Cx, Handler, Removed, Signal, ThreadedLoop};
+
+    struct H {
+        values: Arc<Mutex<Vec<u64>>>,
+        exits: Arc<AtomicUsize>,
+    }
+    impl Handler for H {
+        fn on_event(&mut self, _cx: &Cx<'_, Self>, ev: Event<'_>) -> Rearm {
+            match ev {
+                Event::Signal(info) => {
+                    self.values.lock().unwrap().push(info.value_int() as u64);
+                    Rearm::Rearm
+                }
+                Event::Child { .. } => {
+                    self.exits.fetch_add(1, Ordering::SeqCst);
+                    Rearm::Remove
+                }
+                _ => Rearm::Rearm,
+            }
+        }
+        fn on_removed(self, _cx: &Cx<'_, Self>, _r: Removed) {}
+    }
+    let Some(rt) = Signal::rt(1) else { return };
+    let lp = Arc::new(ThreadedLoop::<H>::builder().runners(3).build().unwrap());
+    let values = Arc::new(Mutex::new(Vec::new()));
+    let exits = Arc::new(AtomicUsize::new(0));
+    let mk = || H {
+        values: values.clone(),
+        exits: exits.clone(),
+    };
+    let sig = lp.add_signal(rt, Priority::DEFAULT, mk()).unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let runners: Vec<_> = (0..3)
+        .map(|_| {
+            let (lp, done) = (lp.clone(), done.clone());
+            std::thread::spawn(move || {
+                while !done.load(Ordering::SeqCst) {
+                    lp.run();
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(20));
+    for v in 0..300 {
+        suite::portable::send_to_self(rt, Some(v));
+        if v % 50 == 0 {
+            // Let the runners drain and block again now and then.
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    for i in 0..20 {
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c").arg(format!("exit {i}"));
+        lp.spawn_child(cmd, SpawnOptions::new(), mk()).unwrap();
+    }
+    let t = Instant::now();
+    while values.lock().unwrap().len() < 300 || exits.load(Ordering::SeqCst) < 20 {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "lost: {} of 300 signal instances, {} of 20 exits",
+            values.lock().unwrap().len(),
+            exits.load(Ordering::SeqCst)
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    done.store(true, Ordering::SeqCst);
+    for r in runners {
+        while !r.is_finished() {
+            lp.stop();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        r.join().unwrap();
+    }
+    let mut got = values.lock().unwrap().clone();
+    got.sort_unstable();
+    assert_eq!(
+        got,
+        (0..300).collect::<Vec<u64>>(),
+        "each instance exactly once"
+    );
+    assert_eq!(exits.load(Ordering::SeqCst), 20);
+    lp.remove(sig).unwrap();
+    assert_eq!(lp.usage().watchers, 0);
+}
+
 /// A signal set from a `/proc/PID/status` line such as `SigBlk:\t0000000000004001`.
 #[cfg(dasynq_epoll)]
 fn proc_signals(pid: u32, field: &str) -> dasynq::SignalSet {
@@ -382,6 +477,11 @@ fn main() {
     tests.push((
         "reserved_watch_falls_back_when_the_fd_limit_is_reached".to_string(),
         Box::new(reserved_watch_falls_back_when_the_fd_limit_is_reached),
+    ));
+    #[cfg(dasynq_sigqueue)]
+    tests.push((
+        "several_runners_take_signals_and_children_exactly_once".to_string(),
+        Box::new(several_runners_take_signals_and_children_exactly_once),
     ));
     #[cfg(dasynq_epoll)]
     for fallback in [false, true] {

@@ -179,6 +179,8 @@ pub struct Epoll<K: EpollKernel> {
     /// meanwhile, and reports a wake after each wait, so nothing waits on a disarmed
     /// notifier.
     wake_disarmed: AtomicBool,
+    /// Shared mode: re-arming the signalfd failed; likewise, reporting signals pending.
+    signals_disarmed: AtomicBool,
 }
 
 /// How often a wait polls while the shared wake eventfd could not be re-armed.
@@ -216,6 +218,7 @@ impl<K: EpollKernel> Epoll<K> {
             shared: AtomicBool::new(false),
             clock_fired: [AtomicBool::new(false), AtomicBool::new(false)],
             wake_disarmed: AtomicBool::new(false),
+            signals_disarmed: AtomicBool::new(false),
         })
     }
 
@@ -225,6 +228,28 @@ impl<K: EpollKernel> Epoll<K> {
     /// ready reports again at once.
     fn rearm_internal(&self, fd: RawFd, token: u64) -> Result<(), KernelError> {
         self.ctl(CtlOp::Mod, fd, EPOLLIN | EPOLLONESHOT, token)
+    }
+
+    /// Shared mode: re-arm the one-shot signalfd registration (a failure is retried by
+    /// `wait`, which meanwhile reports signals pending after every wait).
+    fn rearm_signals(&self) {
+        if self.shared.load(Ordering::Acquire)
+            && self
+                .rearm_internal(self.signals.as_raw_fd(), TOKEN_SIGNAL)
+                .is_err()
+        {
+            self.signals_disarmed.store(true, Ordering::Release);
+        }
+    }
+
+    /// The registration of a pidfd: one-shot in shared mode (a child exits once; a reap
+    /// that does not complete re-arms it).
+    fn pidfd_events(&self) -> u32 {
+        if self.shared.load(Ordering::Acquire) {
+            EPOLLIN | EPOLLONESHOT
+        } else {
+            EPOLLIN
+        }
     }
 
     /// The kernel this backend runs on.
@@ -352,6 +377,7 @@ impl<K: EpollKernel> Backend for Epoll<K> {
 
     fn share_waits(&self) -> Result<(), KernelError> {
         self.rearm_internal(self.wake.as_raw_fd(), TOKEN_WAKE)?;
+        self.rearm_internal(self.signals.as_raw_fd(), TOKEN_SIGNAL)?;
         for c in Clock::ALL {
             self.rearm_internal(self.timers[c.index()].as_raw_fd(), TOKEN_CLOCK[c.index()])?;
         }
@@ -361,14 +387,20 @@ impl<K: EpollKernel> Backend for Epoll<K> {
 
     fn wait(&self, events: &mut K::Buffer, timeout: Option<Duration>) -> Result<(), KernelError> {
         let mut timeout = timeout;
-        if self.wake_disarmed.load(Ordering::Acquire) {
-            if self
-                .rearm_internal(self.wake.as_raw_fd(), TOKEN_WAKE)
-                .is_ok()
-            {
-                self.wake_disarmed.store(false, Ordering::Release);
-            } else {
-                timeout = Some(timeout.map_or(WAKE_RETRY, |t| t.min(WAKE_RETRY)));
+        for (flag, fd, token) in [
+            (&self.wake_disarmed, self.wake.as_raw_fd(), TOKEN_WAKE),
+            (
+                &self.signals_disarmed,
+                self.signals.as_raw_fd(),
+                TOKEN_SIGNAL,
+            ),
+        ] {
+            if flag.load(Ordering::Acquire) {
+                if self.rearm_internal(fd, token).is_ok() {
+                    flag.store(false, Ordering::Release);
+                } else {
+                    timeout = Some(timeout.map_or(WAKE_RETRY, |t| t.min(WAKE_RETRY)));
+                }
             }
         }
         match self.kernel.epoll_wait(&self.ep, events, timeout) {
@@ -426,15 +458,26 @@ impl<K: EpollKernel> Backend for Epoll<K> {
             // The notifier could not be re-armed: take every wait as a possible wake.
             f(BackendEvent::Wake);
         }
+        if self.signals_disarmed.load(Ordering::Acquire) {
+            f(BackendEvent::SignalsPending);
+        }
     }
 
     fn take_signal(&self) -> Result<Option<SigInfo>, KernelError> {
-        self.kernel
+        let r = self
+            .kernel
             .signalfd_read(&self.signals)
             .map_err(|errno| KernelError {
                 call: "read(signalfd)",
                 errno,
-            })
+            });
+        // Shared mode: drained (or failing), so the one-shot registration can be re-armed
+        // without waking anyone for what was just taken; the other re-arm point is
+        // `arm_signals` (the loop changes the set when a held instance is delivered).
+        if !matches!(r, Ok(Some(_))) {
+            self.rearm_signals();
+        }
+        r
     }
 
     fn signal_blocked(&self, signal: Signal) -> bool {
@@ -447,7 +490,9 @@ impl<K: EpollKernel> Backend for Epoll<K> {
             .map_err(|errno| KernelError {
                 call: "signalfd",
                 errno,
-            })
+            })?;
+        self.rearm_signals();
+        Ok(())
     }
 
     fn watch_child(
@@ -462,6 +507,7 @@ impl<K: EpollKernel> Backend for Epoll<K> {
         })?;
         let fallback = ChildHandle {
             pid,
+            token,
             handle: NO_PIDFD,
             fallback: true,
         };
@@ -482,10 +528,11 @@ impl<K: EpollKernel> Backend for Epoll<K> {
         };
         match self
             .kernel
-            .epoll_ctl(&self.ep, CtlOp::Add, fd, EPOLLIN, token.0)
+            .epoll_ctl(&self.ep, CtlOp::Add, fd, self.pidfd_events(), token.0)
         {
             Ok(()) => Ok(ChildHandle {
                 pid,
+                token,
                 handle: fd as u64,
                 fallback: false,
             }),
@@ -502,6 +549,16 @@ impl<K: EpollKernel> Backend for Epoll<K> {
         } else {
             self.kernel.waitid_pidfd(child.handle as RawFd)
         };
+        if !child.fallback && !matches!(r, Ok(Some(_)) | Err(Errno::CHILD)) {
+            // Not reaped (a spurious report, or a failure): a one-shot pidfd must report
+            // again. (Level-triggered, this changes nothing.)
+            let _ = self.ctl(
+                CtlOp::Mod,
+                child.handle as RawFd,
+                self.pidfd_events(),
+                child.token.0,
+            );
+        }
         match r {
             Ok(s) => Ok(s),
             Err(Errno::CHILD) => Ok(Some(ChildStatus::Unknown)),

@@ -702,6 +702,7 @@ impl<K: KqueueKernel> Backend for Kqueue<K> {
         self.kernel.probe_child(pid).map_err(kerr("waitid"))?;
         let fallback = ChildHandle {
             pid,
+            token,
             handle: 0,
             fallback: true,
         };
@@ -718,6 +719,7 @@ impl<K: KqueueKernel> Backend for Kqueue<K> {
         match self.apply(&[c], "kevent(EVFILT_PROC)", &[]) {
             Ok(()) => Ok(ChildHandle {
                 pid,
+                token,
                 handle: u64::from(pid),
                 fallback: false,
             }),

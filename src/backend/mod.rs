@@ -122,6 +122,8 @@ pub struct ChildHandle {
     pub pid: u32,
     /// The backend's handle for it (a pidfd), meaningless in the fallback.
     pub handle: u64,
+    /// The token its exit is reported under (the watch's).
+    pub token: Token,
     /// Watched through `SIGCHLD` and `waitid(P_PID)` instead of a pidfd: the loop polls it
     /// after every wait.
     pub fallback: bool,

@@ -418,6 +418,7 @@ impl Backend for Sim {
             o.wait_process(pid, false).map_err(kerr("waitid"))?;
             let fallback = ChildHandle {
                 pid,
+                token,
                 handle: 0,
                 fallback: true,
             };
@@ -441,6 +442,7 @@ impl Backend for Sim {
             });
             Ok(ChildHandle {
                 pid,
+                token,
                 handle: u64::from(pid),
                 fallback: false,
             })

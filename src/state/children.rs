@@ -84,6 +84,7 @@ impl State {
                 ChildHandle {
                     pid,
                     handle: 0,
+                    token: token(index, self.slots.generation(index).unwrap_or(0)),
                     fallback: true,
                 }
             }
