@@ -711,3 +711,41 @@ fn stress_three_runners_three_mutators() {
 fn stress_four_runners_three_mutators() {
     stress(4);
 }
+
+/// Each call keeps its own limit: two threads in `run_limit(2)` at once with six events ready
+/// run two each, and the last two stay queued for the next call.
+#[test]
+fn run_limit_counts_per_call_with_two_runners() {
+    let lp = Arc::new(ThreadedLoop::<Slow>::builder().runners(2).build().unwrap());
+    let spans = Arc::new(Mutex::new(Vec::new()));
+    let mut writers = Vec::new();
+    for tag in 0..6 {
+        let (r, w) = portable::pipe();
+        let h = Slow {
+            sleep: Duration::from_millis(5),
+            spans: spans.clone(),
+            tag,
+        };
+        lp.add_fd(r, Interest::READ, FdOptions::new(), h).unwrap();
+        rustix::io::write(&w, b"x").unwrap();
+        writers.push(w);
+    }
+    let calls: Vec<_> = (0..2)
+        .map(|_| {
+            let lp = lp.clone();
+            std::thread::spawn(move || lp.run_limit(2))
+        })
+        .collect();
+    let t = Instant::now();
+    let mut ran = Vec::new();
+    for c in calls {
+        while !c.is_finished() {
+            assert!(t.elapsed() < WATCHDOG, "run_limit(2) never returned");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        ran.push(c.join().unwrap());
+    }
+    assert_eq!(ran, [2, 2], "each call ran exactly its limit");
+    assert_eq!(spans.lock().unwrap().len(), 4);
+    assert_eq!(lp.poll(), 2, "the rest stayed queued");
+}
