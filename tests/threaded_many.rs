@@ -749,3 +749,33 @@ fn run_limit_counts_per_call_with_two_runners() {
     assert_eq!(spans.lock().unwrap().len(), 4);
     assert_eq!(lp.poll(), 2, "the rest stayed queued");
 }
+
+/// Requeues itself every time.
+struct Again(Arc<AtomicUsize>);
+
+impl Handler for Again {
+    fn on_event(&mut self, _cx: &Cx<'_, Self>, _ev: Event<'_>) -> Rearm {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Rearm::Requeue
+    }
+    fn on_removed(self, _cx: &Cx<'_, Self>, _r: Removed) {}
+}
+
+/// Batches keep their meaning per call: a handler that requeues itself is not run again by
+/// the same call's batch (each call ends after one run of it), while the next call, on any
+/// thread, takes it at once.
+#[test]
+fn a_self_requeuing_handler_runs_once_per_call() {
+    let lp = Arc::new(ThreadedLoop::<Again>::builder().runners(2).build().unwrap());
+    let n = Arc::new(AtomicUsize::new(0));
+    let (r, w) = portable::pipe();
+    rustix::io::write(&w, b"x").unwrap();
+    lp.add_fd(r, Interest::READ, FdOptions::new(), Again(n.clone()))
+        .unwrap();
+    for i in 1..=5 {
+        assert_eq!(lp.poll(), 1, "one run per call");
+        assert_eq!(n.load(Ordering::SeqCst), 2 * i - 1);
+        let lp2 = lp.clone();
+        assert_eq!(std::thread::spawn(move || lp2.run()).join().unwrap(), 1);
+    }
+}
