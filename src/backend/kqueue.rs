@@ -247,6 +247,11 @@ struct SignalState {
     /// set, waits do not block and report [`BackendEvent::SignalsPending`], which gives the
     /// core the level-triggered report that a Linux signalfd gives.
     recheck: bool,
+    /// Signals the core asked to disarm whose `EV_DELETE` failed: their knote stayed, so
+    /// when the core arms them again nothing changes in the kernel, yet an instance may be
+    /// pending that was reported before (the core disarms every signal after a failed take,
+    /// counting on the re-arm to look again): arming one of these sets `recheck` too.
+    lingering: SignalSet,
 }
 
 /// The kqueue backend over kernel `K`.
@@ -333,6 +338,7 @@ impl<K: KqueueKernel> Kqueue<K> {
                 armed: SignalSet::new(),
                 used: SignalSet::new(),
                 recheck: false,
+                lingering: SignalSet::new(),
             }),
         })
     }
@@ -658,6 +664,11 @@ impl<K: KqueueKernel> Backend for Kqueue<K> {
         for sig in old.iter().chain(set.iter()) {
             let (was, now) = (old.contains(sig), set.contains(sig));
             if was == now {
+                if now && s.lingering.contains(sig) {
+                    // Wanted off, stayed on, wanted on again: look for what may be pending.
+                    s.lingering.remove(sig);
+                    s.recheck = true;
+                }
                 continue;
             }
             let flags = if now { KevFlags::ADD } else { KevFlags::DELETE };
@@ -680,8 +691,14 @@ impl<K: KqueueKernel> Backend for Kqueue<K> {
                     s.used.add(sig);
                     added = true;
                 }
-                Ok(()) => s.armed.remove(sig),
+                Ok(()) => {
+                    s.armed.remove(sig);
+                    s.lingering.remove(sig);
+                }
                 Err(e) => {
+                    if !now {
+                        s.lingering.add(sig);
+                    }
                     first.get_or_insert(e);
                 }
             }
