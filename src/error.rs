@@ -86,6 +86,26 @@ impl fmt::Display for Errno {
 
 impl std::error::Error for Errno {}
 
+impl From<Errno> for std::io::Error {
+    /// The same OS error number as an `io::Error` (so `?` works in functions returning
+    /// `io::Result`).
+    fn from(e: Errno) -> Self {
+        std::io::Error::from_raw_os_error(e.0)
+    }
+}
+
+impl TryFrom<std::io::Error> for Errno {
+    type Error = std::io::Error;
+    /// The OS error number of an `io::Error`; the error itself back if it has none (one made
+    /// by user code, not the OS).
+    fn try_from(e: std::io::Error) -> Result<Self, std::io::Error> {
+        match e.raw_os_error() {
+            Some(n) => Ok(Errno(n)),
+            None => Err(e),
+        }
+    }
+}
+
 /// A pool whose capacity was fixed when the loop was built.
 #[derive(Copy, Clone, PartialEq, Eq, Hash, Debug)]
 pub enum Pool {
@@ -103,6 +123,15 @@ impl Pool {
             Pool::Watchers => "watchers",
             Pool::Timers => "timers",
             Pool::Wakers => "wakers",
+        }
+    }
+
+    /// What one slot of the pool holds, for messages.
+    fn slot(self) -> &'static str {
+        match self {
+            Pool::Watchers => "watcher",
+            Pool::Timers => "timer",
+            Pool::Wakers => "wake",
         }
     }
 }
@@ -150,9 +179,9 @@ impl fmt::Display for Error {
         match self {
             Error::Capacity(pool) => write!(
                 f,
-                "all {} slots are in use; remove a watcher first or build the loop with a larger \
+                "every {} slot is in use; remove a watcher first or build the loop with a larger \
                  `.{}(n)` capacity",
-                pool.builder_method(),
+                pool.slot(),
                 pool.builder_method()
             ),
             Error::Kernel { call, errno } => write!(
@@ -365,10 +394,18 @@ pub enum BuildError {
 impl fmt::Display for BuildError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            BuildError::InvalidCapacity { what, value, max } => write!(
-                f,
-                "capacity `{what}` = {value} is out of range: give a value from 1 to {max}"
-            ),
+            BuildError::InvalidCapacity { what, value, max } => {
+                // Timer and wake slots may be 0 (no watchers of that kind); the rest need one.
+                let min = if matches!(*what, "timers" | "wakers") {
+                    0
+                } else {
+                    1
+                };
+                write!(
+                    f,
+                    "capacity `{what}` = {value} is out of range: give a value from {min} to {max}"
+                )
+            }
             BuildError::OutOfMemory { what } => write!(
                 f,
                 "could not allocate the `{what}` pool; build with smaller capacities"
@@ -383,3 +420,37 @@ impl fmt::Display for BuildError {
 }
 
 impl std::error::Error for BuildError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errno_converts_to_and_from_io_error() {
+        let io: std::io::Error = Errno::AGAIN.into();
+        assert_eq!(io.raw_os_error(), Some(Errno::AGAIN.raw()));
+        assert_eq!(io.kind(), std::io::ErrorKind::WouldBlock);
+        assert_eq!(Errno::try_from(io).ok(), Some(Errno::AGAIN));
+        let made = std::io::Error::other("not from the OS");
+        assert!(Errno::try_from(made).is_err());
+    }
+
+    #[test]
+    fn capacity_messages_name_the_slot_and_the_real_range() {
+        let m = Error::Capacity(Pool::Timers).to_string();
+        assert!(m.starts_with("every timer slot is in use"), "{m}");
+        assert!(m.contains("`.timers(n)`"), "{m}");
+        let zero_ok = BuildError::InvalidCapacity {
+            what: "timers",
+            value: 8,
+            max: 4,
+        };
+        assert!(zero_ok.to_string().ends_with("from 0 to 4"), "{zero_ok}");
+        let one_up = BuildError::InvalidCapacity {
+            what: "watchers",
+            value: 0,
+            max: 1 << 24,
+        };
+        assert!(one_up.to_string().contains("from 1 to"), "{one_up}");
+    }
+}
