@@ -618,10 +618,11 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
         // A wait's result, taken in by the next lock section.
         let mut waited: Option<(Result<(), KernelError>, bool)> = None;
         loop {
+            let mut release_aside = false;
             let step = self.locked(|s| {
                 if let Some((r, blocking)) = waited.take() {
                     if blocking {
-                        s.runners.in_wait = s.runners.in_wait.saturating_sub(1);
+                        release_aside = s.left_wait(epoch);
                     }
                     if let Some(cell) = buf {
                         s.runners.harvesting = true;
@@ -630,6 +631,7 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
                         failed |= self.take_in(s, unsafe { &*cell.0.get() }, r);
                         s.runners.harvesting = false;
                     }
+                    s.pass_stop_on();
                     bound = Some(s.batch_bound());
                     harvested = true;
                 }
@@ -677,6 +679,12 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
                 }
                 let timeout = self.wait_timeout(s, mode);
                 let blocking = timeout != Some(Duration::ZERO);
+                if blocking && s.runners.stale_waiting > 0 {
+                    // Calls a stop ended still sleep in the backend: do not sleep beside them
+                    // (a poke meant for them could come to this call instead).
+                    s.runners.aside += 1;
+                    return Step::Aside(timeout);
+                }
                 if blocking {
                     // Counted in the same section that found nothing to claim: whoever
                     // queues work after this sees it and hands it off (no lost wake-up).
@@ -684,9 +692,23 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
                 }
                 Step::Wait(timeout, blocking)
             });
+            if release_aside {
+                self.state.notify_all();
+            }
             match step {
                 Step::Done => return ran,
                 Step::Again => {}
+                Step::Aside(timeout) => {
+                    // Until the stale sleepers are gone, this call is stopped, or work comes
+                    // (at most the wait's own timeout); then look again.
+                    self.state.with_wait(timeout, |s| {
+                        let go =
+                            s.runners.stale_waiting == 0 || s.stopped(epoch) || s.pending_len() > 0;
+                        go.then_some(())
+                    });
+                    self.state
+                        .with(|s| s.runners.aside = s.runners.aside.saturating_sub(1));
+                }
                 Step::Removed(r, h) => self.finish_removal(Some((r, h))),
                 Step::Run(d, plan) => {
                     call.dispatch = Some(d);
@@ -843,6 +865,9 @@ enum Step<H> {
     Wait(Option<Duration>, bool),
     /// Look again (nothing was waited for).
     Again,
+    /// Sleep on the condition variable (at most this long) while calls a stop ended still
+    /// sleep in the backend, then look again.
+    Aside(Option<Duration>),
     /// The call returns.
     Done,
 }
@@ -1119,7 +1144,7 @@ impl<H: Handler, B: Backend, F: Flavor> Control<H> for EventLoop<H, B, F> {
 
     fn stop(&self) {
         if self.locked(State::request_stop) {
-            // Calls waiting for an events buffer end too.
+            // Calls waiting for an events buffer, or stepped aside, end too.
             self.state.notify_all();
         }
     }

@@ -196,6 +196,7 @@ on_both_kernels!(
     an_event_that_names_nothing_registered_is_counted_and_dropped,
     an_unknown_errno_is_a_counted_fault,
     a_failed_rearm_after_a_threaded_handler_is_retried,
+    a_failed_enable_from_another_thread_wakes_the_sleeping_runner_to_retry,
 );
 
 fn disable_survives_a_failed_epoll_ctl_mod<X: Kernel>() {
@@ -756,4 +757,49 @@ fn a_failed_rearm_after_a_threaded_handler_is_retried<X: Kernel>() {
         lp.poll();
     }
     assert_eq!(lp.kernel_faults().count, 1);
+}
+
+/// A change made from another thread fails while the only runner sleeps in plain `run()`
+/// with no deadline: the runner is woken to retry it (bounded by the retry interval), rather
+/// than sleeping on with the change undone.
+fn a_failed_enable_from_another_thread_wakes_the_sleeping_runner_to_retry<X: Kernel>() {
+    let x = X::new();
+    let k = Faulty::new(x.kernel());
+    let lp = std::sync::Arc::new(
+        EventLoop::<H, Epoll<Faulty<X::K>>, dasynq::Threaded>::builder()
+            .watchers(8)
+            .runners(2)
+            .build_with(Epoll::with_kernel(k.clone()).unwrap())
+            .unwrap(),
+    );
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (r, w) = x.pipe();
+    let x2 = x.clone();
+    let h = H {
+        calls: calls.clone(),
+        removed: Arc::default(),
+        rearm: Rearm::Disarm,
+        drain: Some(Arc::new(move |fd| x2.drain(fd))),
+    };
+    let id = lp
+        .add_fd(r, Interest::READ, FdOptions::new().disabled(), h)
+        .unwrap();
+    x.write(&w);
+    let runner = {
+        let lp = lp.clone();
+        std::thread::spawn(move || lp.run())
+    };
+    std::thread::sleep(Duration::from_millis(30));
+    k.inject(SimCall::EpollCtlMod, Fault::once(Errno::NOMEM));
+    lp.enable(id).unwrap();
+    let t = std::time::Instant::now();
+    while !runner.is_finished() {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the runner slept on with the enable undone"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(runner.join().unwrap(), 1);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
 }

@@ -231,3 +231,34 @@ fn a_shared_notifier_poke_reaches_one_waiter() {
         assert_eq!(got.load(Ordering::SeqCst), 1, "one poke, one waiter woken");
     }
 }
+
+/// A call that starts after a `stop()` may take the stop's poke (here a `poll()` right after
+/// it): the runner that was asleep when `stop()` came must still be ended.
+#[test]
+fn a_stop_reaches_the_sleeper_even_when_a_later_call_takes_its_poke() {
+    let lp = Arc::new(
+        ThreadedLoop::<Report>::builder()
+            .runners(2)
+            .build()
+            .unwrap(),
+    );
+    for round in 0..200 {
+        let runner = {
+            let lp = lp.clone();
+            std::thread::spawn(move || lp.run())
+        };
+        // Let it block (now and then longer).
+        std::thread::sleep(Duration::from_millis(if round % 10 == 0 { 5 } else { 1 }));
+        lp.stop();
+        lp.poll();
+        let t = Instant::now();
+        while !runner.is_finished() {
+            assert!(
+                t.elapsed() < WATCHDOG,
+                "round {round}: the sleeping runner was never ended by stop()"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(runner.join().unwrap(), 0);
+    }
+}

@@ -117,6 +117,8 @@ pub(crate) struct State {
     dirty: VecDeque<u32>,
     pub(crate) batch_depth: u32,
     pub(crate) runners: Runners,
+    /// Inside `retry_kernel` (see `retry_soon`).
+    retrying: bool,
     faults: KernelFaults,
     oneshot: bool,
     threaded: bool,
@@ -196,6 +198,7 @@ impl State {
             dirty,
             batch_depth: 0,
             runners: Runners::new(cap.runners)?,
+            retrying: false,
             faults: KernelFaults::default(),
             oneshot,
             threaded,
@@ -321,6 +324,20 @@ impl State {
                 self.dirty.push_back(index);
             }
         }
+        self.retry_soon();
+    }
+
+    /// A kernel change failed and waits for the retry before a wait: in a threaded loop, a
+    /// runner already asleep (with no bound) is poked, so that it looks again with the retry
+    /// bound instead of sleeping on with the change undone.
+    #[cold]
+    fn retry_soon(&mut self) {
+        // (Not from the retry itself: the retrying runner bounds its own wait, and the others
+        // were poked when the change first failed, so they wait bounded too; poking them on
+        // each failed retry would keep them from sleeping while a fault lasts.)
+        if self.threaded && !self.runners.harvesting && !self.retrying {
+            self.hand_off();
+        }
     }
 
     /// Take a slot about to be freed off the retry list: its next occupant starts clean, and
@@ -394,6 +411,14 @@ impl State {
 
     /// Retry failed kernel changes; returns a wait timeout bound if some are still failing.
     pub(crate) fn retry_kernel<B: Backend>(&mut self, backend: &B) -> Option<Duration> {
+        self.retrying = true;
+        let bound = self.retry_kernel_inner(backend);
+        self.retrying = false;
+        bound
+    }
+
+    #[inline]
+    fn retry_kernel_inner<B: Backend>(&mut self, backend: &B) -> Option<Duration> {
         // Each entry is taken off the front before its retry, so a retry that fails again
         // re-lists the watcher at the back without the list ever holding it twice (and never
         // outgrowing its capacity of one entry per slot).

@@ -54,6 +54,13 @@ pub(crate) struct Runners {
     pub(crate) stop_next: bool,
     /// Calls sleeping until a buffer is free.
     pub(crate) buffer_waiters: u32,
+    /// Of the calls in `in_wait`, those a `stop()` has ended but that have not woken yet.
+    /// While any remain, a call of the new epoch that takes a poke passes it on, and one that
+    /// would block steps aside (`aside`) instead of sleeping in the backend, so that the poke
+    /// reaches them and not it.
+    pub(crate) stale_waiting: u32,
+    /// Calls sleeping on the condition variable until `stale_waiting` is 0.
+    pub(crate) aside: u32,
     /// A runner is taking in a wait's events: enqueues do not poke (it hands off what it
     /// cannot take once it is done).
     pub(crate) harvesting: bool,
@@ -77,6 +84,8 @@ impl Runners {
             epoch: 0,
             stop_next: false,
             buffer_waiters: 0,
+            stale_waiting: 0,
+            aside: 0,
             harvesting: false,
             notify_due: false,
             free,
@@ -132,7 +141,8 @@ impl State {
     }
 
     /// `stop()`: end every call in progress after its current handler, or the next call if
-    /// none is in progress. Returns whether calls wait for a buffer (to be woken).
+    /// none is in progress. Returns whether calls sleep on the condition variable (to be
+    /// woken).
     pub(crate) fn request_stop(&mut self) -> bool {
         let r = &mut self.runners;
         if r.active == 0 {
@@ -140,8 +150,31 @@ impl State {
             return false;
         }
         r.epoch = r.epoch.wrapping_add(1);
+        // Every call asleep in the backend now started before this stop.
+        r.stale_waiting = r.in_wait;
         self.hand_off();
-        self.runners.buffer_waiters > 0
+        self.runners.buffer_waiters > 0 || self.runners.aside > 0
+    }
+
+    /// A call that was counted in `in_wait` is awake again (its wait returned). Returns
+    /// whether calls stepped aside for stale sleepers may go on (to be woken after unlocking).
+    pub(crate) fn left_wait(&mut self, epoch: u64) -> bool {
+        let stale = self.stopped(epoch);
+        let r = &mut self.runners;
+        r.in_wait = r.in_wait.saturating_sub(1);
+        if stale && r.stale_waiting > 0 {
+            r.stale_waiting -= 1;
+            return r.stale_waiting == 0 && r.aside > 0;
+        }
+        false
+    }
+
+    /// After taking a wait's events in: while calls a stop ended still sleep, pass the poke on
+    /// (this call may have taken the one meant for them).
+    pub(crate) fn pass_stop_on(&mut self) {
+        if self.runners.stale_waiting > 0 {
+            self.hand_off();
+        }
     }
 
     /// Poke a runner sleeping in the backend, unless a poke is already on its way. The poke

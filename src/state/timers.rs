@@ -106,6 +106,7 @@ impl State {
             Err(e) => {
                 self.fault(e);
                 self.clock_dirty[c] = true;
+                self.retry_soon();
             }
         }
     }
