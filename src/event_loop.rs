@@ -719,10 +719,9 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
                     // here without the lock (the watcher is still ours: see `Rearming`).
                     let premod = match (rearm, plan) {
                         (Rearm::Rearm, Some(plan)) => {
-                            // SAFETY: `plan.fd` was read under the lock from the `OwnedFd`
-                            // the watcher's slot holds, and the slot cannot be freed (closing
-                            // the fd) while the watcher is marked running, which it stays
-                            // until `finish_dispatch` below; the borrow ends with this call.
+                            // The watcher stays marked running until `finish_dispatch` below.
+                            // SAFETY: `plan.fd` is the open fd its slot owns (read under the
+                            // lock); a running watcher's slot is never freed; borrow ends here.
                             let fd = unsafe { BorrowedFd::borrow_raw(plan.fd) };
                             Some((
                                 plan,
@@ -759,10 +758,9 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
         let cx = self.cx(d.id);
         match d.delivery {
             Delivery::Fd { fd, ready, half } => {
-                // SAFETY: `fd` was read from the `OwnedFd` the watcher's slot holds (an fd
-                // watch always has one, so it is an open fd, never -1), and the slot cannot be
-                // freed (closing the fd) while the watcher is running; the borrow ends with
-                // this call.
+                // An fd watch always holds an `OwnedFd`, so this is an open fd, never -1.
+                // SAFETY: `fd` is that open fd, read from the watcher's slot; a running
+                // watcher's slot is never freed (closing it); the borrow ends with this call.
                 let fd = unsafe { BorrowedFd::borrow_raw(fd) };
                 let ev = match half {
                     None => Event::Fd { fd, ready },

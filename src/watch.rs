@@ -3,7 +3,8 @@
 //! Lifecycle per half, tracked explicitly so that every release happens exactly once:
 //! `enabled` (armed for the next event), `queued` (an event is pending), `running` (its handler
 //! is executing), `removed` (a bidirectional half that returned `Remove`, or the unused second
-//! half of other kinds). Invariant: a queued half is never enabled; a running half is enabled
+//! half of other kinds), `parked` (threaded loops: queued while the other half's handler runs,
+//! kept off the queue until it returns). Invariant: a queued half is never enabled; a running half is enabled
 //! only if its handler asked for that during the call. Per watcher: `running` (some half's
 //! handler holds the handler cell), `remove_pending` (removal requested while running, completed
 //! when the handler returns), `dirty` (a kernel change failed and is on the retry list).

@@ -653,13 +653,7 @@ fn several_runners<B: Backend, I: Io + Send + Sync>(
     ARMED.store(false, Ordering::SeqCst);
     let (allocs, frees) = (ALLOCS.load(Ordering::SeqCst), FREES.load(Ordering::SeqCst));
     done.store(true, Ordering::SeqCst);
-    for t in threads {
-        while !t.is_finished() {
-            lp.stop();
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        t.join().unwrap();
-    }
+    portable::stop_until_joined(|| lp.stop(), threads, Duration::from_secs(10));
     assert_eq!(
         (allocs, frees),
         (0, 0),

@@ -183,13 +183,7 @@ fn several_runners_take_signals_and_children_exactly_once() {
         std::thread::sleep(Duration::from_millis(1));
     }
     done.store(true, Ordering::SeqCst);
-    for r in runners {
-        while !r.is_finished() {
-            lp.stop();
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        r.join().unwrap();
-    }
+    suite::portable::stop_until_joined(|| lp.stop(), runners, Duration::from_secs(10));
     let mut got = values.lock().unwrap().clone();
     got.sort_unstable();
     assert_eq!(

@@ -24,25 +24,12 @@ use dasynq::{
 
 const WATCHDOG: Duration = Duration::from_secs(10);
 
-/// Wait for `threads` to return, calling `stop()` until they have: a runner that was between
-/// two calls when one `stop()` came enters its next call afterwards and is not ended by it
-/// (as documented), so the shutdown pattern is "set your flag, stop until all returned".
+/// Stop until every runner has returned (see `portable::stop_until_joined`).
 fn stop_and_join<T>(lp: &ThreadedLoop<T>, threads: Vec<JoinHandle<()>>)
 where
     T: Handler + Send,
 {
-    let started = Instant::now();
-    for t in threads {
-        while !t.is_finished() {
-            assert!(
-                started.elapsed() < WATCHDOG,
-                "a runner did not return after stop()"
-            );
-            lp.stop();
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        t.join().expect("a runner panicked");
-    }
+    portable::stop_until_joined(|| lp.stop(), threads, WATCHDOG);
 }
 
 /// Runner threads, each looping in plain `run()` until `done`.

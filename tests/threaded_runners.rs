@@ -232,8 +232,36 @@ fn a_shared_notifier_poke_reaches_one_waiter() {
     }
 }
 
+/// Whether thread `tid` of this process is blocked in an epoll wait (its current system call,
+/// from `/proc/self/task/TID/syscall`, numbers from `libc`).
+#[cfg(dasynq_epoll)]
+fn in_epoll_wait(tid: i32) -> bool {
+    let Ok(line) = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")) else {
+        return false;
+    };
+    let Some(Ok(nr)) = line
+        .split_whitespace()
+        .next()
+        .map(str::parse::<libc::c_long>)
+    else {
+        return false;
+    };
+    #[cfg(target_arch = "x86_64")]
+    let waits = [
+        libc::SYS_epoll_wait,
+        libc::SYS_epoll_pwait,
+        libc::SYS_epoll_pwait2,
+    ];
+    #[cfg(not(target_arch = "x86_64"))]
+    let waits = [libc::SYS_epoll_pwait, libc::SYS_epoll_pwait2];
+    waits.contains(&nr)
+}
+
 /// A call that starts after a `stop()` may take the stop's poke (here a `poll()` right after
-/// it): the runner that was asleep when `stop()` came must still be ended.
+/// it): the runner that was asleep when `stop()` came must still be ended. The runner is
+/// seen blocked in the kernel's wait before each stop (so the stop is for it, not for "the
+/// next call").
+#[cfg(dasynq_epoll)]
 #[test]
 fn a_stop_reaches_the_sleeper_even_when_a_later_call_takes_its_poke() {
     let lp = Arc::new(
@@ -243,12 +271,23 @@ fn a_stop_reaches_the_sleeper_even_when_a_later_call_takes_its_poke() {
             .unwrap(),
     );
     for round in 0..200 {
+        let (tx, rx) = mpsc::channel();
         let runner = {
             let lp = lp.clone();
-            std::thread::spawn(move || lp.run())
+            std::thread::spawn(move || {
+                let _ = tx.send(rustix::thread::gettid().as_raw_nonzero().get());
+                lp.run()
+            })
         };
-        // Let it block (now and then longer).
-        std::thread::sleep(Duration::from_millis(if round % 10 == 0 { 5 } else { 1 }));
+        let tid = rx.recv_timeout(WATCHDOG).unwrap();
+        let t = Instant::now();
+        while !in_epoll_wait(tid) {
+            assert!(
+                t.elapsed() < WATCHDOG,
+                "round {round}: the runner never blocked"
+            );
+            std::thread::sleep(Duration::from_micros(200));
+        }
         lp.stop();
         lp.poll();
         let t = Instant::now();

@@ -63,10 +63,10 @@ pub(crate) fn reset_signals_in_child(cmd: &mut std::process::Command, set: Signa
         reset_in_child(reset);
         Ok(())
     };
-    // SAFETY: `pre_exec` runs the hook in the forked child, where only async-signal-safe
-    // calls are allowed: the hook makes only `sigaction` and `sigprocmask` calls (both in
-    // POSIX's async-signal-safe list), allocates nothing (the set is a `Copy` value captured
-    // by move and iterated in place) and touches no lock.
+    // The hook allocates nothing (the set is a `Copy` value captured by move, iterated in
+    // place) and touches no lock.
+    // SAFETY: `pre_exec` runs the hook in the forked child, which must only make async-signal-
+    // safe calls: it makes only `sigaction` and `sigprocmask`, both on POSIX's list.
     unsafe { cmd.pre_exec(hook) };
 }
 

@@ -1663,19 +1663,9 @@ fn two_runners<X: Fixture>(
         std::thread::sleep(Duration::from_millis(1));
     }
     t.join().unwrap();
-    let mut total = 0;
-    for r in runners {
-        while !r.is_finished() {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "two runners: a runner did not return after stop()"
-            );
-            lp.stop();
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        total += r.join().unwrap();
-    }
-    total
+    portable::stop_until_joined(|| lp.stop(), runners, Duration::from_secs(10))
+        .into_iter()
+        .sum()
 }
 
 fn tlp2<X: Fixture>(fx: &X) -> Arc<Tlp<X>> {

@@ -71,3 +71,30 @@ pub fn send_to_self(sig: Signal, value: Option<i32>) {
     };
     assert_eq!(r, 0, "sending {sig}");
 }
+
+/// Shut several runner threads down: call `stop` (the loop's `stop()`) until every thread has
+/// returned, and give back what each returned. A runner between two run calls when one
+/// `stop()` comes enters its next call afterwards and is not ended by it (as documented), so
+/// the pattern is: set the flag its loop checks, then stop until all have returned. Panics if
+/// that takes longer than `watchdog` (a stop that never reaches a sleeper).
+pub fn stop_until_joined<T>(
+    stop: impl Fn(),
+    threads: Vec<std::thread::JoinHandle<T>>,
+    watchdog: std::time::Duration,
+) -> Vec<T> {
+    let started = std::time::Instant::now();
+    threads
+        .into_iter()
+        .map(|t| {
+            while !t.is_finished() {
+                assert!(
+                    started.elapsed() < watchdog,
+                    "a runner did not return after stop()"
+                );
+                stop();
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            t.join().expect("a runner panicked")
+        })
+        .collect()
+}
