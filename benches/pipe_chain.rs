@@ -21,8 +21,7 @@ mod imp {
     use std::time::Instant;
 
     use dasynq::{
-        Control, Cx, Event, EventLoop, FdOptions, Flavor, Handler, Interest, Rearm, Single,
-        Threaded,
+        Cx, Event, EventLoop, FdOptions, Flavor, Handler, Interest, Rearm, Single, Threaded,
     };
     use rustix::event::epoll;
 
@@ -100,8 +99,9 @@ mod imp {
     }
 
     impl Handler for Reader {
+        type Data = ();
         #[inline]
-        fn on_event(&mut self, _cx: &Cx<'_, Self>, ev: Event<'_>) -> Rearm {
+        fn on_event(&mut self, _cx: &Cx<'_, Self>, _: &mut (), ev: Event<'_>) -> Rearm {
             if let Event::Fd { fd, .. } = ev {
                 let mut b = [0u8; 1];
                 if let Ok(1) = rustix::io::read(fd, &mut b) {

@@ -30,8 +30,7 @@ mod imp {
     use std::time::Instant;
 
     use dasynq::{
-        Control, Cx, Event, EventLoop, Exec, Handler, Priority, Rearm, Signal, SignalSet,
-        SpawnOptions,
+        Cx, Event, EventLoop, Exec, Handler, Priority, Rearm, Signal, SignalSet, SpawnOptions,
     };
 
     const BATCH: u64 = 1000;
@@ -58,7 +57,8 @@ mod imp {
     }
 
     impl Handler for W {
-        fn on_event(&mut self, _cx: &Cx<'_, Self>, ev: Event<'_>) -> Rearm {
+        type Data = ();
+        fn on_event(&mut self, _cx: &Cx<'_, Self>, _: &mut (), ev: Event<'_>) -> Rearm {
             match (self, ev) {
                 (W::Count(n), Event::Signal(_)) => {
                     n.set(n.get() + 1);

@@ -56,8 +56,8 @@ mod imp {
     use std::time::{Duration, Instant};
 
     use dasynq::{
-        Control, Cx, DefaultBackend, Event, EventLoop, FdOptions, Flavor, Handler, Interest, Rearm,
-        Single, ThreadedLoop,
+        Cx, DefaultBackend, Event, EventLoop, FdOptions, Flavor, Handler, Interest, Rearm, Single,
+        ThreadedLoop,
     };
     use rustix::event::epoll;
 
@@ -421,8 +421,9 @@ mod imp {
     }
 
     impl Handler for Reader {
+        type Data = ();
         #[inline]
-        fn on_event(&mut self, cx: &Cx<'_, Self>, ev: Event<'_>) -> Rearm {
+        fn on_event(&mut self, cx: &Cx<'_, Self>, _: &mut (), ev: Event<'_>) -> Rearm {
             if let Event::Fd { fd, .. } = ev {
                 if self.chain.on_ready(self.idx, fd) {
                     cx.stop();

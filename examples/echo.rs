@@ -13,39 +13,54 @@
 //! cargo run --release --example echo -- --listen 127.0.0.1:7000   # a plain server
 //! ```
 //!
-//! What it shows: one handler enum per loop; the loop owning every fd (handlers read and
-//! write through the `BorrowedFd` in the event); an fd watcher switching between read and
-//! write interest; a timer per connection, re-armed on activity and removed with it; bidirectional
-//! watchers on the client side; a wake watcher to stop a loop from another thread; with
-//! `--runners N`, the same server handlers on one `ThreadedLoop` that N threads run at once.
+//! What it shows: one handler enum per loop; the loop owning every fd (handlers read, write
+//! and accept through typed views of the fd in the event, `ev.view::<TcpStream>()`); program
+//! state lent to the handlers by the run call (`Handler::Data`: one `Runner` per run call,
+//! with counters, the listener's spare fd and the ids known only after registration); an fd
+//! watcher switching between read and write interest; a timer per connection, re-armed on
+//! activity and removed with it; a listener that refuses connections cleanly at the open-file
+//! limit and backs off instead of spinning; bidirectional watchers on the client side; a wake
+//! watcher to stop a loop from another thread; with `--runners N`, the same server handlers on
+//! one `ThreadedLoop` that N threads run at once, each with its own `Runner`.
 
-use std::cell::Cell;
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{BorrowedFd, OwnedFd};
-use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, mpsc};
 use std::time::{Duration, Instant};
 
 use dasynq::{
-    BidiOptions, Clock, Control, Cx, Deadline, Event, EventLoop, FdOptions, Flavor, Handler,
-    Interest, Priority, Rearm, Removed, Single, Threaded, WatchId,
+    BidiOptions, Clock, Cx, Deadline, Event, EventLoop, FdOptions, Flavor, Handler, Interest,
+    Priority, Rearm, Removed, Single, SpareFd, Threaded, WatchId,
 };
-use rustix::io::Errno;
 
 /// Bytes a connection buffers on the server when the client is slow to read.
 const BUF: usize = 4096;
 
+/// How long the listener rests after an accept failure it cannot clear by itself.
+const BACKOFF: Duration = Duration::from_millis(100);
+
 // ------------------------------------------------------------------------------------ server
 
-/// Counters the server's handlers share (atomics: with `--runners N` the handlers run on N
-/// threads).
+/// Counts across every runner (atomics: with `--runners N` the handlers run on N threads).
 #[derive(Default)]
-struct ServerStats {
+pub struct Shared {
     open: AtomicUsize,
     peak: AtomicUsize,
-    events: AtomicU64,
-    idle_closed: AtomicUsize,
+}
+
+/// What each run call lends the server's handlers: its own counters, its own spare fd, and
+/// the ids the handlers need that exist only after registration. One per runner thread.
+pub struct Runner {
+    shared: Arc<Shared>,
+    listener: WatchId,
+    resume: WatchId,
+    spare: SpareFd,
+    events: u64,
+    idle_closed: usize,
+    refused: usize,
+    backoffs: usize,
 }
 
 // Each slot of the loop's handler table holds a whole connection, buffer included: the
@@ -54,9 +69,8 @@ struct ServerStats {
     clippy::large_enum_variant,
     reason = "fixed per-slot storage is the point"
 )]
-enum Server {
+pub enum Server {
     Listener {
-        stats: Arc<ServerStats>,
         idle: Duration,
     },
     Conn {
@@ -64,38 +78,31 @@ enum Server {
         start: usize,
         end: usize,
         timer: Option<WatchId>,
-        stats: Arc<ServerStats>,
         idle: Duration,
     },
     Idle {
         conn: WatchId,
-        stats: Arc<ServerStats>,
     },
+    /// Re-enables the listener after it backed off.
+    Resume,
     Shutdown,
 }
 
-/// Accept one connection as a non-blocking, close-on-exec socket: atomically with `accept4`
-/// where the system has it, else with `fcntl` after `accept`.
-fn accept_nonblocking(fd: BorrowedFd<'_>) -> rustix::io::Result<OwnedFd> {
-    #[cfg(dasynq_pipe2)]
-    {
-        use rustix::net::SocketFlags;
-        rustix::net::accept_with(fd, SocketFlags::NONBLOCK | SocketFlags::CLOEXEC)
-    }
-    #[cfg(not(dasynq_pipe2))]
-    {
-        let conn = rustix::net::accept(fd)?;
-        rustix::io::fcntl_setfd(&conn, rustix::io::FdFlags::CLOEXEC)?;
-        rustix::fs::fcntl_setfl(&conn, rustix::fs::OFlags::NONBLOCK)?;
-        Ok(conn)
-    }
-}
-
 impl Server {
-    fn accept_all(cx: &Cx<'_, Self>, fd: BorrowedFd<'_>, stats: &Arc<ServerStats>, idle: Duration) {
+    /// Accept what is waiting. Returns what the listener's handler answers: re-armed, or
+    /// disabled for [`BACKOFF`] when accepting failed in a way only time can clear.
+    fn accept_all(
+        cx: &Cx<'_, Self>,
+        run: &mut Runner,
+        listener: &TcpListener,
+        idle: Duration,
+    ) -> Rearm {
         loop {
-            match accept_nonblocking(fd) {
-                Ok(conn) => {
+            match listener.accept() {
+                Ok((conn, _)) => {
+                    if conn.set_nonblocking(true).is_err() {
+                        continue; // dropped: closed
+                    }
                     // Registered for WRITE first: a new socket is writable at once, so its first
                     // call comes straight away; that call, which knows its own id, sets up its
                     // idle timer and switches to READ.
@@ -104,84 +111,96 @@ impl Server {
                         start: 0,
                         end: 0,
                         timer: None,
-                        stats: stats.clone(),
                         idle,
                     };
-                    match cx.add_fd(conn, Interest::WRITE, FdOptions::new(), h) {
+                    match cx.add_fd(conn.into(), Interest::WRITE, FdOptions::new(), h) {
                         Ok(_) => {
-                            let open = stats.open.fetch_add(1, Ordering::Relaxed) + 1;
-                            stats.peak.fetch_max(open, Ordering::Relaxed);
+                            let open = run.shared.open.fetch_add(1, Ordering::Relaxed) + 1;
+                            run.shared.peak.fetch_max(open, Ordering::Relaxed);
                         }
                         // Out of watcher slots: the rejected fd is dropped, closing it.
-                        Err(e) => eprintln!("echo: connection refused: {e}"),
+                        Err(_) => run.refused += 1,
                     }
                 }
-                Err(Errno::AGAIN) => return,
-                Err(Errno::INTR | Errno::CONNABORTED) => continue,
-                Err(e) => {
-                    // EMFILE and friends: stop accepting this round; the listener stays armed.
-                    eprintln!("echo: accept: {e}");
-                    return;
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Rearm::Rearm,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::ConnectionAborted => {}
+                Err(e) if SpareFd::is_fd_limit(&e) => {
+                    // At the open-file limit: refuse what waits (each client sees its
+                    // connection closed), so the listener stops being readable.
+                    run.refused += run.spare.refuse_pending(|| listener.accept());
+                    if run.spare.is_held() {
+                        return Rearm::Rearm;
+                    }
+                    // Someone else took the freed fd: rest, then try again.
+                    return Server::back_off(cx, run);
                 }
+                Err(_) => return Server::back_off(cx, run), // ENOBUFS, ENOMEM...
             }
         }
+    }
+
+    fn back_off(cx: &Cx<'_, Self>, run: &mut Runner) -> Rearm {
+        run.backoffs += 1;
+        let _ = cx.arm_timer(run.resume, Deadline::After(BACKOFF), None);
+        Rearm::Disarm
     }
 }
 
 /// Echo what can be echoed. Returns false when the connection is finished.
-fn echo(fd: BorrowedFd<'_>, buf: &mut [u8; BUF], start: &mut usize, end: &mut usize) -> bool {
+fn echo(s: &mut impl ReadWrite, buf: &mut [u8; BUF], start: &mut usize, end: &mut usize) -> bool {
     loop {
         // Flush what is buffered first.
         while *start < *end {
-            match rustix::io::write(fd, &buf[*start..*end]) {
+            match s.write(&buf[*start..*end]) {
                 Ok(n) => *start += n,
-                Err(Errno::AGAIN) => return true,
-                Err(Errno::INTR) => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(_) => return false,
             }
         }
         *start = 0;
         *end = 0;
-        match rustix::io::read(fd, &mut buf[..]) {
+        match s.read(&mut buf[..]) {
             Ok(0) => return false,
             Ok(n) => *end = n,
-            Err(Errno::AGAIN) => return true,
-            Err(Errno::INTR) => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(_) => return false,
         }
     }
 }
 
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
 impl Handler for Server {
-    fn on_event(&mut self, cx: &Cx<'_, Self>, event: Event<'_>) -> Rearm {
-        match (self, event) {
-            (Server::Listener { stats, idle }, Event::Fd { fd, .. }) => {
-                stats.events.fetch_add(1, Ordering::Relaxed);
-                Server::accept_all(cx, fd, stats, *idle);
-                Rearm::Rearm
-            }
-            (
-                Server::Conn {
-                    buf,
-                    start,
-                    end,
-                    timer,
-                    stats,
-                    idle,
-                },
-                Event::Fd { fd, ready },
-            ) => {
-                stats.events.fetch_add(1, Ordering::Relaxed);
+    type Data = Runner;
+    fn on_event(&mut self, cx: &Cx<'_, Self>, run: &mut Runner, event: Event<'_>) -> Rearm {
+        run.events += 1;
+        match self {
+            Server::Listener { idle } => match event.view::<TcpListener>() {
+                Some(listener) => Server::accept_all(cx, run, &listener, *idle),
+                None => Rearm::Rearm,
+            },
+            Server::Conn {
+                buf,
+                start,
+                end,
+                timer,
+                idle,
+            } => {
+                let (Some(mut stream), Some(ready)) = (event.view::<TcpStream>(), event.ready())
+                else {
+                    return Rearm::Rearm;
+                };
                 let me = cx.id();
                 let t = match *timer {
                     Some(t) => t,
                     None => match cx.add_timer(
                         Clock::Monotonic,
                         Priority::LOW,
-                        Server::Idle {
-                            conn: me,
-                            stats: stats.clone(),
-                        },
+                        Server::Idle { conn: me },
                     ) {
                         Ok(t) => {
                             *timer = Some(t);
@@ -189,11 +208,13 @@ impl Handler for Server {
                         }
                         Err(e) => {
                             eprintln!("echo: no idle timer: {e}");
+                            run.shared.open.fetch_sub(1, Ordering::Relaxed);
                             return Rearm::Remove;
                         }
                     },
                 };
-                if ready.is_error() || !echo(fd, buf, start, end) {
+                if ready.is_error() || !echo(&mut stream, buf, start, end) {
+                    run.shared.open.fetch_sub(1, Ordering::Relaxed);
                     return Rearm::Remove;
                 }
                 // Activity: push the idle deadline back (no system call: the loop's timer fd
@@ -207,40 +228,56 @@ impl Handler for Server {
                 let _ = cx.set_interest(me, want);
                 Rearm::Rearm
             }
-            (Server::Idle { conn, stats }, Event::Timer { .. }) => {
-                stats.idle_closed.fetch_add(1, Ordering::Relaxed);
+            Server::Idle { conn } => {
                 // Removing the connection removes this timer too (in its on_removed).
-                let _ = cx.remove(*conn);
+                if cx.remove(*conn).is_ok() {
+                    run.idle_closed += 1;
+                    run.shared.open.fetch_sub(1, Ordering::Relaxed);
+                }
                 Rearm::Remove
             }
-            (Server::Shutdown, Event::Wake) => {
+            Server::Resume => {
+                run.spare.retake();
+                let _ = cx.enable(run.listener);
+                Rearm::Disarm
+            }
+            Server::Shutdown => {
                 cx.stop();
                 Rearm::Remove
             }
-            _ => Rearm::Rearm,
         }
     }
 
     fn on_removed(self, cx: &Cx<'_, Self>, _removed: Removed) {
-        if let Server::Conn { timer, stats, .. } = self {
-            stats.open.fetch_sub(1, Ordering::Relaxed);
-            if let Some(t) = timer {
-                let _ = cx.remove(t);
-            }
+        if let Server::Conn { timer: Some(t), .. } = self {
+            let _ = cx.remove(t);
         }
         // The fd in `_removed` is dropped here, closing the connection.
     }
 }
 
-struct ServerReport {
-    peak: usize,
-    events: u64,
-    idle_closed: usize,
+/// What the server counted, summed over its runners.
+#[derive(Default, Debug)]
+pub struct ServerReport {
+    pub peak: usize,
+    pub events: u64,
+    pub idle_closed: usize,
+    pub refused: usize,
+    pub backoffs: usize,
+}
+
+impl ServerReport {
+    fn add(&mut self, r: &Runner) {
+        self.events += r.events;
+        self.idle_closed += r.idle_closed;
+        self.refused += r.refused;
+        self.backoffs += r.backoffs;
+    }
 }
 
 /// Serve on a single-threaded loop (`runners` 1), or on one `ThreadedLoop` run by `runners`
-/// threads at once (the same handler code).
-fn serve(
+/// threads at once (the same handler code, each thread with its own `Runner`).
+pub fn serve(
     listener: TcpListener,
     capacity: usize,
     idle: Duration,
@@ -249,38 +286,63 @@ fn serve(
 ) -> Result<ServerReport, Box<dyn std::error::Error>> {
     // Until the shutdown wake watcher has removed itself.
     if runners <= 1 {
-        serve_on::<Single>(listener, capacity, idle, ready, 1, |lp| {
+        serve_on::<Single>(listener, capacity, idle, ready, 1, |lp, new_runner| {
+            let mut run = new_runner()?;
             while lp.usage().wakers > 0 {
-                lp.run();
+                lp.run_with(&mut run);
             }
+            let mut report = ServerReport::default();
+            report.add(&run);
+            Ok(report)
         })
     } else {
         // Every runner runs the same loop; the last stops reach those between two calls.
-        serve_on::<Threaded>(listener, capacity, idle, ready, runners, |lp| {
-            std::thread::scope(|scope| {
-                let others: Vec<_> = (1..runners)
-                    .map(|_| {
-                        scope.spawn(move || {
-                            while lp.usage().wakers > 0 {
-                                lp.run();
-                            }
+        serve_on::<Threaded>(
+            listener,
+            capacity,
+            idle,
+            ready,
+            runners,
+            |lp, new_runner| {
+                let mine = new_runner()?;
+                let theirs = (1..runners)
+                    .map(|_| new_runner())
+                    .collect::<Result<Vec<_>, _>>()?;
+                std::thread::scope(|scope| {
+                    let others: Vec<_> = theirs
+                        .into_iter()
+                        .map(|mut run| {
+                            scope.spawn(move || {
+                                while lp.usage().wakers > 0 {
+                                    lp.run_with(&mut run);
+                                }
+                                run
+                            })
                         })
-                    })
-                    .collect();
-                while lp.usage().wakers > 0 {
-                    lp.run();
-                }
-                for t in others {
-                    while !t.is_finished() {
-                        lp.stop();
-                        std::thread::sleep(Duration::from_millis(1));
+                        .collect();
+                    let mut run = mine;
+                    while lp.usage().wakers > 0 {
+                        lp.run_with(&mut run);
                     }
-                    let _ = t.join();
-                }
-            })
-        })
+                    let mut report = ServerReport::default();
+                    report.add(&run);
+                    for t in others {
+                        while !t.is_finished() {
+                            lp.stop();
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                        if let Ok(run) = t.join() {
+                            report.add(&run);
+                        }
+                    }
+                    Ok(report)
+                })
+            },
+        )
     }
 }
+
+type NewRunner<'a> = &'a dyn Fn() -> std::io::Result<Runner>;
 
 fn serve_on<F: Flavor>(
     listener: TcpListener,
@@ -288,12 +350,15 @@ fn serve_on<F: Flavor>(
     idle: Duration,
     ready: Option<mpsc::Sender<dasynq::Waker>>,
     runners: usize,
-    drive: impl FnOnce(&EventLoop<Server, dasynq::DefaultBackend, F>),
+    drive: impl FnOnce(
+        &EventLoop<Server, dasynq::DefaultBackend, F>,
+        NewRunner<'_>,
+    ) -> std::io::Result<ServerReport>,
 ) -> Result<ServerReport, Box<dyn std::error::Error>> {
     listener.set_nonblocking(true)?;
     // std listens with a backlog of 128; a burst of connects overflows that and the dropped
     // SYNs wait a second for retransmission. Listening again raises it (Linux caps it at
-    // net.core.somaxconn).
+    // net.core.somaxconn). (Setup, not handler code: the one use of rustix here.)
     rustix::net::listen(&listener, 4096)?;
     let lp = EventLoop::<Server, dasynq::DefaultBackend, F>::builder()
         .watchers(2 * capacity + 8)
@@ -301,42 +366,46 @@ fn serve_on<F: Flavor>(
         .wakers(2)
         .runners(runners)
         .build()?;
-    let stats = Arc::new(ServerStats::default());
+    let shared = Arc::new(Shared::default());
     let fd: OwnedFd = listener.into();
-    lp.add_fd(
-        fd,
-        Interest::READ,
-        FdOptions::new().priority(Priority::HIGH),
-        Server::Listener {
-            stats: stats.clone(),
-            idle,
-        },
-    )?;
+    let opts = FdOptions::new().priority(Priority::HIGH);
+    let listener = lp.add_fd(fd, Interest::READ, opts, Server::Listener { idle })?;
+    let resume = lp.add_timer(Clock::Monotonic, Priority::HIGH, Server::Resume)?;
     let (_id, waker) = lp.add_wake(Priority::HIGH, Server::Shutdown)?;
     if let Some(tx) = ready {
         tx.send(waker)?;
     }
-    drive(&lp);
-    Ok(ServerReport {
-        peak: stats.peak.load(Ordering::Relaxed),
-        events: stats.events.load(Ordering::Relaxed),
-        idle_closed: stats.idle_closed.load(Ordering::Relaxed),
-    })
+    let new_runner = || {
+        Ok(Runner {
+            shared: shared.clone(),
+            listener,
+            resume,
+            spare: SpareFd::new()?,
+            events: 0,
+            idle_closed: 0,
+            refused: 0,
+            backoffs: 0,
+        })
+    };
+    let mut report = drive(&lp, &new_runner)?;
+    report.peak = shared.peak.load(Ordering::Relaxed);
+    Ok(report)
 }
 
 // ------------------------------------------------------------------------------------ clients
 
+/// What the run call lends the client handlers: plain counters, no `Rc`, no `Cell`.
 #[derive(Default)]
 struct ClientStats {
-    done: Cell<usize>,
-    verified: Cell<u64>,
-    events: Cell<u64>,
-    mismatches: Cell<u64>,
-    idle_eof: Cell<usize>,
-    expected: Cell<usize>,
-    echo_expected: Cell<usize>,
-    echo_done: Cell<usize>,
-    echo_finished_at: Cell<Option<Instant>>,
+    done: usize,
+    verified: u64,
+    events: u64,
+    mismatches: u64,
+    idle_eof: usize,
+    expected: usize,
+    echo_expected: usize,
+    echo_done: usize,
+    echo_finished_at: Option<Instant>,
 }
 
 enum Client {
@@ -345,11 +414,8 @@ enum Client {
         sent: usize,
         verified: usize,
         total: usize,
-        stats: Rc<ClientStats>,
     },
-    Silent {
-        stats: Rc<ClientStats>,
-    },
+    Silent,
 }
 
 fn pattern(seed: u8, i: usize) -> u8 {
@@ -357,17 +423,17 @@ fn pattern(seed: u8, i: usize) -> u8 {
 }
 
 impl Client {
-    fn echo_finished(cx: &Cx<'_, Self>, stats: &ClientStats) -> Rearm {
-        stats.echo_done.set(stats.echo_done.get() + 1);
-        if stats.echo_done.get() == stats.echo_expected.get() {
-            stats.echo_finished_at.set(Some(Instant::now()));
+    fn echo_finished(cx: &Cx<'_, Self>, stats: &mut ClientStats) -> Rearm {
+        stats.echo_done += 1;
+        if stats.echo_done == stats.echo_expected {
+            stats.echo_finished_at = Some(Instant::now());
         }
         Client::finished(cx, stats)
     }
 
-    fn finished(cx: &Cx<'_, Self>, stats: &ClientStats) -> Rearm {
-        stats.done.set(stats.done.get() + 1);
-        if stats.done.get() == stats.expected.get() {
+    fn finished(cx: &Cx<'_, Self>, stats: &mut ClientStats) -> Rearm {
+        stats.done += 1;
+        if stats.done == stats.expected {
             cx.stop();
         }
         let _ = cx.remove(cx.id());
@@ -376,29 +442,29 @@ impl Client {
 }
 
 impl Handler for Client {
-    fn on_event(&mut self, cx: &Cx<'_, Self>, event: Event<'_>) -> Rearm {
+    type Data = ClientStats;
+    fn on_event(&mut self, cx: &Cx<'_, Self>, stats: &mut ClientStats, event: Event<'_>) -> Rearm {
+        stats.events += 1;
+        let Some(mut stream) = event.view::<TcpStream>() else {
+            return Rearm::Rearm;
+        };
         match (self, event) {
             (
                 Client::Echo {
-                    seed,
-                    sent,
-                    total,
-                    stats,
-                    ..
+                    seed, sent, total, ..
                 },
-                Event::Write { fd, .. },
+                Event::Write { .. },
             ) => {
-                stats.events.set(stats.events.get() + 1);
                 let mut chunk = [0u8; 16384];
                 while *sent < *total {
                     let n = (*total - *sent).min(chunk.len());
                     for (k, b) in chunk[..n].iter_mut().enumerate() {
                         *b = pattern(*seed, *sent + k);
                     }
-                    match rustix::io::write(fd, &chunk[..n]) {
+                    match stream.write(&chunk[..n]) {
                         Ok(w) => *sent += w,
-                        Err(Errno::AGAIN) => return Rearm::Rearm,
-                        Err(Errno::INTR) => {}
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => return Rearm::Rearm,
+                        Err(e) if e.kind() == ErrorKind::Interrupted => {}
                         Err(_) => return Client::echo_finished(cx, stats),
                     }
                 }
@@ -410,15 +476,13 @@ impl Handler for Client {
                     seed,
                     verified,
                     total,
-                    stats,
                     ..
                 },
-                Event::Read { fd, .. },
+                Event::Read { .. },
             ) => {
-                stats.events.set(stats.events.get() + 1);
                 let mut buf = [0u8; 16384];
                 loop {
-                    match rustix::io::read(fd, &mut buf) {
+                    match stream.read(&mut buf) {
                         Ok(0) => return Client::echo_finished(cx, stats),
                         Ok(n) => {
                             let bad = buf[..n]
@@ -426,30 +490,33 @@ impl Handler for Client {
                                 .enumerate()
                                 .filter(|&(k, &b)| b != pattern(*seed, *verified + k))
                                 .count();
-                            stats.mismatches.set(stats.mismatches.get() + bad as u64);
+                            stats.mismatches += bad as u64;
                             *verified += n;
-                            stats.verified.set(stats.verified.get() + n as u64);
+                            stats.verified += n as u64;
                             if *verified >= *total {
                                 return Client::echo_finished(cx, stats);
                             }
                         }
-                        Err(Errno::AGAIN) => return Rearm::Rearm,
-                        Err(Errno::INTR) => {}
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => return Rearm::Rearm,
+                        Err(e) if e.kind() == ErrorKind::Interrupted => {}
                         Err(_) => return Client::echo_finished(cx, stats),
                     }
                 }
             }
-            (Client::Silent { stats }, Event::Fd { fd, .. }) => {
-                stats.events.set(stats.events.get() + 1);
+            (Client::Silent, _) => {
                 let mut b = [0u8; 1];
-                match rustix::io::read(fd, &mut b) {
-                    Ok(0) | Err(Errno::CONNRESET) => {
-                        stats.idle_eof.set(stats.idle_eof.get() + 1);
+                match stream.read(&mut b) {
+                    Ok(0) => {
+                        stats.idle_eof += 1;
                         Client::finished(cx, stats)
                     }
-                    Err(Errno::AGAIN) => Rearm::Rearm,
+                    Err(e) if e.kind() == ErrorKind::ConnectionReset => {
+                        stats.idle_eof += 1;
+                        Client::finished(cx, stats)
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => Rearm::Rearm,
                     _ => {
-                        stats.mismatches.set(stats.mismatches.get() + 1);
+                        stats.mismatches += 1;
                         Client::finished(cx, stats)
                     }
                 }
@@ -484,9 +551,11 @@ fn client_thread(
         .wakers(0)
         .build()
         .map_err(|e| e.to_string())?;
-    let stats = Rc::new(ClientStats::default());
-    stats.expected.set(echo_conns + silent);
-    stats.echo_expected.set(echo_conns);
+    let mut stats = ClientStats {
+        expected: echo_conns + silent,
+        echo_expected: echo_conns,
+        ..ClientStats::default()
+    };
     let mut streams = Vec::with_capacity(echo_conns + silent);
     for _ in 0..echo_conns + silent {
         let s = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
@@ -504,34 +573,26 @@ fn client_thread(
                 sent: 0,
                 verified: 0,
                 total: bytes,
-                stats: stats.clone(),
             };
             lp.add_bidi(fd, BidiOptions::new(), h).map(|_| ())
         } else {
-            lp.add_fd(
-                fd,
-                Interest::READ,
-                FdOptions::new(),
-                Client::Silent {
-                    stats: stats.clone(),
-                },
-            )
-            .map(|_| ())
+            lp.add_fd(fd, Interest::READ, FdOptions::new(), Client::Silent)
+                .map(|_| ())
         };
         r.map_err(|e| e.to_string())?;
     }
     let t0 = Instant::now();
-    while stats.done.get() < stats.expected.get() && t0.elapsed() < deadline {
-        lp.run_timeout(Duration::from_millis(200));
+    while stats.done < stats.expected && t0.elapsed() < deadline {
+        lp.run_timeout_with(Duration::from_millis(200), &mut stats);
     }
     Ok(ClientReport {
-        echo_time: stats.echo_finished_at.get().map(|t| t - t0),
-        verified: stats.verified.get(),
-        events: stats.events.get(),
-        mismatches: stats.mismatches.get(),
-        idle_eof: stats.idle_eof.get(),
-        done: stats.done.get(),
-        expected: stats.expected.get(),
+        echo_time: stats.echo_finished_at.map(|t| t - t0),
+        verified: stats.verified,
+        events: stats.events,
+        mismatches: stats.mismatches,
+        idle_eof: stats.idle_eof,
+        done: stats.done,
+        expected: stats.expected,
     })
 }
 
@@ -647,6 +708,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "  events handled:          {} by the server, {} by the clients",
         server.events, client_events
+    );
+    println!(
+        "  refused at capacity:     {} (the open-file limit or the watcher pool; backed off {} times)",
+        server.refused, server.backoffs
     );
     println!(
         "  elapsed:                 {:.3} s to connect, {:.3} s to echo and verify everything, {:.3} s until the idle ones were closed",

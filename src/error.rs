@@ -10,7 +10,7 @@
 //! typed by hand once made `EAGAIN` read as `EDEADLK` on every BSD.
 
 use core::fmt;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use crate::signal::Signal;
 
@@ -160,6 +160,9 @@ pub enum Error {
     /// The signal is not blocked in the registering thread, so the kernel could run its
     /// default action instead of queueing it for the loop.
     SignalNotBlocked(Signal),
+    /// On the `Sim` backend (`dasynq::sim::Sim`): the signal is not blocked in the simulated
+    /// process (the simulation keeps its own mask; `dasynq::block_signals` does not change it).
+    SimSignalNotBlocked(Signal),
     /// Another watcher of this loop already watches the signal.
     SignalAlreadyWatched(Signal),
     /// The pid is not an unreaped child of this process.
@@ -203,6 +206,11 @@ impl fmt::Display for Error {
                 "{sig} is not blocked in this thread; block every watched signal in all threads \
                  (dasynq::block_signals in main, before starting threads)"
             ),
+            Error::SimSignalNotBlocked(sig) => write!(
+                f,
+                "{sig} is not blocked in the simulated process; block it there with \
+                 `sim.block_signal` before registering (the simulation keeps its own mask)"
+            ),
             Error::SignalAlreadyWatched(sig) => write!(
                 f,
                 "{sig} is already watched by this loop; one watcher per signal (dispatch from \
@@ -226,18 +234,74 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {}
 
 /// A failed registration: the error, plus the handler and fd given back untouched.
+///
+/// It is a `std::error::Error`, so `?` passes it on as it is (into `Box<dyn Error>`, and into
+/// `Box<dyn Error + Send + Sync>` or `anyhow::Error` when the handler type is `Send`, as every
+/// handler of a [`ThreadedLoop`](crate::ThreadedLoop) is), and the handler can still be had
+/// back by downcasting. [`Error::from`] (or `?` in a function returning `dasynq::Error`)
+/// drops the handler and fd and keeps the reason, which is `Send + Sync + 'static` whatever
+/// the handler; so does `?` into `std::io::Error`.
+///
+/// ```
+/// use dasynq::{Error, EventLoop, FdOptions, FnHandler, Interest, Pool, Rearm};
+///
+/// fn register(lp: &EventLoop<FnHandler>) -> Result<(), Error> {
+///     let (a, _b) = std::os::unix::net::UnixStream::pair().map_err(|_| Error::InvalidArgument("no socket"))?;
+///     lp.add_fd(a.into(), Interest::READ, FdOptions::new(), FnHandler::new(|_, _| Rearm::Rearm))?;
+///     Ok(())
+/// }
+/// # fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// let lp = EventLoop::<FnHandler>::builder().watchers(1).build()?;
+/// register(&lp)?;
+/// assert_eq!(register(&lp), Err(Error::Capacity(Pool::Watchers)));
+/// # Ok(()) }
+/// ```
 pub struct Rejected<H> {
-    /// Why the registration failed.
-    pub error: Error,
-    /// The handler passed to the `add_*` call.
-    pub handler: H,
-    /// The fd passed to the `add_*` call, if any, still open.
-    pub fd: Option<OwnedFd>,
+    error: Error,
+    handler: H,
+    fd: Option<OwnedFd>,
 }
+
+// SAFETY: a shared `&Rejected<H>` reaches only `error` (`Copy` data) and `fd` (an `OwnedFd`,
+// which is `Sync`); the handler is reachable only by value (`into_handler`, `into_parts`) or
+// through `&mut` (`handler_mut`), both of which need exclusive access, so sharing a
+// `Rejected` between threads never shares the handler (the same argument as std's
+// `Exclusive`). `Send` stays automatic: it needs `H: Send`.
+unsafe impl<H> Sync for Rejected<H> {}
 
 impl<H> Rejected<H> {
     pub(crate) fn new(error: Error, handler: H, fd: Option<OwnedFd>) -> Self {
         Rejected { error, handler, fd }
+    }
+
+    /// Why the registration failed.
+    pub fn error(&self) -> Error {
+        self.error
+    }
+
+    /// The fd passed to the `add_*` call, if any, still open.
+    pub fn fd(&self) -> Option<BorrowedFd<'_>> {
+        self.fd.as_ref().map(|fd| fd.as_fd())
+    }
+
+    /// The handler passed to the `add_*` call, to change before retrying.
+    pub fn handler_mut(&mut self) -> &mut H {
+        &mut self.handler
+    }
+
+    /// The handler passed to the `add_*` call (the fd, if any, is closed).
+    pub fn into_handler(self) -> H {
+        self.handler
+    }
+
+    /// The fd passed to the `add_*` call, if any, still open (the handler is dropped).
+    pub fn into_fd(self) -> Option<OwnedFd> {
+        self.fd
+    }
+
+    /// Everything back: the reason, the handler and the fd.
+    pub fn into_parts(self) -> (Error, H, Option<OwnedFd>) {
+        (self.error, self.handler, self.fd)
     }
 }
 
@@ -256,7 +320,53 @@ impl<H> fmt::Display for Rejected<H> {
     }
 }
 
-impl<H> std::error::Error for Rejected<H> {}
+impl<H> std::error::Error for Rejected<H> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+impl<H> From<Rejected<H>> for Error {
+    /// The reason; the handler and fd are dropped (the fd closed).
+    fn from(r: Rejected<H>) -> Error {
+        r.error
+    }
+}
+
+impl<H> From<Rejected<H>> for std::io::Error {
+    /// The reason as an `io::Error` (see [`From<Error> for io::Error`](Error)); the handler
+    /// and fd are dropped.
+    fn from(r: Rejected<H>) -> std::io::Error {
+        r.error.into()
+    }
+}
+
+impl From<Error> for std::io::Error {
+    /// A kernel refusal or failed spawn keeps its OS error number; the other reasons become
+    /// an `io::Error` of the closest kind with this error inside.
+    fn from(e: Error) -> std::io::Error {
+        use std::io::ErrorKind;
+        let kind = match e {
+            Error::Kernel { errno, .. } | Error::Spawn { errno } => {
+                return std::io::Error::from_raw_os_error(errno.0);
+            }
+            Error::Capacity(_) => ErrorKind::OutOfMemory,
+            Error::NotAChild(_) => ErrorKind::NotFound,
+            Error::NotPollable => ErrorKind::Unsupported,
+            Error::AlreadyRegistered
+            | Error::SignalAlreadyWatched(_)
+            | Error::ChildAlreadyWatched(_) => ErrorKind::AlreadyExists,
+            Error::InvalidArgument(_)
+            | Error::SignalNotBlocked(_)
+            | Error::SimSignalNotBlocked(_) => ErrorKind::InvalidInput,
+        };
+        std::io::Error::new(kind, e)
+    }
+}
+
+static_assertions::assert_impl_all!(Error: Send, Sync, std::error::Error);
+static_assertions::assert_impl_all!(Rejected<crate::FnHandler>: Sync, std::error::Error);
+static_assertions::assert_impl_all!(Rejected<crate::SendFnHandler>: Send, Sync, std::error::Error);
 
 /// The kind of a watcher, as named in [`UsageError::WrongKind`].
 #[derive(Copy, Clone, PartialEq, Eq, Hash, Debug)]

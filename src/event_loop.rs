@@ -8,7 +8,6 @@
 
 use core::cell::UnsafeCell;
 use core::marker::PhantomData;
-use core::ops::Deref;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -16,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::backend::{Backend, BackendEvent, ChildCommand, KernelError};
 use crate::child::Spawned;
-use crate::control::{Control, Cx, KernelFaults, Usage};
+use crate::control::{Cx, KernelFaults, Ops, Usage};
 use crate::error::{BuildError, Error, Rejected, SignalChildError, UsageError};
 use crate::handler::{Event, Handler, Rearm, Removed};
 use crate::id::{Priority, WatchId};
@@ -42,9 +41,9 @@ struct EventsCell<E>(UnsafeCell<E>);
 /// An event loop with handlers of type `H`, on backend `B`, guarded by lock flavour `F`.
 ///
 /// Built by [`EventLoop::builder`]; every pool is allocated then, and nothing allocates
-/// afterwards. All operations take `&self`. The registration and control operations are those
-/// of [`Control`], reachable directly on the loop (through `Deref`) and inside handlers
-/// through [`Cx`].
+/// afterwards. All operations take `&self`. The registration and control operations below
+/// are also methods of [`Cx`], the handler's view of its loop (and of the [`Control`](crate::Control) trait,
+/// for code generic over either).
 ///
 /// ```
 /// use dasynq::{EventLoop, Event, FnHandler, Interest, Rearm, FdOptions};
@@ -203,7 +202,7 @@ impl<H: Handler, B: Backend, F: Flavor> Builder<H, B, F> {
         Ok(())
     }
 
-    /// Build on the given backend (a [`Sim`](crate::sim::Sim) or an
+    /// Build on the given backend (a `dasynq::sim::Sim`, with the `sim` feature, or an
     /// [`Epoll`](crate::backend::Epoll) over a chosen kernel).
     pub fn build_with(self, backend: B) -> Result<EventLoop<H, B, F>, BuildError> {
         self.check()?;
@@ -291,7 +290,7 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
         }
     }
 
-    /// The backend (for example a [`Sim`](crate::sim::Sim) handle, to drive the simulation).
+    /// The backend (for example a `dasynq::sim::Sim` handle, to drive the simulation).
     pub fn backend(&self) -> &B {
         &self.backend
     }
@@ -323,52 +322,61 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
         }
     }
 
-    /// Run until at least one handler has run (or [`stop`](Control::stop) is called), blocking
-    /// as needed. Returns how many handlers ran (on this thread, by this call).
+    /// Run until at least one handler has run (or [`stop`](Self::stop) is called), blocking
+    /// as needed, lending `data` to each handler. Returns how many handlers ran (on this
+    /// thread, by this call).
     ///
-    /// On a [`ThreadedLoop`], any number of threads may be in `run` (and the other run calls)
-    /// at once: each event is dispatched on whichever thread is free, and each call keeps its
-    /// own limit, deadline and count. See the README's "Many threads" section.
-    pub fn run(&self) -> usize {
-        self.run_inner(usize::MAX, Mode::Block)
+    /// On a [`ThreadedLoop`], any number of threads may be in `run_with` (and the other run
+    /// calls) at once, each with its own `data`: each event is dispatched on whichever thread
+    /// is free, with that thread's data, and each call keeps its own limit, deadline and
+    /// count. See the README's "Many threads" section.
+    ///
+    /// With nothing registered, a single-threaded loop returns 0 at once (nothing could ever
+    /// end the wait: only this thread can register, and no other thread can reach it); a
+    /// threaded loop waits, because another thread may register a watcher or call `stop`.
+    /// A loop whose watchers are all disabled or unarmed waits too: the program holds their
+    /// ids and may be woken by a signal, a child or another loop's handler.
+    pub fn run_with(&self, data: &mut H::Data) -> usize {
+        self.run_inner(usize::MAX, Mode::Block, data)
     }
 
-    /// Like [`run`](Self::run), but run at most `limit` handlers. Events beyond the limit stay
-    /// queued for the next call. `run_limit(0)` returns 0 at once and changes nothing.
-    pub fn run_limit(&self, limit: usize) -> usize {
-        self.run_inner(limit, Mode::Block)
+    /// Like [`run_with`](Self::run_with), but run at most `limit` handlers. Events beyond
+    /// the limit stay queued for the next call. A limit of 0 returns 0 at once and changes
+    /// nothing.
+    pub fn run_limit_with(&self, limit: usize, data: &mut H::Data) -> usize {
+        self.run_inner(limit, Mode::Block, data)
     }
 
-    /// Run the handlers of whatever is ready now, without blocking. Returns how many ran.
-    /// Never blocks, whatever other threads are doing with the loop (without a free events
-    /// buffer, it runs only what is already queued in user space).
-    pub fn poll(&self) -> usize {
-        self.run_inner(usize::MAX, Mode::Poll)
+    /// Run the handlers of whatever is ready now, without blocking, lending them `data`.
+    /// Returns how many ran. Never blocks, whatever other threads are doing with the loop
+    /// (without a free events buffer, it runs only what is already queued in user space).
+    pub fn poll_with(&self, data: &mut H::Data) -> usize {
+        self.run_inner(usize::MAX, Mode::Poll, data)
     }
 
-    /// Like [`poll`](Self::poll), with at most `limit` handlers.
-    pub fn poll_limit(&self, limit: usize) -> usize {
-        self.run_inner(limit, Mode::Poll)
+    /// Like [`poll_with`](Self::poll_with), with at most `limit` handlers.
+    pub fn poll_limit_with(&self, limit: usize, data: &mut H::Data) -> usize {
+        self.run_inner(limit, Mode::Poll, data)
     }
 
-    /// Like [`run`](Self::run), but give up after `timeout`; returns 0 if nothing ran in time.
-    /// On the `Sim` backend the timeout passes in virtual time.
-    pub fn run_timeout(&self, timeout: Duration) -> usize {
+    /// Like [`run_with`](Self::run_with), but give up after `timeout`; returns 0 if nothing
+    /// ran in time. On the `Sim` backend the timeout passes in virtual time.
+    pub fn run_timeout_with(&self, timeout: Duration, data: &mut H::Data) -> usize {
         let end = self
             .backend
             .now(Clock::Monotonic)
             .saturating_add(duration_ns(timeout));
-        self.run_inner(usize::MAX, Mode::Until(end))
+        self.run_inner(usize::MAX, Mode::Until(end), data)
     }
 
-    fn run_inner(&self, limit: usize, mode: Mode) -> usize {
+    fn run_inner(&self, limit: usize, mode: Mode, data: &mut H::Data) -> usize {
         if limit == 0 {
             return 0;
         }
         if F::THREADED {
-            self.run_shared(limit, mode)
+            self.run_shared(limit, mode, data)
         } else {
-            self.run_single(limit, mode)
+            self.run_single(limit, mode, data)
         }
     }
 
@@ -456,7 +464,7 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
 
     /// The single-threaded run loop: wait, take in, run a batch (events queued during the
     /// batch wait for the next one, in the deferred FIFO).
-    fn run_single(&self, limit: usize, mode: Mode) -> usize {
+    fn run_single(&self, limit: usize, mode: Mode, data: &mut H::Data) -> usize {
         let Enter::Running(epoch) = self.state.with(State::enter_call) else {
             return 0;
         };
@@ -470,6 +478,11 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
                 if s.stopped(epoch) {
                     return None;
                 }
+                if mode == Mode::Block && !s.has_slots() {
+                    // Nothing registered, and only this thread could register anything:
+                    // nothing can ever end the wait (see `run_with`).
+                    return None;
+                }
                 s.merge_deferred();
                 Some(self.wait_timeout(s, mode))
             });
@@ -480,7 +493,7 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
             let buf = unsafe { &mut *cell.0.get() };
             let r = self.backend.wait(buf, timeout);
             let failed = self.state.with(|s| self.take_in(s, buf, r));
-            let (n, stopped) = self.run_batch(&mut call, epoch, limit - ran);
+            let (n, stopped) = self.run_batch(&mut call, epoch, limit - ran, data);
             ran += n;
             let expired = match mode {
                 Mode::Until(end) => self.backend.now(Clock::Monotonic) >= end,
@@ -500,6 +513,7 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
         call: &mut CallGuard<'_, H, B, F>,
         epoch: u64,
         limit: usize,
+        data: &mut H::Data,
     ) -> (usize, bool) {
         self.state.with(|s| s.batch_depth += 1);
         call.batch = true;
@@ -537,7 +551,7 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
                 Ok(None) => break,
             };
             call.dispatch = Some(d);
-            let rearm = self.call_handler(&d);
+            let rearm = self.call_handler(&d, data);
             call.dispatch = None;
             ran += 1;
             finished = Some((d, rearm));
@@ -594,7 +608,7 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
     /// for the protocol). Each call holds one events buffer while it runs; its batch is
     /// bounded by where it began, so nothing it requeues runs again in the same batch, while
     /// other runners may take it at once.
-    fn run_shared(&self, limit: usize, mode: Mode) -> usize {
+    fn run_shared(&self, limit: usize, mode: Mode, data: &mut H::Data) -> usize {
         let Enter::Running(epoch) = self.locked(State::enter_call) else {
             return 0;
         };
@@ -712,7 +726,7 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
                 Step::Removed(r, h) => self.finish_removal(Some((r, h))),
                 Step::Run(d, plan) => {
                     call.dispatch = Some(d);
-                    let rearm = self.call_handler(&d);
+                    let rearm = self.call_handler(&d, data);
                     call.dispatch = None;
                     ran += 1;
                     // The one-shot re-arm, the system call every threaded event needs, made
@@ -744,7 +758,7 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
         }
     }
 
-    fn call_handler(&self, d: &Dispatch) -> Rearm {
+    fn call_handler(&self, d: &Dispatch, data: &mut H::Data) -> Rearm {
         let Some(cell) = self.handlers.get(d.id.index as usize) else {
             return Rearm::Disarm;
         };
@@ -767,12 +781,16 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
                     Some(0) => Event::Read { fd, ready },
                     Some(_) => Event::Write { fd, ready },
                 };
-                handler.on_event(&cx, ev)
+                handler.on_event(&cx, data, ev)
             }
-            Delivery::Timer(expirations) => handler.on_event(&cx, Event::Timer { expirations }),
-            Delivery::Wake => handler.on_event(&cx, Event::Wake),
-            Delivery::Signal(info) => handler.on_event(&cx, Event::Signal(info)),
-            Delivery::Child { pid, status } => handler.on_event(&cx, Event::Child { pid, status }),
+            Delivery::Timer(expirations) => {
+                handler.on_event(&cx, data, Event::Timer { expirations })
+            }
+            Delivery::Wake => handler.on_event(&cx, data, Event::Wake),
+            Delivery::Signal(info) => handler.on_event(&cx, data, Event::Signal(info)),
+            Delivery::Child { pid, status } => {
+                handler.on_event(&cx, data, Event::Child { pid, status })
+            }
         }
     }
 
@@ -900,7 +918,7 @@ impl<H: Handler, B: Backend, F: Flavor> Drop for CallGuard<'_, H, B, F> {
         let lp = self.lp;
         let d = self.dispatch.take();
         let (batch, buffer) = (self.batch, self.buffer.take());
-        let (removal, waiters) = lp.locked(|s| {
+        let (removal, waiters, poke) = lp.locked(|s| {
             if batch {
                 s.batch_depth = s.batch_depth.saturating_sub(1);
             }
@@ -919,10 +937,16 @@ impl<H: Handler, B: Backend, F: Flavor> Drop for CallGuard<'_, H, B, F> {
             if buffer.is_some() {
                 lp.backend.runners_changed(s.holding_buffers());
             }
-            (removal, waiters)
+            let poke = s.embedded && s.has_queued();
+            (removal, waiters, poke)
         });
         if waiters {
             lp.state.notify_all();
+        }
+        if poke {
+            // An embedding loop waits on our fd, which shows only kernel events: make it
+            // readable for what is queued here (see `AsFd for EventLoop`).
+            lp.wake.notify();
         }
         // A removal requested during a panicking handler: drop it without calling into user
         // code again while unwinding.
@@ -930,7 +954,15 @@ impl<H: Handler, B: Backend, F: Flavor> Drop for CallGuard<'_, H, B, F> {
     }
 }
 
-impl<H: Handler, B: Backend, F: Flavor> Control<H> for EventLoop<H, B, F> {
+impl<H: Handler, B: Backend, F: Flavor> Ops<H> for EventLoop<H, B, F> {
+    fn enable(&self, id: WatchId) -> Result<(), UsageError> {
+        Ops::set_enabled(self, id, true)
+    }
+
+    fn disable(&self, id: WatchId) -> Result<(), UsageError> {
+        Ops::set_enabled(self, id, false)
+    }
+
     fn add_fd(
         &self,
         fd: OwnedFd,
@@ -1168,6 +1200,49 @@ impl<H: Handler, B: Backend, F: Flavor> Control<H> for EventLoop<H, B, F> {
     }
 }
 
+/// The run calls of loops whose handlers take no data (`Handler::Data = ()`, as
+/// [`FnHandler`](crate::FnHandler)'s and most programs' do).
+impl<H: Handler<Data = ()>, B: Backend, F: Flavor> EventLoop<H, B, F> {
+    /// [`run_with`](Self::run_with) for handlers without data: run until at least one handler
+    /// has run (or [`stop`](Self::stop) is called), blocking as needed. Returns how many
+    /// handlers ran (on this thread, by this call).
+    ///
+    /// ```
+    /// use dasynq::{Clock, Deadline, EventLoop, FnHandler, Priority, Rearm};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let lp = EventLoop::<FnHandler>::builder().watchers(4).build()?;
+    /// let t = lp.add_timer(Clock::Monotonic, Priority::DEFAULT, FnHandler::new(|_, _| Rearm::Remove))?;
+    /// lp.arm_timer(t, Deadline::After(std::time::Duration::from_millis(1)), None)?;
+    /// assert_eq!(lp.run(), 1);
+    /// assert_eq!(lp.run(), 0); // nothing registered any more: returns at once
+    /// # Ok(()) }
+    /// ```
+    pub fn run(&self) -> usize {
+        self.run_with(&mut ())
+    }
+
+    /// [`run_limit_with`](Self::run_limit_with) for handlers without data.
+    pub fn run_limit(&self, limit: usize) -> usize {
+        self.run_limit_with(limit, &mut ())
+    }
+
+    /// [`poll_with`](Self::poll_with) for handlers without data: run what is ready now,
+    /// without blocking.
+    pub fn poll(&self) -> usize {
+        self.poll_with(&mut ())
+    }
+
+    /// [`poll_limit_with`](Self::poll_limit_with) for handlers without data.
+    pub fn poll_limit(&self, limit: usize) -> usize {
+        self.poll_limit_with(limit, &mut ())
+    }
+
+    /// [`run_timeout_with`](Self::run_timeout_with) for handlers without data.
+    pub fn run_timeout(&self, timeout: Duration) -> usize {
+        self.run_timeout_with(timeout, &mut ())
+    }
+}
+
 impl<H: Handler, B: Backend, F: Flavor> Drop for EventLoop<H, B, F> {
     fn drop(&mut self) {
         // The loop holds pidfds by number (the kernel side of child watches): close them. The
@@ -1177,10 +1252,54 @@ impl<H: Handler, B: Backend, F: Flavor> Drop for EventLoop<H, B, F> {
     }
 }
 
-impl<H: Handler + 'static, B: Backend, F: Flavor> Deref for EventLoop<H, B, F> {
-    type Target = dyn Control<H>;
-    fn deref(&self) -> &Self::Target {
-        self
+/// The loop's kernel object (the epoll instance), readable when the loop has work: for a
+/// program that drives this loop from another event loop (tokio's `AsyncFd`, glib, calloop,
+/// mio). Wait for it to be readable, then call [`poll`](EventLoop::poll) (or
+/// [`poll_with`](EventLoop::poll_with)).
+///
+/// Taking the fd marks the loop as embedded: from then on a run call that ends with work
+/// queued in user space (a `Requeue`, an emulated regular file, events left over by a
+/// `poll_limit`) makes the fd readable again through the loop's wake notifier, so nothing
+/// waits on the outer loop's next event. An fd watcher left ready (level-triggered, not
+/// drained) keeps the fd readable for a level-triggered outer loop; an edge-triggered one
+/// (mio, tokio) reports it again only on the next change, so drain what handlers are told
+/// about, as with any edge-triggered loop. The loop's timers live in the same kernel object
+/// (timerfds), so their expiries make it readable too.
+///
+/// ```
+/// use dasynq::{EventLoop, FnHandler, Priority, Rearm};
+/// use std::os::fd::AsFd;
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let lp = EventLoop::<FnHandler>::builder().build()?;
+/// let (_id, waker) = lp.add_wake(Priority::DEFAULT, FnHandler::new(|_, _| Rearm::Rearm))?;
+/// let fd = lp.as_fd();
+/// let mut pfd = [rustix::event::PollFd::new(&fd, rustix::event::PollFlags::IN)];
+/// waker.wake();
+/// // What the other loop does: wait for the fd, then poll this loop.
+/// assert_eq!(rustix::event::poll(&mut pfd, None)?, 1);
+/// assert_eq!(lp.poll(), 1);
+/// # Ok(()) }
+/// ```
+#[cfg(dasynq_epoll)]
+impl<H: Handler, F: Flavor> std::os::fd::AsFd
+    for EventLoop<H, crate::backend::Epoll<crate::kernel::LinuxEpoll>, F>
+{
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.state.with(|s| s.embedded = true);
+        self.backend.kernel_fd().as_fd()
+    }
+}
+
+/// The loop's kernel object (the kqueue), readable when the loop has work: see the Linux
+/// documentation of this impl; the same holds, with the kqueue in place of the epoll instance
+/// (kqueue descriptors are pollable, and the loop's timers are kqueue filters).
+#[cfg(dasynq_kqueue)]
+impl<H: Handler, F: Flavor> std::os::fd::AsFd
+    for EventLoop<H, crate::backend::Kqueue<crate::kernel::BsdKqueue>, F>
+{
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.state.with(|s| s.embedded = true);
+        self.backend.kernel_fd().as_fd()
     }
 }
 

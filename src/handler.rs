@@ -13,6 +13,7 @@ use crate::control::Cx;
 use crate::id::WatchId;
 use crate::interest::Readiness;
 use crate::signal::SigInfo;
+use crate::view::{FdView, View};
 
 /// What a handler wants done with its watcher after it returns.
 ///
@@ -92,6 +93,58 @@ pub enum Event<'a> {
     },
 }
 
+impl<'a> Event<'a> {
+    /// The fd of an fd event ([`Fd`](Event::Fd), [`Read`](Event::Read),
+    /// [`Write`](Event::Write)), borrowed for the handler call.
+    pub fn fd(&self) -> Option<BorrowedFd<'a>> {
+        match self {
+            Event::Fd { fd, .. } | Event::Read { fd, .. } | Event::Write { fd, .. } => Some(*fd),
+            _ => None,
+        }
+    }
+
+    /// The readiness of an fd event.
+    pub fn ready(&self) -> Option<Readiness> {
+        match self {
+            Event::Fd { ready, .. } | Event::Read { ready, .. } | Event::Write { ready, .. } => {
+                Some(*ready)
+            }
+            _ => None,
+        }
+    }
+
+    /// The fd of an fd event as the std type it was registered as, for this handler call:
+    /// `ev.view::<TcpListener>()?.accept()`, `ev.view::<TcpStream>()?.read(..)`. `None` for
+    /// events without an fd. See [`View`].
+    ///
+    /// ```
+    /// use dasynq::{Cx, Event, Handler, Rearm};
+    /// use std::io::{ErrorKind, Read, Write};
+    /// use std::net::TcpStream;
+    ///
+    /// struct Echo;
+    /// impl Handler for Echo {
+    ///     type Data = ();
+    ///     fn on_event(&mut self, _: &Cx<'_, Self>, _: &mut (), ev: Event<'_>) -> Rearm {
+    ///         let Some(mut s) = ev.view::<TcpStream>() else { return Rearm::Remove };
+    ///         let mut buf = [0; 4096];
+    ///         match s.read(&mut buf) {
+    ///             Ok(0) => Rearm::Remove,
+    ///             Ok(n) => match s.write_all(&buf[..n]) {
+    ///                 Ok(()) => Rearm::Rearm,
+    ///                 Err(_) => Rearm::Remove,
+    ///             },
+    ///             Err(e) if e.kind() == ErrorKind::WouldBlock => Rearm::Rearm,
+    ///             Err(_) => Rearm::Remove,
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    pub fn view<T: FdView>(&self) -> Option<View<'a, T>> {
+        self.fd().map(View::new)
+    }
+}
+
 /// What a handler gets back when its watcher is removed.
 #[derive(Debug)]
 pub struct Removed {
@@ -123,7 +176,8 @@ impl Removed {
 /// enum Watch { Tick(u64), Shutdown }
 ///
 /// impl Handler for Watch {
-///     fn on_event(&mut self, cx: &Cx<'_, Self>, event: Event<'_>) -> Rearm {
+///     type Data = ();
+///     fn on_event(&mut self, cx: &Cx<'_, Self>, _: &mut (), event: Event<'_>) -> Rearm {
 ///         match (self, event) {
 ///             (Watch::Tick(n), Event::Timer { expirations }) => { *n += expirations; Rearm::Rearm }
 ///             (Watch::Shutdown, Event::Wake) => { cx.stop(); Rearm::Remove }
@@ -133,10 +187,22 @@ impl Removed {
 /// }
 /// ```
 pub trait Handler: Sized {
+    /// The program's state that handlers share, lent to each call as `&mut Self::Data` by
+    /// the run call dispatching it ([`EventLoop::run_with`](crate::EventLoop::run_with) and
+    /// the other `_with` calls); `()` for handlers that need none (then plain
+    /// [`run`](crate::EventLoop::run) works).
+    ///
+    /// It is a mutable borrow for the length of one handler call, never shared: a
+    /// single-threaded loop lends the one value its run call was given; on a
+    /// [`ThreadedLoop`](crate::ThreadedLoop) run by several threads, each run call lends its
+    /// own (per-thread state, or a `&Shared` whose parts are atomics or mutexes).
+    /// `on_removed` gets no data: it can run from `remove` outside any run call.
+    type Data;
+
     /// Handle one event. The watcher is disabled while this runs; the return value says what
     /// happens next. `cx` can register, remove (this watcher included), enable, disable and
-    /// arm watchers, and stop the loop.
-    fn on_event(&mut self, cx: &Cx<'_, Self>, event: Event<'_>) -> Rearm;
+    /// arm watchers, and stop the loop; `data` is the program state the run call lent.
+    fn on_event(&mut self, cx: &Cx<'_, Self>, data: &mut Self::Data, event: Event<'_>) -> Rearm;
 
     /// Called exactly once when the registration ends (by [`Rearm::Remove`] or
     /// [`Control::remove`](crate::Control::remove)), with the handler by value and, for fd
@@ -176,7 +242,8 @@ impl FnHandler {
 }
 
 impl Handler for FnHandler {
-    fn on_event(&mut self, cx: &Cx<'_, Self>, event: Event<'_>) -> Rearm {
+    type Data = ();
+    fn on_event(&mut self, cx: &Cx<'_, Self>, _: &mut (), event: Event<'_>) -> Rearm {
         (self.0)(cx, event)
     }
 }
@@ -192,7 +259,8 @@ impl SendFnHandler {
 }
 
 impl Handler for SendFnHandler {
-    fn on_event(&mut self, cx: &Cx<'_, Self>, event: Event<'_>) -> Rearm {
+    type Data = ();
+    fn on_event(&mut self, cx: &Cx<'_, Self>, _: &mut (), event: Event<'_>) -> Rearm {
         (self.0)(cx, event)
     }
 }

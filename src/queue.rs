@@ -98,7 +98,6 @@ impl PendingQueue {
     }
 
     /// Events waiting for the next batch.
-    #[cfg(test)]
     pub(crate) fn deferred_len(&self) -> usize {
         self.lists[DEFERRED_LIST].len
     }

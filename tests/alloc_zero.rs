@@ -21,8 +21,8 @@ use dasynq::DefaultBackend;
 use dasynq::backend::{Backend, Epoll, Kqueue};
 use dasynq::sim::{EpollSim, Fault, Faulty, KqueuePlatform, KqueueSim, Sim, SimCall};
 use dasynq::{
-    BidiOptions, ChildStatus, Clock, Control, Cx, Deadline, Event, EventLoop, FdOptions, Flavor,
-    Half, Handler, Interest, Priority, Rearm, Removed, Signal, Single, Threaded,
+    BidiOptions, ChildStatus, Clock, Cx, Deadline, Event, EventLoop, FdOptions, Flavor, Half,
+    Handler, Interest, Priority, Rearm, Removed, Signal, Single, Threaded,
 };
 
 struct Counting;
@@ -211,7 +211,8 @@ enum W<I: Io> {
 }
 
 impl<I: Io> Handler for W<I> {
-    fn on_event(&mut self, cx: &Cx<'_, Self>, ev: Event<'_>) -> Rearm {
+    type Data = ();
+    fn on_event(&mut self, cx: &Cx<'_, Self>, _: &mut (), ev: Event<'_>) -> Rearm {
         EVENTS.fetch_add(1, Ordering::Relaxed);
         match (self, ev) {
             (W::Pipe { io, .. }, Event::Fd { fd, .. }) => {
@@ -558,7 +559,8 @@ struct Shared<I> {
 }
 
 impl<I: Io> Handler for Shared<I> {
-    fn on_event(&mut self, _cx: &Cx<'_, Self>, ev: Event<'_>) -> Rearm {
+    type Data = ();
+    fn on_event(&mut self, _cx: &Cx<'_, Self>, _: &mut (), ev: Event<'_>) -> Rearm {
         if let Event::Fd { fd, .. } = ev {
             self.io.drain(fd);
         }

@@ -16,10 +16,10 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Duration;
 
 use dasynq::Errno;
+use dasynq::backend::epoll::LinuxEpoll;
 use dasynq::backend::epoll::{
     CtlOp, EPOLLET, EPOLLIN, EPOLLONESHOT, EPOLLOUT, EPOLLRDHUP, EpollKernel,
 };
-use dasynq::kernel::LinuxEpoll;
 use dasynq::sim::EpollSim;
 
 #[path = "differential/files.rs"]

@@ -8,8 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use dasynq::{
-    Control, Event, EventLoop, FdOptions, FnHandler, Interest, Priority, Rearm, SendFnHandler,
-    ThreadedLoop,
+    Event, EventLoop, FdOptions, FnHandler, Interest, Priority, Rearm, SendFnHandler, ThreadedLoop,
 };
 
 static SERIAL: Mutex<()> = Mutex::new(());

@@ -3,7 +3,7 @@
 //! stream, run through the same model checks on `Sim`, `Epoll<EpollSim>` (with faults) and
 //! `Kqueue<KqueueSim>` (with faults), and the differential comparison of the three.
 
-#[path = "../fuzz/src/program.rs"]
+#[path = "programs/program.rs"]
 #[allow(dead_code)]
 mod program;
 

@@ -15,8 +15,8 @@ use dasynq::backend::epoll::EpollKernel;
 use dasynq::backend::{Epoll, Kqueue};
 use dasynq::sim::{EpollSim, Fault, FaultPlan, Faulty, KqueuePlatform, KqueueSim, Sim, SimCall};
 use dasynq::{
-    Clock, Control, Cx, Deadline, Errno, Error, Event, EventLoop, FdOptions, Handler, Interest,
-    Priority, Rearm, Removed, Signal,
+    Clock, Cx, Deadline, Errno, Error, Event, EventLoop, FdOptions, Handler, Interest, Priority,
+    Rearm, Removed, Signal,
 };
 
 #[path = "suite/portable.rs"]
@@ -42,12 +42,12 @@ struct RealKernel;
 
 #[cfg(dasynq_epoll)]
 impl Kernel for RealKernel {
-    type K = dasynq::kernel::LinuxEpoll;
+    type K = dasynq::backend::epoll::LinuxEpoll;
     fn new() -> Self {
         RealKernel
     }
     fn kernel(&self) -> Self::K {
-        dasynq::kernel::LinuxEpoll
+        dasynq::backend::epoll::LinuxEpoll
     }
     fn pipe(&self) -> (OwnedFd, OwnedFd) {
         portable::pipe()
@@ -107,7 +107,8 @@ struct H {
 }
 
 impl Handler for H {
-    fn on_event(&mut self, _cx: &Cx<'_, Self>, ev: Event<'_>) -> Rearm {
+    type Data = ();
+    fn on_event(&mut self, _cx: &Cx<'_, Self>, _: &mut (), ev: Event<'_>) -> Rearm {
         if let (Some(d), Event::Fd { fd, .. }) = (&self.drain, ev) {
             d(fd);
         }
@@ -345,12 +346,13 @@ fn timers_fire_on_time_while_the_timer_fd_refuses_to_arm<X: Kernel>() {
 
 fn a_failing_wait_ends_the_run_early_and_is_counted<X: Kernel>() {
     let s = setup::<X>();
+    let (r, w) = s.x.pipe();
+    // Something registered, so that `run` waits (with nothing, it returns at once).
+    s.lp.add_fd(r, Interest::READ, FdOptions::new(), s.h(Rearm::Rearm))
+        .unwrap();
     s.k.inject(SimCall::EpollWait, Fault::once(Errno::BADF));
     assert_eq!(s.lp.run(), 0);
     assert_eq!(s.lp.kernel_faults().last.unwrap().call, "epoll_wait");
-    let (r, w) = s.x.pipe();
-    s.lp.add_fd(r, Interest::READ, FdOptions::new(), s.h(Rearm::Rearm))
-        .unwrap();
     s.x.write(&w);
     assert_eq!(s.lp.run(), 1, "the next run works");
 }
@@ -387,8 +389,8 @@ fn registration_errors_are_typed_and_leak_nothing<X: Kernel>() {
         let e =
             s.lp.add_fd(r, Interest::READ, FdOptions::new(), s.h(Rearm::Rearm))
                 .unwrap_err();
-        assert_eq!(e.error, want);
-        assert!(e.fd.is_some());
+        assert_eq!(e.error(), want);
+        assert!(e.fd().is_some());
         assert_eq!(s.lp.usage().watchers, 0);
         assert!(!e.to_string().is_empty());
     }

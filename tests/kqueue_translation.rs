@@ -11,8 +11,8 @@ use std::time::Duration;
 use dasynq::backend::Kqueue;
 use dasynq::sim::{Fault, Faulty, KqueuePlatform, KqueueSim, SimCall};
 use dasynq::{
-    Clock, Control, Cx, Deadline, Errno, Error, Event, EventLoop, FdOptions, Flavor, Handler,
-    Interest, Priority, Readiness, Rearm, Removed, SigInfo, Signal, Single, Threaded, WatchId,
+    Clock, Cx, Deadline, Errno, Error, Event, EventLoop, FdOptions, Flavor, Handler, Interest,
+    Priority, Readiness, Rearm, Removed, SigInfo, Signal, Single, Threaded, WatchId,
 };
 
 const PLATFORMS: [KqueuePlatform; 5] = [
@@ -36,7 +36,8 @@ struct Rec {
 }
 
 impl Handler for Rec {
-    fn on_event(&mut self, cx: &Cx<'_, Self>, ev: Event<'_>) -> Rearm {
+    type Data = ();
+    fn on_event(&mut self, cx: &Cx<'_, Self>, _: &mut (), ev: Event<'_>) -> Rearm {
         if let Some(t) = *self.disable.lock().unwrap() {
             cx.disable(t).unwrap();
         }
@@ -140,11 +141,11 @@ fn a_failing_add_in_a_batch_is_reported_to_its_watcher_and_leaves_the_others() {
                 )
                 .unwrap_err();
             assert!(
-                matches!(err.error, Error::Kernel { errno, .. } if errno == Errno::NOMEM),
+                matches!(err.error(), Error::Kernel { errno, .. } if errno == Errno::NOMEM),
                 "{platform:?}/{nth}: the failing change's errno reaches the registration: {:?}",
-                err.error
+                err.error()
             );
-            let back = err.fd.expect("the fd is handed back");
+            let back = err.into_fd().expect("the fd is handed back");
             assert_eq!(back.as_raw_fd(), sock_raw);
             assert_eq!(s.lp.usage().watchers, 1, "{platform:?}: nothing leaked");
             assert_eq!(

@@ -13,12 +13,12 @@
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
+use dasynq::backend::epoll::LinuxEpoll;
 use dasynq::backend::{Backend, Epoll};
-use dasynq::kernel::LinuxEpoll;
 use dasynq::sim::{EpollSim, EpollTables, Sim, SimTables};
 use dasynq::{
-    BidiOptions, Control, Cx, Event, EventLoop, FdOptions, Flavor, Handler, Interest, Priority,
-    Readiness, Rearm, Removed, Single, Threaded, WatchId,
+    BidiOptions, Cx, Event, EventLoop, FdOptions, Flavor, Handler, Interest, Priority, Readiness,
+    Rearm, Removed, Single, Threaded, WatchId,
 };
 
 #[path = "differential/files.rs"]
@@ -66,7 +66,8 @@ struct Rec {
 }
 
 impl Handler for Rec {
-    fn on_event(&mut self, _cx: &Cx<'_, Self>, ev: Event<'_>) -> Rearm {
+    type Data = ();
+    fn on_event(&mut self, _cx: &Cx<'_, Self>, _: &mut (), ev: Event<'_>) -> Rearm {
         let (half, fd, ready) = match ev {
             Event::Fd { fd, ready } => (0, fd, ready),
             Event::Read { fd, ready } => (1, fd, ready),
@@ -172,7 +173,7 @@ impl<W: World, F: Flavor> Run<W, F> {
                     self.lp
                         .add_fd(mine, interest, FdOptions::new().priority(p), rec)
                 };
-                let r = format!("{:?}", id.as_ref().map(|_| ()).map_err(|e| e.error));
+                let r = format!("{:?}", id.as_ref().map(|_| ()).map_err(|e| e.error()));
                 self.watched.push((id.ok(), other));
                 r
             }

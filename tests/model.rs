@@ -28,7 +28,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 
 use dasynq::backend::Model;
-use dasynq::{Control, Cx, Event, EventLoop, FdOptions, Handler, Interest, Modelled, Readiness};
+use dasynq::{Cx, Event, EventLoop, FdOptions, Handler, Interest, Modelled, Readiness};
 use dasynq::{Rearm, Removed};
 use shuttle::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use shuttle::sync::{Condvar, Mutex};
@@ -70,7 +70,8 @@ struct H {
 }
 
 impl Handler for H {
-    fn on_event(&mut self, _cx: &Cx<'_, Self>, ev: Event<'_>) -> Rearm {
+    type Data = ();
+    fn on_event(&mut self, _cx: &Cx<'_, Self>, _: &mut (), ev: Event<'_>) -> Rearm {
         assert!(
             !self.busy.swap(true, Ordering::SeqCst),
             "a handler ran on two threads at once"

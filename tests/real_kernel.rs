@@ -7,8 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dasynq::{
-    Clock, Control, Deadline, Error, Event, EventLoop, FdOptions, FnHandler, Interest, Priority,
-    Rearm,
+    Clock, Deadline, Error, Event, EventLoop, FdOptions, FnHandler, Interest, Priority, Rearm,
 };
 
 /// Scheduling on a shared machine can delay a wake-up; this bounds "late", never "early".
@@ -122,8 +121,8 @@ fn files_epoll_cannot_poll_are_emulated_or_refused() {
                 FnHandler::new(|_, _| Rearm::Rearm),
             )
             .unwrap_err();
-        assert_eq!(refused.error, Error::NotPollable);
-        let f = refused.fd.unwrap();
+        assert_eq!(refused.error(), Error::NotPollable);
+        let f = refused.into_fd().unwrap();
         lp.add_fd(
             f,
             Interest::READ,

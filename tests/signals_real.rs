@@ -14,7 +14,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::process::Command;
 
 use dasynq::backend::Backend;
-use dasynq::{Control, Event, EventLoop, FnHandler, Priority, Rearm, SpawnOptions};
+use dasynq::{Event, EventLoop, FnHandler, Priority, Rearm, SpawnOptions};
 use rustix::process::{Resource, Rlimit};
 
 /// Real kernel only: with the fd limit reached, `pidfd_open` fails with EMFILE; a watch made
@@ -124,7 +124,8 @@ fn several_runners_take_signals_and_children_exactly_once() {
         exits: Arc<AtomicUsize>,
     }
     impl Handler for H {
-        fn on_event(&mut self, _cx: &Cx<'_, Self>, ev: Event<'_>) -> Rearm {
+        type Data = ();
+        fn on_event(&mut self, _cx: &Cx<'_, Self>, _: &mut (), ev: Event<'_>) -> Rearm {
             match ev {
                 Event::Signal(info) => {
                     self.values.lock().unwrap().push(info.value_int() as u64);
@@ -435,7 +436,7 @@ fn spawn_exec_gives_the_child_what_it_asks_for(fallback: bool) {
         )
         .unwrap_err();
     assert_eq!(
-        e.error,
+        e.error(),
         Error::Spawn {
             errno: Errno::NOENT
         }
@@ -446,7 +447,7 @@ fn spawn_exec_gives_the_child_what_it_asks_for(fallback: bool) {
         .spawn_exec(bad, SpawnOptions::new(), handler())
         .unwrap_err();
     assert_eq!(
-        e.error,
+        e.error(),
         Error::Spawn {
             errno: Errno::INVAL
         }

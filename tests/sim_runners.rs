@@ -28,7 +28,8 @@ enum H {
 }
 
 impl Handler for H {
-    fn on_event(&mut self, _cx: &Cx<'_, Self>, ev: Event<'_>) -> Rearm {
+    type Data = ();
+    fn on_event(&mut self, _cx: &Cx<'_, Self>, _: &mut (), ev: Event<'_>) -> Rearm {
         match self {
             H::Slow { sim, seen } => {
                 if let Event::Fd { fd, .. } = ev {

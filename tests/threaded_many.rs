@@ -18,8 +18,8 @@ use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
 use dasynq::{
-    BidiOptions, Clock, Control, Cx, Deadline, Event, FdOptions, Handler, Interest, Priority,
-    Rearm, Removed, ThreadedLoop, WatchId,
+    BidiOptions, Clock, Cx, Deadline, Event, FdOptions, Handler, Interest, Priority, Rearm,
+    Removed, ThreadedLoop, WatchId,
 };
 
 const WATCHDOG: Duration = Duration::from_secs(10);
@@ -33,7 +33,7 @@ where
 }
 
 /// Runner threads, each looping in plain `run()` until `done`.
-fn runners<T: Handler + Send + 'static>(
+fn runners<T: Handler<Data = ()> + Send + 'static>(
     lp: &Arc<ThreadedLoop<T>>,
     n: usize,
     done: &Arc<AtomicBool>,
@@ -70,7 +70,8 @@ struct Slow {
 }
 
 impl Handler for Slow {
-    fn on_event(&mut self, _cx: &Cx<'_, Self>, ev: Event<'_>) -> Rearm {
+    type Data = ();
+    fn on_event(&mut self, _cx: &Cx<'_, Self>, _: &mut (), ev: Event<'_>) -> Rearm {
         let start = Instant::now();
         if let Event::Fd { fd, .. } = ev {
             drain(fd);
@@ -138,7 +139,8 @@ struct Exclusive {
 }
 
 impl Handler for Exclusive {
-    fn on_event(&mut self, _cx: &Cx<'_, Self>, ev: Event<'_>) -> Rearm {
+    type Data = ();
+    fn on_event(&mut self, _cx: &Cx<'_, Self>, _: &mut (), ev: Event<'_>) -> Rearm {
         assert!(
             !self.busy.swap(true, Ordering::SeqCst),
             "a handler ran on two threads at once"
@@ -225,7 +227,8 @@ struct RemoveCase {
 }
 
 impl Handler for RemoveCase {
-    fn on_event(&mut self, cx: &Cx<'_, Self>, ev: Event<'_>) -> Rearm {
+    type Data = ();
+    fn on_event(&mut self, cx: &Cx<'_, Self>, _: &mut (), ev: Event<'_>) -> Rearm {
         if let Event::Fd { fd, .. } = ev {
             drain(fd);
         }
@@ -335,7 +338,8 @@ struct Panicky {
 }
 
 impl Handler for Panicky {
-    fn on_event(&mut self, _cx: &Cx<'_, Self>, ev: Event<'_>) -> Rearm {
+    type Data = ();
+    fn on_event(&mut self, _cx: &Cx<'_, Self>, _: &mut (), ev: Event<'_>) -> Rearm {
         if let Event::Fd { fd, .. } = ev {
             drain(fd);
         }
@@ -516,7 +520,8 @@ struct Counted {
 }
 
 impl Handler for Counted {
-    fn on_event(&mut self, _cx: &Cx<'_, Self>, ev: Event<'_>) -> Rearm {
+    type Data = ();
+    fn on_event(&mut self, _cx: &Cx<'_, Self>, _: &mut (), ev: Event<'_>) -> Rearm {
         assert!(
             !self.busy.swap(true, Ordering::SeqCst),
             "a handler ran on two threads at once"
@@ -741,7 +746,8 @@ fn run_limit_counts_per_call_with_two_runners() {
 struct Again(Arc<AtomicUsize>);
 
 impl Handler for Again {
-    fn on_event(&mut self, _cx: &Cx<'_, Self>, _ev: Event<'_>) -> Rearm {
+    type Data = ();
+    fn on_event(&mut self, _cx: &Cx<'_, Self>, _: &mut (), _ev: Event<'_>) -> Rearm {
         self.0.fetch_add(1, Ordering::SeqCst);
         Rearm::Requeue
     }

@@ -35,7 +35,8 @@ struct Report {
 }
 
 impl Handler for Report {
-    fn on_event(&mut self, _cx: &Cx<'_, Self>, _ev: Event<'_>) -> Rearm {
+    type Data = ();
+    fn on_event(&mut self, _cx: &Cx<'_, Self>, _: &mut (), _ev: Event<'_>) -> Rearm {
         let _ = self.tx.send(self.tag);
         Rearm::Noop
     }

@@ -1,6 +1,8 @@
 //! The fuzzing harness for dasynq (see `program`), and the counting allocator the targets
 //! install.
 
+// The harness lives with the tests (so the packaged crate has it); the fuzz crate borrows it.
+#[path = "../../tests/programs/program.rs"]
 pub mod program;
 
 use std::alloc::{GlobalAlloc, Layout, System};

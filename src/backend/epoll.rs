@@ -1,6 +1,6 @@
 //! The epoll backend, written over [`EpollKernel`] so that the same translation runs on the
-//! real Linux kernel ([`LinuxEpoll`](crate::kernel::LinuxEpoll)) and on the simulated one
-//! ([`EpollSim`](crate::sim::EpollSim)).
+//! real Linux kernel (`LinuxEpoll`) and on the simulated one (`dasynq::sim::EpollSim`, with
+//! the `sim` feature).
 //!
 //! Fds carry the core's token in `epoll_data`. Enabled fds are level-triggered
 //! ([`Registration::oneshot`] false) or `EPOLLONESHOT`; a disabled fd keeps its registration
@@ -25,6 +25,10 @@ use crate::interest::Readiness;
 use crate::signal::{SigInfo, Signal, SignalSet};
 use crate::timer::Clock;
 use crate::waker::Notify;
+
+/// The running Linux kernel, the [`EpollKernel`] of [`DefaultBackend`](crate::DefaultBackend).
+#[cfg(dasynq_epoll)]
+pub use crate::kernel::{EpollBuffer, LinuxEpoll, LinuxEventFd};
 
 /// The epoll numbers of the target on Linux (from `libc`); elsewhere, where this backend runs
 /// only over the simulated kernel, Linux's numbers as the simulation states them (pinned to
@@ -185,6 +189,14 @@ pub struct Epoll<K: EpollKernel> {
 
 /// How often a wait polls while the shared wake eventfd could not be re-armed.
 const WAKE_RETRY: Duration = Duration::from_millis(10);
+
+impl<K: EpollKernel> Epoll<K> {
+    /// The epoll instance (for `AsFd` of a loop on the real kernel).
+    #[cfg_attr(not(dasynq_epoll), allow(dead_code))]
+    pub(crate) fn kernel_fd(&self) -> &K::Fd {
+        &self.ep
+    }
+}
 
 impl<K: EpollKernel> Epoll<K> {
     /// Create the epoll instance, one timerfd per clock and the wake eventfd on `kernel`.

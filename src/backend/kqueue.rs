@@ -1,6 +1,6 @@
 //! The kqueue backend (FreeBSD, NetBSD, OpenBSD, DragonFly, macOS), written over
 //! [`KqueueKernel`] so the same translation runs on the real kernel and on the simulated one
-//! ([`KqueueSim`](crate::sim::KqueueSim)).
+//! (`dasynq::sim::KqueueSim`, with the `sim` feature).
 //!
 //! - **Fds**: separate `EVFILT_READ` and `EVFILT_WRITE` filters, `udata` = the core's token,
 //!   re-sent with every change (most kernels overwrite `udata` on any change, even a plain
@@ -29,6 +29,10 @@
 //!   only; a child that is already a zombie when watched (`ESRCH` on NetBSD, OpenBSD and
 //!   macOS; FreeBSD and DragonFly report its exit at once) is reaped by the fallback poll.
 
+/// The running BSD or Apple kernel, the [`KqueueKernel`] of
+/// [`DefaultBackend`](crate::DefaultBackend).
+#[cfg(dasynq_kqueue)]
+pub use crate::kernel::{BsdKqueue, KqueueBuffer};
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -292,6 +296,14 @@ impl<K: KqueueKernel> Notify for PipeNotify<K> {
 
 fn kerr(call: &'static str) -> impl Fn(Errno) -> KernelError {
     move |errno| KernelError { call, errno }
+}
+
+impl<K: KqueueKernel> Kqueue<K> {
+    /// The kqueue (for `AsFd` of a loop on the real kernel).
+    #[cfg_attr(not(dasynq_kqueue), allow(dead_code))]
+    pub(crate) fn kernel_fd(&self) -> &K::Fd {
+        &self.kq
+    }
 }
 
 impl<K: KqueueKernel> Kqueue<K> {

@@ -5,7 +5,8 @@
 //! the core owns all of that and hands the backend only [`Token`]s, which come back with every
 //! fd event. Backends: [`Epoll`] (Linux, over any [`EpollKernel`](epoll::EpollKernel), real or
 //! simulated), [`Kqueue`] (the BSDs and macOS, over any [`KqueueKernel`](kqueue::KqueueKernel),
-//! real or simulated) and, with the `sim` feature, [`Sim`] (virtual time, deterministic).
+//! real or simulated) and, with the `sim` feature, `dasynq::sim::Sim` (virtual time,
+//! deterministic).
 
 use std::os::fd::BorrowedFd;
 use std::process::Command;
@@ -24,17 +25,16 @@ use crate::waker::Notify;
 pub mod epoll;
 pub mod kqueue;
 #[cfg(feature = "model")]
+#[cfg_attr(docsrs, doc(cfg(feature = "model")))]
 pub mod model;
 #[cfg(any(test, feature = "sim"))]
-pub mod sim;
+pub(crate) mod sim;
 
 #[cfg(any(dasynq_epoll, test, feature = "sim"))]
 pub use epoll::Epoll;
 pub use kqueue::Kqueue;
 #[cfg(feature = "model")]
 pub use model::Model;
-#[cfg(any(test, feature = "sim"))]
-pub use sim::Sim;
 
 /// The core's name for an fd registration; the backend stores it with the registration (in
 /// `epoll_data`, kqueue's `udata`) and reports it with every event. It encodes the watcher's
@@ -230,6 +230,12 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Whether `signal` is blocked in the calling thread (watched signals must be).
     fn signal_blocked(&self, signal: Signal) -> bool;
+
+    /// The registration error for a signal [`signal_blocked`](Self::signal_blocked) says is
+    /// not blocked: its message says how to block it on this backend.
+    fn not_blocked_error(&self, signal: Signal) -> crate::Error {
+        crate::Error::SignalNotBlocked(signal)
+    }
 
     /// Report instances of exactly the signals in `set` (replacing the previous set); the
     /// others stay pending in the kernel.

@@ -401,6 +401,10 @@ impl Backend for Sim {
         self.quiet().0.blocked().contains(signal)
     }
 
+    fn not_blocked_error(&self, signal: Signal) -> crate::Error {
+        crate::Error::SimSignalNotBlocked(signal)
+    }
+
     fn arm_signals(&self, set: SignalSet) -> Result<(), KernelError> {
         self.change(|_, x| {
             x.armed = set;

@@ -20,6 +20,8 @@ use crate::error::Errno;
 /// Which system's kqueue: selects the simulated kernel's behaviour, and on the real kernel
 /// the target's own profile (chosen in `build.rs`).
 #[derive(Copy, Clone, PartialEq, Eq, Hash, Debug)]
+// On a kqueue target without the simulation, only the target's own profile is used.
+#[cfg_attr(not(any(test, feature = "sim")), allow(dead_code))]
 pub enum KqueuePlatform {
     /// FreeBSD 12 and later.
     FreeBsd,
@@ -35,6 +37,7 @@ pub enum KqueuePlatform {
 
 impl KqueuePlatform {
     /// Every platform, for running a suite against each.
+    #[cfg_attr(not(any(test, feature = "sim")), allow(dead_code))]
     pub const ALL: [KqueuePlatform; 5] = [
         KqueuePlatform::FreeBsd,
         KqueuePlatform::NetBsd,

@@ -15,8 +15,6 @@ mod spawn;
 
 #[cfg(dasynq_kqueue)]
 pub use bsd::{BsdKqueue, KqueueBuffer};
-#[cfg(any(dasynq_kqueue, test, feature = "sim"))]
-pub use kqueue_abi::KqueuePlatform;
 #[cfg(dasynq_epoll)]
 pub use linux::{EpollBuffer, LinuxEpoll, LinuxEventFd};
 pub(crate) use posix::cloexec_pipe;

@@ -116,6 +116,9 @@ pub(crate) struct State {
     /// Slots whose kernel registration must be retried.
     dirty: VecDeque<u32>,
     pub(crate) batch_depth: u32,
+    /// The loop's fd was lent out (`AsFd`) for another event loop to wait on: a run call that
+    /// ends with work queued in user space pokes the notifier, so that fd stays readable.
+    pub(crate) embedded: bool,
     pub(crate) runners: Runners,
     /// Inside `retry_kernel` (see `retry_soon`).
     retrying: bool,
@@ -197,6 +200,7 @@ impl State {
             wakers_cap: cap.wakers,
             dirty,
             batch_depth: 0,
+            embedded: false,
             runners: Runners::new(cap.runners)?,
             retrying: false,
             faults: KernelFaults::default(),
@@ -225,6 +229,17 @@ impl State {
             wakers_capacity: self.wakers_cap,
             fallback_children: self.fallback_children.len(),
         }
+    }
+
+    /// Whether anything is queued in user space (for this batch or the next).
+    pub(crate) fn has_queued(&self) -> bool {
+        self.queue.len() + self.queue.deferred_len() > 0
+    }
+
+    /// Whether any slot is in use (a watcher, or a deregistration still pending).
+    #[inline(always)]
+    pub(crate) fn has_slots(&self) -> bool {
+        self.slots.len() > 0
     }
 
     pub(crate) fn pending_len(&self) -> usize {

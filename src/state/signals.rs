@@ -123,7 +123,7 @@ impl State {
             return Err(Error::SignalAlreadyWatched(signal));
         }
         if !backend.signal_blocked(signal) {
-            return Err(Error::SignalNotBlocked(signal));
+            return Err(backend.not_blocked_error(signal));
         }
         let w = Watch::new(
             [Half::new(priority, true), Half::absent()],

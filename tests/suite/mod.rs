@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dasynq::{
-    BidiOptions, BuildError, Clock, Control, Cx, Deadline, Error, Event, EventLoop, FdOptions,
-    Half, Handler, Interest, Pool, Priority, Rearm, Removed, Single, Threaded, UsageError, WatchId,
+    BidiOptions, BuildError, Clock, Cx, Deadline, Error, Event, EventLoop, FdOptions, Half,
+    Handler, Interest, Pool, Priority, Rearm, Removed, Single, Threaded, UsageError, WatchId,
     WatchKind,
 };
 #[allow(unused_imports)]
@@ -57,7 +57,8 @@ impl Probe {
 }
 
 impl Handler for Probe {
-    fn on_event(&mut self, cx: &Cx<'_, Self>, event: Event<'_>) -> Rearm {
+    type Data = ();
+    fn on_event(&mut self, cx: &Cx<'_, Self>, _: &mut (), event: Event<'_>) -> Rearm {
         (self.f)(cx, event)
     }
     fn on_removed(self, _cx: &Cx<'_, Self>, removed: Removed) {
@@ -617,8 +618,8 @@ pub fn emulation_refused_is_a_clear_error<X: Fixture>() {
             Probe::new(|_, _| Rearm::Rearm),
         )
         .unwrap_err();
-    assert_eq!(err.error, Error::NotPollable);
-    assert!(err.fd.is_some(), "the fd comes back");
+    assert_eq!(err.error(), Error::NotPollable);
+    assert!(err.fd().is_some(), "the fd comes back");
     assert!(err.to_string().contains("emulation"));
     assert_eq!(lp.usage(), before);
 }
@@ -1350,14 +1351,14 @@ pub fn capacity_exhaustion_is_typed_and_recoverable<X: Fixture>() {
             Probe::new(|_, _| Rearm::Rearm),
         )
         .unwrap_err();
-    assert_eq!(err.error, Error::Capacity(Pool::Timers));
+    assert_eq!(err.error(), Error::Capacity(Pool::Timers));
     let (wk, _) = lp
         .add_wake(Priority::DEFAULT, Probe::new(|_, _| Rearm::Rearm))
         .unwrap();
     let err = lp
         .add_wake(Priority::DEFAULT, Probe::new(|_, _| Rearm::Rearm))
         .unwrap_err();
-    assert_eq!(err.error, Error::Capacity(Pool::Wakers));
+    assert_eq!(err.error(), Error::Capacity(Pool::Wakers));
     let (r, _w) = fx.pipe();
     let f = lp
         .add_fd(
@@ -1377,9 +1378,9 @@ pub fn capacity_exhaustion_is_typed_and_recoverable<X: Fixture>() {
             Probe::new(|_, _| Rearm::Rearm),
         )
         .unwrap_err();
-    assert_eq!(err.error, Error::Capacity(Pool::Watchers));
+    assert_eq!(err.error(), Error::Capacity(Pool::Watchers));
     assert!(err.to_string().contains("watchers"));
-    let back = err.fd.expect("fd handed back");
+    let back = err.into_fd().expect("fd handed back");
     assert_eq!(std::os::fd::AsRawFd::as_raw_fd(&back), r2n);
     assert_eq!(lp.usage().watchers, 3);
     lp.remove(f).unwrap();
@@ -1418,11 +1419,11 @@ pub fn bad_fd_at_registration_leaks_nothing<X: Fixture>() {
             )
             .unwrap_err();
         assert!(
-            matches!(err.error, Error::Kernel { errno, .. } if errno == dasynq::Errno::BADF),
+            matches!(err.error(), Error::Kernel { errno, .. } if errno == dasynq::Errno::BADF),
             "{:?}",
-            err.error
+            err.error()
         );
-        fx.dispose_bad_fd(err.fd.expect("fd handed back"));
+        fx.dispose_bad_fd(err.into_fd().expect("fd handed back"));
         assert_eq!(lp.usage().watchers, 0);
     }
     let err = lp
@@ -1433,7 +1434,7 @@ pub fn bad_fd_at_registration_leaks_nothing<X: Fixture>() {
             Probe::new(|_, _| Rearm::Rearm),
         )
         .unwrap_err();
-    assert!(matches!(err.error, Error::InvalidArgument(_)));
+    assert!(matches!(err.error(), Error::InvalidArgument(_)));
     for _ in 0..2 {
         lp.add_fd(
             fx.pipe().0,

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use dasynq::backend::Backend;
 use dasynq::{
-    ChildStatus, Clock, Control, Deadline, Error, Event, EventLoop, Flavor, Priority, Rearm,
-    Signal, SignalChildError, Single, SpawnOptions, Threaded, UsageError,
+    ChildStatus, Clock, Deadline, Error, Event, EventLoop, Flavor, Priority, Rearm, Signal,
+    SignalChildError, Single, SpawnOptions, Threaded, UsageError,
 };
 
 use super::{Fixture, Log, Probe};
@@ -493,9 +493,9 @@ pub fn signals_bad_input_is_refused_and_leaks_nothing<X: Fixture>() {
             .add_signal(sig, Priority::DEFAULT, Probe::new(|_, _| Rearm::Rearm))
             .unwrap_err();
         assert!(
-            matches!(e.error, Error::InvalidArgument(_)),
+            matches!(e.error(), Error::InvalidArgument(_)),
             "{what}: {:?}",
-            e.error
+            e.error()
         );
     }
     let unblocked = fx.unblocked_signal();
@@ -506,7 +506,7 @@ pub fn signals_bad_input_is_refused_and_leaks_nothing<X: Fixture>() {
             Probe::new(|_, _| Rearm::Rearm),
         )
         .unwrap_err();
-    assert_eq!(e.error, Error::SignalNotBlocked(unblocked));
+    assert_eq!(e.error(), Error::SignalNotBlocked(unblocked));
     assert!(e.to_string().contains("block"));
     lp.add_signal(
         Signal::USR1,
@@ -521,7 +521,7 @@ pub fn signals_bad_input_is_refused_and_leaks_nothing<X: Fixture>() {
             Probe::new(|_, _| Rearm::Rearm),
         )
         .unwrap_err();
-    assert_eq!(e.error, Error::SignalAlreadyWatched(Signal::USR1));
+    assert_eq!(e.error(), Error::SignalAlreadyWatched(Signal::USR1));
     assert_eq!(
         lp.usage().watchers,
         1,
@@ -854,7 +854,7 @@ pub fn children_bad_input_is_refused_and_leaks_nothing<X: Fixture>(fallback: boo
     let e = lp
         .add_child(foreign, Priority::DEFAULT, Probe::new(|_, _| Rearm::Rearm))
         .unwrap_err();
-    assert_eq!(e.error, Error::NotAChild(foreign));
+    assert_eq!(e.error(), Error::NotAChild(foreign));
     assert_eq!(lp.usage().watchers, 0);
     let id = lp
         .reserve_child(Priority::DEFAULT, Probe::new(|_, _| Rearm::Rearm))
@@ -896,9 +896,9 @@ pub fn children_bad_input_is_refused_and_leaks_nothing<X: Fixture>(fallback: boo
         )
         .unwrap_err();
     assert!(
-        matches!(e.error, Error::Spawn { errno } if errno == dasynq::Errno::NOENT),
+        matches!(e.error(), Error::Spawn { errno } if errno == dasynq::Errno::NOENT),
         "{:?}",
-        e.error
+        e.error()
     );
     assert!(e.to_string().contains("could not start"));
     assert_eq!(lp.usage(), before, "no slot leaked");
@@ -1024,7 +1024,7 @@ pub fn children_a_child_is_watched_by_one_watcher_only<X: Fixture>(fallback: boo
     let err = lp
         .add_child(sp.pid, Priority::DEFAULT, Probe::new(|_, _| Rearm::Rearm))
         .unwrap_err();
-    assert_eq!(err.error, Error::ChildAlreadyWatched(sp.pid));
+    assert_eq!(err.error(), Error::ChildAlreadyWatched(sp.pid));
     assert!(err.to_string().contains("already watched"));
     assert_eq!(lp.usage().watchers, 2, "nothing leaked");
     fx.finish(sp.pid, 6);

@@ -6,7 +6,7 @@
 //! runs on it, kept under the same lock so that a wait sees one consistent world:
 //! [`EpollSim`] models epoll(7) with timerfds, eventfds, signalfds and pidfds for the epoll
 //! backend, [`KqueueSim`] models kqueue(2) (with per-platform differences) for the kqueue
-//! backend, and the [`Sim`](crate::backend::Sim) backend keeps its own registrations directly.
+//! backend, and the `Sim` backend keeps its own registrations directly.
 //!
 //! Simulated fds are real fds (each simulated object is backed by one end of a real pipe, made
 //! by the world), so the loop can own them like any other; their readiness and data, however,
@@ -16,6 +16,9 @@
 
 mod epoll;
 mod kqueue;
+// On Linux the backend takes these from `libc`; the simulation's copies are checked against
+// them (and used by the epoll backend elsewhere).
+#[cfg_attr(dasynq_epoll, allow(dead_code))]
 pub(crate) mod linux_abi;
 mod world;
 

@@ -318,7 +318,8 @@ fn total_expirations(first: u64, interval: u64, now: u64) -> u64 {
 }
 
 impl<X: 'static> Handler for H<X> {
-    fn on_event(&mut self, cx: &Cx<'_, Self>, ev: Event<'_>) -> Rearm {
+    type Data = ();
+    fn on_event(&mut self, cx: &Cx<'_, Self>, _: &mut (), ev: Event<'_>) -> Rearm {
         let me = self.slot;
         // 1. Check the call against the model and record it.
         let (rearm, nested) = {
@@ -608,39 +609,32 @@ fn nested_op<X: 'static>(model: &Shared<X>, cx: &Cx<'_, H<X>>, me: usize, op: u8
             // Remove itself.
             let id = model.borrow().slots[me].id;
             if let Some(id) = id {
-                remove(model, &**cx, me, id);
+                remove(model, cx, me, id);
             }
         }
         3 => {
             if let Some((i, id)) = pick(other) {
-                remove(model, &**cx, i, id);
+                remove(model, cx, i, id);
             }
         }
         4 => {
             if let Some((i, id)) = pick(other) {
-                set_enabled(model, &**cx, i, id, false);
+                set_enabled(model, cx, i, id, false);
             }
         }
         5 => {
             if let Some((i, id)) = pick(other) {
-                set_enabled(model, &**cx, i, id, true);
+                set_enabled(model, cx, i, id, true);
             }
         }
         6 => {
             if let Some((i, id)) = pick(other) {
-                arm(
-                    model,
-                    &**cx,
-                    i,
-                    id,
-                    u64::from(op >> 3) * 3,
-                    u64::from(op >> 5),
-                );
+                arm(model, cx, i, id, u64::from(op >> 3) * 3, u64::from(op >> 5));
             }
         }
         _ => {
             let script = [op, op >> 1, op.wrapping_mul(7), 3, 0, 1, 2, 4];
-            register(model, &**cx, Kind::Timer, other, 0, false, script);
+            register(model, cx, Kind::Timer, other, 0, false, script);
         }
     }
 }
@@ -976,7 +970,7 @@ pub fn run<X: 'static, B: Backend>(
         drain: false,
         failures: Vec::with_capacity(8),
     }));
-    let lpc: &dyn Control<H<X>> = &*lp;
+    let lpc: &dyn Control<H<X>> = &lp;
     let mut input = Input { data, pos: 0 };
     let mut next_value = [0u64; SIGNALS];
     let mut steps = 0;
