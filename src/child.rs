@@ -1,14 +1,7 @@
 //! Child processes: how one ended ([`ChildStatus`]) and what spawning one gives back
 //! ([`Spawned`]).
 //!
-//! **Reaping policy.** A loop reaps only the children it watches, and only after they exit:
-//! on Linux through a pidfd (`pidfd_open` + `waitid(P_PIDFD)`), so it installs no `SIGCHLD`
-//! handler and several loops can live in one process. Children it does not watch are left for
-//! the program to `waitpid`. A watched child must not be waited for by the program (it would
-//! steal the status; the watcher then reports [`ChildStatus::Unknown`]). On kernels without
-//! pidfd, or when a pidfd cannot be had (`EMFILE`...), a watch falls back to `SIGCHLD` plus
-//! `waitid(P_PID, pid)` for each watched child; that path needs `SIGCHLD` blocked like any
-//! watched signal.
+//! The reaping policy is documented on [`ChildStatus`].
 
 use std::process::{ChildStderr, ChildStdin, ChildStdout};
 
@@ -16,6 +9,17 @@ use crate::id::WatchId;
 use crate::signal::Signal;
 
 /// How a child process ended.
+///
+/// # Reaping policy
+///
+/// A loop reaps only the children it watches, and only after they exit:
+/// on Linux through a pidfd (`pidfd_open` + `waitid(P_PIDFD)`), so it installs no `SIGCHLD`
+/// handler and several loops can live in one process. Children it does not watch are left for
+/// the program to `waitpid`. A watched child must not be waited for by the program (it would
+/// steal the status; the watcher then reports [`ChildStatus::Unknown`]). On kernels without
+/// pidfd, or when a pidfd cannot be had (`EMFILE`...), a watch falls back to `SIGCHLD` plus
+/// `waitid(P_PID, pid)` for each watched child; that path needs `SIGCHLD` blocked like any
+/// watched signal.
 #[derive(Copy, Clone, PartialEq, Eq, Hash, Debug)]
 pub enum ChildStatus {
     /// It called `exit` (or returned from `main`) with this code.

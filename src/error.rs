@@ -226,7 +226,11 @@ impl fmt::Display for Error {
                 "child {pid} is already watched by another watcher of this loop; use that \
                  watcher, or remove it first"
             ),
-            Error::Spawn { errno } => write!(f, "could not start the process: {errno}"),
+            Error::Spawn { errno } => write!(
+                f,
+                "could not start the process: {errno}; check the program's path and \
+                 permissions and the process's resource limits"
+            ),
         }
     }
 }
@@ -243,17 +247,30 @@ impl std::error::Error for Error {}
 /// the handler; so does `?` into `std::io::Error`.
 ///
 /// ```
-/// use dasynq::{Error, EventLoop, FdOptions, FnHandler, Interest, Pool, Rearm};
+/// use dasynq::{Error, EventLoop, FdOptions, FnHandler, Interest, Pool, Rearm, WatchId};
+/// use std::os::fd::OwnedFd;
+/// use std::os::unix::net::UnixStream;
 ///
-/// fn register(lp: &EventLoop<FnHandler>) -> Result<(), Error> {
-///     let (a, _b) = std::os::unix::net::UnixStream::pair().map_err(|_| Error::InvalidArgument("no socket"))?;
-///     lp.add_fd(a.into(), Interest::READ, FdOptions::new(), FnHandler::new(|_, _| Rearm::Rearm))?;
-///     Ok(())
+/// // `FnHandler` is not `Send`: `?` into `dasynq::Error` keeps the reason.
+/// fn register(lp: &EventLoop<FnHandler>, fd: OwnedFd) -> Result<WatchId, Error> {
+///     Ok(lp.add_fd(fd, Interest::READ, FdOptions::new(), FnHandler::new(|_, _| Rearm::Rearm))?)
 /// }
 /// # fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 /// let lp = EventLoop::<FnHandler>::builder().watchers(1).build()?;
-/// register(&lp)?;
-/// assert_eq!(register(&lp), Err(Error::Capacity(Pool::Watchers)));
+/// let (a, b) = UnixStream::pair()?;
+/// register(&lp, a.into())?;
+/// assert_eq!(register(&lp, b.into()), Err(Error::Capacity(Pool::Watchers)));
+///
+/// // A handler that is `Send` (as every handler of a threaded loop is): `?` passes the
+/// // `Rejected` itself on, handler and all.
+/// let tlp = dasynq::ThreadedLoop::<dasynq::SendFnHandler>::builder().watchers(1).build()?;
+/// let (c, d) = UnixStream::pair()?;
+/// let h = || dasynq::SendFnHandler::new(|_, _| Rearm::Rearm);
+/// tlp.add_fd(c.into(), Interest::READ, FdOptions::new(), h())?;
+/// let e: Box<dyn std::error::Error + Send + Sync> =
+///     tlp.add_fd(d.into(), Interest::READ, FdOptions::new(), h()).unwrap_err().into();
+/// let back = e.downcast::<dasynq::Rejected<dasynq::SendFnHandler>>().unwrap();
+/// assert!(back.fd().is_some());
 /// # Ok(()) }
 /// ```
 pub struct Rejected<H> {
@@ -385,6 +402,20 @@ pub enum WatchKind {
     Child,
 }
 
+impl WatchKind {
+    /// "an fd watcher", "a timer"...: for messages.
+    fn with_article(self) -> &'static str {
+        match self {
+            WatchKind::Fd => "an fd watcher",
+            WatchKind::Bidi => "a bidirectional fd watcher",
+            WatchKind::Timer => "a timer",
+            WatchKind::Wake => "a wake watcher",
+            WatchKind::Signal => "a signal watcher",
+            WatchKind::Child => "a child watcher",
+        }
+    }
+}
+
 /// A caller mistake reported by an operation that otherwise cannot fail. The operation did
 /// nothing.
 #[derive(Copy, Clone, PartialEq, Eq, Debug)]
@@ -418,7 +449,7 @@ impl fmt::Display for UsageError {
                 "the watch id is stale: its watcher was removed or it belongs to another loop",
             ),
             UsageError::WrongKind { op, kind } => {
-                write!(f, "`{op}` does not apply to a {kind:?} watcher")
+                write!(f, "`{op}` does not apply to {}", kind.with_article())
             }
             UsageError::ClockMismatch => f.write_str(
                 "the deadline is on the other clock: use Deadline::At(Instant) for monotonic \
@@ -543,6 +574,54 @@ mod tests {
         assert_eq!(Errno::try_from(io).ok(), Some(Errno::AGAIN));
         let made = std::io::Error::other("not from the OS");
         assert!(Errno::try_from(made).is_err());
+    }
+
+    #[test]
+    fn messages_read_as_sentences_and_say_what_to_do() {
+        let m = UsageError::WrongKind {
+            op: "arm_timer",
+            kind: WatchKind::Fd,
+        }
+        .to_string();
+        assert_eq!(m, "`arm_timer` does not apply to an fd watcher");
+        let m = Error::SignalNotBlocked(Signal::TERM).to_string();
+        assert!(m.contains("dasynq::block_signals"), "{m}");
+        let m = Error::SimSignalNotBlocked(Signal::TERM).to_string();
+        assert!(
+            m.contains("sim.block_signal") && !m.contains("dasynq::block_signals"),
+            "{m}"
+        );
+        let m = Error::Spawn {
+            errno: Errno::NOENT,
+        }
+        .to_string();
+        assert!(
+            m.starts_with("could not start the process") && m.contains("path"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn errors_convert_into_io_errors() {
+        let io: std::io::Error = Error::Spawn {
+            errno: Errno::NOENT,
+        }
+        .into();
+        assert_eq!(io.raw_os_error(), Some(libc::ENOENT));
+        let io: std::io::Error = Error::Capacity(Pool::Watchers).into();
+        assert_eq!(io.kind(), std::io::ErrorKind::OutOfMemory);
+        let inner = io.get_ref().and_then(|e| e.downcast_ref::<Error>());
+        assert_eq!(inner, Some(&Error::Capacity(Pool::Watchers)));
+        let r = Rejected::new(Error::NotPollable, 7u8, None);
+        assert_eq!(Error::from(r), Error::NotPollable);
+        let r = Rejected::new(Error::NotPollable, 7u8, None);
+        assert_eq!(
+            std::io::Error::from(r).kind(),
+            std::io::ErrorKind::Unsupported
+        );
+        let mut r = Rejected::new(Error::NotPollable, 7u8, None);
+        *r.handler_mut() += 1;
+        assert_eq!(r.into_parts().1, 8);
     }
 
     #[test]

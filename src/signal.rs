@@ -1,22 +1,7 @@
 //! POSIX signals: numbers ([`Signal`]), sets ([`SignalSet`]), and the per-instance data a
 //! signal watcher receives ([`SigInfo`]).
 //!
-//! **The masking rule.** A watched signal must be blocked in *every* thread of the process,
-//! or the kernel may deliver it to a thread that has it unblocked (running its default action,
-//! often termination) instead of queueing it for the loop. Block the signals the program will
-//! watch in `main`, before starting any thread (threads inherit the mask), with
-//! [`block_signals`](crate::block_signals). Registration checks the registering thread and
-//! fails with [`Error::SignalNotBlocked`](crate::Error::SignalNotBlocked) otherwise; the
-//! other threads are the program's responsibility.
-//!
-//! ```
-//! use dasynq::{Signal, SignalSet};
-//! let mut watched = SignalSet::new();
-//! watched.add(Signal::TERM);
-//! watched.add(Signal::HUP);
-//! // In main, before any thread starts:
-//! dasynq::block_signals(watched).expect("block");
-//! ```
+//! The masking rule is documented on [`Signal`], which the crate root re-exports.
 
 use core::fmt;
 
@@ -25,6 +10,26 @@ use core::fmt;
 /// Constants name the standard signals with this platform's numbers; real-time signals come
 /// from [`Signal::rt`]. Any number can be wrapped with [`Signal::from_raw`]; registration
 /// checks it.
+///
+/// # The masking rule
+///
+/// A watched signal must be blocked in *every* thread of the process, or the kernel may
+/// deliver it to a thread that has it unblocked (running its default action, often
+/// termination) instead of queueing it for the loop. Block the signals the program will watch
+/// in `main`, before starting any thread (threads inherit the mask), with
+/// [`block_signals`](crate::block_signals). Registration checks the registering thread and
+/// fails with [`Error::SignalNotBlocked`](crate::Error::SignalNotBlocked) otherwise; the
+/// other threads are the program's responsibility. Children started by the loop still get a
+/// clean signal state ([`ChildSignals`](crate::ChildSignals)).
+///
+/// ```
+/// use dasynq::{Signal, SignalSet};
+/// let mut watched = SignalSet::new();
+/// watched.add(Signal::TERM);
+/// watched.add(Signal::HUP);
+/// // In main, before any thread starts:
+/// dasynq::block_signals(watched).expect("block");
+/// ```
 #[derive(Copy, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Signal(i32);
 
@@ -157,7 +162,7 @@ impl Signal {
     /// system's range, or one reserved for the C library.
     pub(crate) fn unsendable(self) -> Option<&'static str> {
         if self.0 < 1 || self.0 > MAX_SIGNAL || self.0 > Self::max() {
-            return Some("signal number out of range");
+            return Some("the signal number is out of range on this system (see Signal::rt_range)");
         }
         if self.reserved() {
             return Some("reserved for the C library's threads");

@@ -136,6 +136,12 @@ pub trait EpollKernel: Send + Sync + 'static {
     fn signalfd_read(&self, fd: &Self::Fd) -> Result<Option<SigInfo>, Errno>;
     /// Whether `signal` is blocked in the calling thread (`pthread_sigmask`).
     fn signal_blocked(&self, signal: Signal) -> bool;
+
+    /// The registration error for a signal that is not blocked: its message says how to
+    /// block it in this kernel (a simulated one keeps its own mask).
+    fn not_blocked_error(&self, signal: Signal) -> crate::Error {
+        crate::Error::SignalNotBlocked(signal)
+    }
     /// `waitid(P_PID, pid, WEXITED | WNOHANG | WNOWAIT)`: `Ok` if `pid` is an unreaped child
     /// of this process (running or not), `ECHILD` otherwise. Reaps nothing.
     fn probe_child(&self, pid: u32) -> Result<(), Errno>;
@@ -494,6 +500,10 @@ impl<K: EpollKernel> Backend for Epoll<K> {
 
     fn signal_blocked(&self, signal: Signal) -> bool {
         self.kernel.signal_blocked(signal)
+    }
+
+    fn not_blocked_error(&self, signal: Signal) -> crate::Error {
+        self.kernel.not_blocked_error(signal)
     }
 
     fn arm_signals(&self, set: SignalSet) -> Result<(), KernelError> {

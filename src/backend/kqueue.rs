@@ -209,6 +209,12 @@ pub trait KqueueKernel: Clone + Send + Sync + 'static {
     fn pipe_drain(&self, fd: &Self::Fd);
     /// Whether `signal` is blocked in the calling thread.
     fn signal_blocked(&self, signal: Signal) -> bool;
+
+    /// The registration error for a signal that is not blocked: its message says how to
+    /// block it in this kernel (a simulated one keeps its own mask).
+    fn not_blocked_error(&self, signal: Signal) -> crate::Error {
+        crate::Error::SignalNotBlocked(signal)
+    }
     /// Take one pending instance of a signal in `set` without waiting: `sigtimedwait` with a
     /// zero timeout, or `sigpending` + `sigwait` (`Ok(None)`: none pending).
     fn signal_take(&self, set: SignalSet) -> Result<Option<SigInfo>, Errno>;
@@ -666,6 +672,10 @@ impl<K: KqueueKernel> Backend for Kqueue<K> {
 
     fn signal_blocked(&self, signal: Signal) -> bool {
         self.kernel.signal_blocked(signal)
+    }
+
+    fn not_blocked_error(&self, signal: Signal) -> crate::Error {
+        self.kernel.not_blocked_error(signal)
     }
 
     fn arm_signals(&self, set: SignalSet) -> Result<(), KernelError> {

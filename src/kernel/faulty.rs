@@ -399,6 +399,10 @@ impl<K: EpollKernel> EpollKernel for Faulty<K> {
     fn signal_blocked(&self, signal: Signal) -> bool {
         self.inner.signal_blocked(signal)
     }
+
+    fn not_blocked_error(&self, signal: Signal) -> crate::Error {
+        self.inner.not_blocked_error(signal)
+    }
     fn probe_child(&self, pid: u32) -> Result<(), Errno> {
         self.plan.check(SimCall::Waitid)?;
         self.inner.probe_child(pid)
@@ -527,6 +531,10 @@ impl<K: KqueueKernel> KqueueKernel for Faulty<K> {
     fn signal_blocked(&self, signal: Signal) -> bool {
         self.inner.signal_blocked(signal)
     }
+
+    fn not_blocked_error(&self, signal: Signal) -> crate::Error {
+        self.inner.not_blocked_error(signal)
+    }
     fn signal_take(&self, set: SignalSet) -> Result<Option<SigInfo>, Errno> {
         self.plan.check(SimCall::SignalfdRead)?;
         self.inner.signal_take(set)
@@ -646,6 +654,10 @@ impl<B: Backend> Backend for Faulty<B> {
     }
     fn signal_blocked(&self, signal: Signal) -> bool {
         self.inner.signal_blocked(signal)
+    }
+
+    fn not_blocked_error(&self, signal: Signal) -> crate::Error {
+        self.inner.not_blocked_error(signal)
     }
     fn arm_signals(&self, set: SignalSet) -> Result<(), KernelError> {
         self.plan

@@ -146,8 +146,8 @@ pub(crate) fn siginfo(i: &libc::siginfo_t, signo: libc::c_int) -> crate::signal:
 }
 
 /// Block `set` in the calling thread; returns the signals blocked before. Call it in `main`
-/// before starting any thread, so every thread inherits the mask (see the masking rule in
-/// [`Signal`](crate::Signal)'s module docs).
+/// before starting any thread, so every thread inherits the mask (see
+/// [the masking rule](crate::Signal#the-masking-rule)).
 pub fn block_signals(set: SignalSet) -> Result<SignalSet, Errno> {
     sigmask(libc::SIG_BLOCK, Some(set))
 }

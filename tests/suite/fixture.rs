@@ -50,6 +50,10 @@ pub trait Fixture: Clone + Send + Sync + 'static {
     }
     /// A signal that is not blocked here (registration must refuse it).
     fn unblocked_signal(&self) -> Signal;
+    /// Whether the kernel is simulated (its signal mask is the simulated process's).
+    fn simulated(&self) -> bool {
+        true
+    }
     /// Send `sig` to this process, with a `sigqueue` value if given.
     fn send(&self, sig: Signal, value: Option<i32>);
     /// A command whose process exits with `code` (real), or any command (simulated).
@@ -170,6 +174,9 @@ impl Fixture for Real {
     }
     fn queued_signals(&self) -> bool {
         cfg!(all(dasynq_rt_signals, dasynq_sigqueue))
+    }
+    fn simulated(&self) -> bool {
+        false
     }
     fn unblocked_signal(&self) -> Signal {
         // SIGURG's default action is to ignore it: safe to leave unblocked.

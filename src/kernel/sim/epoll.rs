@@ -551,6 +551,10 @@ impl EpollKernel for EpollSim {
         self.quiet().0.blocked().contains(signal)
     }
 
+    fn not_blocked_error(&self, signal: Signal) -> crate::Error {
+        crate::Error::SimSignalNotBlocked(signal)
+    }
+
     fn probe_child(&self, pid: u32) -> Result<(), Errno> {
         self.change(|o, _| o.wait_process(pid, false).map(|_| ()))
     }

@@ -691,6 +691,10 @@ impl KqueueKernel for KqueueSim {
         self.quiet().0.blocked().contains(signal)
     }
 
+    fn not_blocked_error(&self, signal: Signal) -> crate::Error {
+        crate::Error::SimSignalNotBlocked(signal)
+    }
+
     fn signal_take(&self, set: SignalSet) -> Result<Option<SigInfo>, Errno> {
         let platform = self.platform();
         let abi = platform.abi();
