@@ -99,12 +99,14 @@ impl<H: Handler> core::fmt::Debug for Cx<'_, H> {
 }
 
 mod sealed {
-    /// Only this crate's [`EventLoop`](crate::EventLoop) and [`Cx`](crate::Cx) implement
-    /// [`Control`](crate::Control), so operations can be added without breaking anyone.
+    /// Only this crate's [`EventLoop`](crate::EventLoop) (and an `Arc` of one) and
+    /// [`Cx`](crate::Cx) implement [`Control`](crate::Control), so operations can be added
+    /// without breaking anyone.
     pub trait Sealed {}
 }
 
 impl<H: Handler, B: Backend, F: Flavor> sealed::Sealed for EventLoop<H, B, F> {}
+impl<H: Handler, B: Backend, F: Flavor> sealed::Sealed for std::sync::Arc<EventLoop<H, B, F>> {}
 impl<H: Handler> sealed::Sealed for Cx<'_, H> {}
 
 /// Generates, from one list of operations: the object-safe internal trait `Ops` (implemented
@@ -149,10 +151,12 @@ macro_rules! operations {
             )*
         }
 
-        /// The loop's operations as a trait, implemented by [`EventLoop`] and [`Cx`] only
-        /// (it is sealed), for code that works with either: a helper that registers a
-        /// connection's watchers can take `&impl Control<H>` and be called with the loop
-        /// at startup and with a handler's `cx` later.
+        /// The loop's operations as a trait, implemented by [`EventLoop`] (and an `Arc` of
+        /// one) and [`Cx`] only (it is sealed), for code that works with either: a helper
+        /// that registers a connection's watchers can take `&impl Control<H>` (or
+        /// `&dyn Control<H>`) and be called with the loop at startup and with a handler's
+        /// `cx` later. A generic helper that passes registration errors on into
+        /// `Box<dyn Error + Send + Sync>` needs `H: Send` (see [`Rejected`]).
         ///
         /// Every method is documented (with an example) on [`EventLoop`], and available on
         /// both types without importing this trait.
@@ -182,6 +186,15 @@ macro_rules! operations {
                 #[inline]
                 fn $name(&self $(, $arg: $ty)*) $(-> $ret)? {
                     <Self as Ops<H>>::$name(self $(, $arg)*)
+                }
+            )*
+        }
+
+        impl<H: Handler, B: Backend, F: Flavor> Control<H> for std::sync::Arc<EventLoop<H, B, F>> {
+            $(
+                #[inline]
+                fn $name(&self $(, $arg: $ty)*) $(-> $ret)? {
+                    <EventLoop<H, B, F> as Ops<H>>::$name(self $(, $arg)*)
                 }
             )*
         }
@@ -310,7 +323,9 @@ operations! {
     ///     cx.stop();
     ///     Rearm::Rearm
     /// }))?;
-    /// // Aimed at this thread, which has it blocked: it stays pending for the loop.
+    /// // Aimed at this thread, which has it blocked: it stays pending for the loop. (libc
+    /// // only for the example: a test process has threads with the signal unblocked, so a
+    /// // signal to the whole process could go there; a daemon blocks it everywhere.)
     /// unsafe { libc::pthread_kill(libc::pthread_self(), libc::SIGUSR2) };
     /// assert_eq!(lp.run(), 1);
     /// # Ok(()) }

@@ -29,7 +29,64 @@ use crate::waker::{WakeShared, Waker};
 
 use crate::DefaultBackend;
 
-/// A loop that other threads may use while one thread runs it.
+/// A loop that any number of threads may run at once (`Sync`), and that any thread may
+/// register with, remove from, enable, arm, wake and stop, also while it runs.
+///
+/// Each event is dispatched on whichever runner is free; a handler never runs on two
+/// threads at once. Each run call lends its own [`Handler::Data`], so per-thread state needs
+/// no lock; state shared by all runners goes behind an `Arc` (atomics, a mutex). Handlers
+/// must be `Send`. The README's "Many threads" section has the full contract.
+///
+/// ```
+/// use dasynq::{Cx, Event, Handler, Priority, Rearm, ThreadedLoop};
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicBool, Ordering};
+///
+/// struct Job;
+/// #[derive(Default)]
+/// struct PerThread { handled: u32 }
+///
+/// impl Handler for Job {
+///     type Data = PerThread;
+///     fn on_event(&mut self, _: &Cx<'_, Self>, mine: &mut PerThread, _: Event<'_>) -> Rearm {
+///         mine.handled += 1;
+///         Rearm::Rearm
+///     }
+/// }
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// let lp = Arc::new(ThreadedLoop::<Job>::builder().runners(2).build()?);
+/// let (_id, waker) = lp.add_wake(Priority::DEFAULT, Job)?;
+/// let done = Arc::new(AtomicBool::new(false));
+/// let runners: Vec<_> = (0..2)
+///     .map(|_| {
+///         let (lp, done) = (lp.clone(), done.clone());
+///         std::thread::spawn(move || {
+///             let mut mine = PerThread::default();
+///             while !done.load(Ordering::SeqCst) {
+///                 lp.run_with(&mut mine);
+///             }
+///             mine.handled
+///         })
+///     })
+///     .collect();
+/// waker.wake();
+/// // Shut down: a flag the runners check, then `stop` until they have all returned.
+/// done.store(true, Ordering::SeqCst);
+/// let mut handled = 0;
+/// for r in runners {
+///     while !r.is_finished() {
+///         lp.stop();
+///         std::thread::sleep(std::time::Duration::from_millis(1));
+///     }
+///     handled += r.join().unwrap();
+/// }
+/// assert!(handled <= 1);
+/// # Ok(()) }
+/// ```
+///
+/// An `Arc<ThreadedLoop<H>>` is a [`Control`](crate::Control) too, so helpers generic over
+/// `Control` take `&lp` as well as a handler's `cx`.
 pub type ThreadedLoop<H, B = DefaultBackend> = EventLoop<H, B, Threaded>;
 
 static NEXT_TAG: AtomicU32 = AtomicU32::new(1);
@@ -43,7 +100,9 @@ struct EventsCell<E>(UnsafeCell<E>);
 /// Built by [`EventLoop::builder`]; every pool is allocated then, and nothing allocates
 /// afterwards. All operations take `&self`. The registration and control operations below
 /// are also methods of [`Cx`], the handler's view of its loop (and of the [`Control`](crate::Control) trait,
-/// for code generic over either).
+/// for code generic over either). Handlers with [`Data`](Handler::Data) run through
+/// [`run_with`](Self::run_with) and the other `_with` calls; plain [`run`](Self::run) and
+/// friends exist when `Data = ()`.
 ///
 /// ```
 /// use dasynq::{EventLoop, Event, FnHandler, Interest, Rearm, FdOptions};
@@ -1305,6 +1364,7 @@ impl<H: Handler, B: Backend, F: Flavor> Drop for EventLoop<H, B, F> {
 /// let lp = EventLoop::<FnHandler>::builder().build()?;
 /// let (_id, waker) = lp.add_wake(Priority::DEFAULT, FnHandler::new(|_, _| Rearm::Rearm))?;
 /// let fd = lp.as_fd();
+/// // rustix's `poll` stands in for the other loop's wait.
 /// let mut pfd = [rustix::event::PollFd::new(&fd, rustix::event::PollFlags::IN)];
 /// waker.wake();
 /// // What the other loop does: wait for the fd, then poll this loop.

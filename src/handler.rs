@@ -186,6 +186,16 @@ impl Removed {
 ///     }
 /// }
 /// ```
+///
+/// # Watchers that need each other's ids
+///
+/// A handler is built before its watcher's id exists, and a registered handler cannot be
+/// reached from outside, so two watchers that name each other (a connection and its idle
+/// timer) are linked in the first call of the one registered first: the connection's
+/// handler, which knows its own id ([`Cx::id`]), registers the timer with that id and keeps
+/// the timer's id (the echo example registers a connection for `WRITE` first, so that call
+/// comes at once, then switches it to `READ`). Ids made once at startup (a listener and its
+/// back-off timer) can live in [`Data`](Handler::Data) instead, in each runner's copy.
 pub trait Handler: Sized {
     /// The program's state that handlers share, lent to each call as `&mut Self::Data` by
     /// the run call dispatching it ([`EventLoop::run_with`](crate::EventLoop::run_with) and

@@ -233,3 +233,25 @@ fn a_threaded_run_with_nothing_registered_waits_for_another_thread() {
     }
     assert_eq!(runner.join().unwrap(), 1);
 }
+
+#[test]
+fn an_arc_of_a_threaded_loop_is_a_control() {
+    fn add_one<C: Control<SendFnHandler>>(c: &C) -> WatchId {
+        c.add_timer(
+            Clock::Monotonic,
+            Priority::DEFAULT,
+            SendFnHandler::new(|_, _| Rearm::Rearm),
+        )
+        .unwrap()
+    }
+    let lp = Arc::new(
+        ThreadedLoop::<SendFnHandler>::builder()
+            .watchers(4)
+            .build()
+            .unwrap(),
+    );
+    let id = add_one(&lp);
+    assert!(lp.contains(id));
+    let dynamic: &dyn Control<SendFnHandler> = &lp;
+    assert!(dynamic.contains(id));
+}
