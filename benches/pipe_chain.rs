@@ -4,7 +4,9 @@
 //! byte and, while writes remain, writes one byte to the next pipe, for 100,000 writes (100,100
 //! reads in all). Timing starts after the first 100 writes, as in bench.c. Variants run
 //! interleaved over several rounds in one process (the order rotates each round), and the
-//! ratios are taken per round, so machine noise hits every variant alike.
+//! ratios are taken per round, so machine noise hits every variant alike. Every variant
+//! does the same work, checked and printed: one read per event (also under edge
+//! triggering), the same number of events and the same number of waits.
 //!
 //! Run: `cargo bench --bench pipe_chain` (options: `--rounds N`, `--pipes N`, `--active N`,
 //! `--writes N`, and `--only I` to run variant I alone, for profiling).
@@ -112,7 +114,7 @@ mod imp {
         }
     }
 
-    fn run_dasynq<F: Flavor>(p: Params) -> (f64, u64) {
+    fn run_dasynq<F: Flavor>(p: Params) -> Outcome {
         let pipes = make_pipes(p.pipes);
         let chain = Rc::new(Chain::new(pipes.w, p.writes));
         let lp = EventLoop::<Reader, dasynq::DefaultBackend, F>::builder()
@@ -138,16 +140,32 @@ mod imp {
         let t = Instant::now();
         let mut runs = 0u64;
         while !chain.done() {
-            lp.run();
+            // Each `run` is one wait and the batch it returned (as each raw variant's loop
+            // turn is one `epoll_wait` and its events).
+            if lp.run_timeout(LOST) == 0 {
+                panic!("dasynq: an event was lost (nothing for {LOST:?})");
+            }
             runs += 1;
         }
-        if std::env::var_os("PIPE_CHAIN_DEBUG").is_some() {
-            eprintln!("dasynq: {} events in {runs} runs", chain.count.get());
+        Outcome {
+            ns: t.elapsed().as_nanos() as f64,
+            events: chain.count.get(),
+            waits: runs,
         }
-        (t.elapsed().as_nanos() as f64, chain.count.get())
     }
 
-    fn run_raw_epoll(p: Params, edge: bool) -> (f64, u64) {
+    /// What one variant did: the time, the read events handled, and the waits it made.
+    pub struct Outcome {
+        pub ns: f64,
+        pub events: u64,
+        pub waits: u64,
+    }
+
+    /// A wait that sees nothing for this long means an event was lost: the run fails rather
+    /// than hang.
+    const LOST: std::time::Duration = std::time::Duration::from_secs(5);
+
+    fn run_raw_epoll(p: Params, edge: bool) -> Outcome {
         let pipes = make_pipes(p.pipes);
         let ep = epoll::create(epoll::CreateFlags::CLOEXEC).expect("epoll");
         let flags = if edge {
@@ -162,26 +180,41 @@ mod imp {
         let mut events: Vec<epoll::Event> = Vec::with_capacity(EVENTS);
         chain.start(p);
         let t = Instant::now();
+        let timeout = rustix::event::Timespec {
+            tv_sec: LOST.as_secs() as _,
+            tv_nsec: 0,
+        };
+        let mut waits = 0;
         while !chain.done() {
             events.clear();
-            epoll::wait(&ep, rustix::buffer::spare_capacity(&mut events), None).expect("wait");
+            epoll::wait(
+                &ep,
+                rustix::buffer::spare_capacity(&mut events),
+                Some(&timeout),
+            )
+            .expect("wait");
+            assert!(!events.is_empty(), "raw epoll: an event was lost");
+            waits += 1;
             for e in &events {
                 let idx = e.data.u64() as usize;
                 let mut b = [0u8; 1];
-                if edge {
-                    // Edge-triggered: read until EAGAIN or the event is lost.
-                    while let Ok(1) = rustix::io::read(&pipes.r[idx], &mut b) {
-                        chain.forward(idx);
-                    }
-                } else if let Ok(1) = rustix::io::read(&pipes.r[idx], &mut b) {
+                // One read per event in every variant, as dasynq's handler makes (the
+                // edge-triggered ones too: each write to a pipe is a new edge, and the count
+                // check below catches a lost one). Reading until EAGAIN would add a failing
+                // read per event to these variants alone.
+                if let Ok(1) = rustix::io::read(&pipes.r[idx], &mut b) {
                     chain.forward(idx);
                 }
             }
         }
-        (t.elapsed().as_nanos() as f64, chain.count.get())
+        Outcome {
+            ns: t.elapsed().as_nanos() as f64,
+            events: chain.count.get(),
+            waits,
+        }
     }
 
-    fn run_mio(p: Params) -> (f64, u64) {
+    fn run_mio(p: Params) -> Outcome {
         use mio::unix::SourceFd;
         use mio::{Events, Poll, Token};
         let pipes = make_pipes(p.pipes);
@@ -199,18 +232,25 @@ mod imp {
         let mut events = Events::with_capacity(EVENTS);
         chain.start(p);
         let t = Instant::now();
+        let mut waits = 0;
         while !chain.done() {
-            poll.poll(&mut events, None).expect("poll");
+            poll.poll(&mut events, Some(LOST)).expect("poll");
+            assert!(!events.is_empty(), "mio: an event was lost");
+            waits += 1;
             for e in events.iter() {
                 let idx = e.token().0;
                 let mut b = [0u8; 1];
-                // mio is edge-triggered: read until WouldBlock.
-                while let Ok(1) = rustix::io::read(pipes.r[idx].as_fd(), &mut b) {
+                // One read per event, as in every variant (see `run_raw_epoll`).
+                if let Ok(1) = rustix::io::read(pipes.r[idx].as_fd(), &mut b) {
                     chain.forward(idx);
                 }
             }
         }
-        (t.elapsed().as_nanos() as f64, chain.count.get())
+        Outcome {
+            ns: t.elapsed().as_nanos() as f64,
+            events: chain.count.get(),
+            waits,
+        }
     }
 
     use super::common::{arg, median, median_ratio};
@@ -223,7 +263,7 @@ mod imp {
             active: arg(&args, "--active", 100) as usize,
             writes: arg(&args, "--writes", 100_000),
         };
-        type Variant = (&'static str, fn(Params) -> (f64, u64));
+        type Variant = (&'static str, fn(Params) -> Outcome);
         let variants: [Variant; 5] = [
             ("dasynq (single-threaded)", run_dasynq::<Single>),
             ("raw epoll, level-triggered", |p| run_raw_epoll(p, false)),
@@ -243,20 +283,38 @@ mod imp {
             .and_then(|v| v.parse::<usize>().ok());
         if let Some(i) = only {
             let (name, f) = variants[i.min(variants.len() - 1)];
-            let (total, events) = f(p);
-            println!("{name}: {:.1} ns/event", total / events as f64);
+            let o = f(p);
+            println!(
+                "{name}: {:.1} ns/event ({} events, {} waits)",
+                o.ns / o.events as f64,
+                o.events,
+                o.waits
+            );
             return;
         }
-        // Warm up every variant once (page cache, allocator, CPU frequency).
-        for (_, f) in &variants {
-            f(p);
+        // Warm up every variant once (page cache, allocator, CPU frequency), and check that
+        // they all did the same work: the same read events, in the same number of waits.
+        let mut work = Vec::new();
+        for (name, f) in &variants {
+            let o = f(p);
+            work.push((name, o.events, o.waits));
+        }
+        println!("work per variant (read events handled, waits made):");
+        for (name, events, waits) in &work {
+            println!("  {name:<30} {events:>8} events {waits:>8} waits");
+        }
+        let want = p.writes + p.active as u64;
+        for (name, events, waits) in &work {
+            assert_eq!(*events, want, "{name} handled a different number of events");
+            assert_eq!(*waits, work[0].2, "{name} made a different number of waits");
         }
         let mut ns: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
         for round in 0..rounds {
             for k in 0..variants.len() {
                 let i = (k + round) % variants.len();
-                let (total, events) = (variants[i].1)(p);
-                ns[i].push(total / events as f64);
+                let o = (variants[i].1)(p);
+                assert_eq!(o.events, want, "{}: events", variants[i].0);
+                ns[i].push(o.ns / o.events as f64);
             }
         }
         for (i, (name, _)) in variants.iter().enumerate() {

@@ -112,7 +112,26 @@ impl State {
     }
 
     /// Count the expirations of every due timer, queue those enabled, and re-arm the clocks.
+    #[inline(always)]
     pub(crate) fn process_timers<B: Backend>(
+        &mut self,
+        fired: [bool; 2],
+        backend: &B,
+        wake: &WakeShared,
+    ) {
+        // No timer pending, no clock fired, no clock change outstanding: nothing to count and
+        // nothing `sync_clock` would change (its head is `None`, so it only acts when fired
+        // or dirty). The common case of a loop without timers, checked inline.
+        if self.timers[0].len() == 0
+            && self.timers[1].len() == 0
+            && !(fired[0] | fired[1] | self.clock_dirty[0] | self.clock_dirty[1])
+        {
+            return;
+        }
+        self.process_timers_slow(fired, backend, wake);
+    }
+
+    fn process_timers_slow<B: Backend>(
         &mut self,
         fired: [bool; 2],
         backend: &B,
