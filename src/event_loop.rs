@@ -22,7 +22,7 @@ use crate::id::{Priority, WatchId};
 use crate::interest::{Half, Interest};
 use crate::lock::{Flavor, Single, StateLock, Threaded};
 use crate::options::{BidiOptions, ChildSignals, Emulation, FdOptions, SpawnOptions};
-use crate::signal::{Signal, SignalSet};
+use crate::signal::{SigInfo, Signal, SignalSet};
 use crate::state::{Capacities, Delivery, Dispatch, Enter, Rearming, Removal, State};
 use crate::timer::{Clock, Deadline, MonoAnchor, duration_ns, system_ns, system_time};
 use crate::waker::{WakeShared, Waker};
@@ -611,6 +611,8 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
         let mut ran = 0;
         let mut stopped = false;
         let mut finished: Option<(Dispatch, Rearm)> = None;
+        // The signal instance of a claimed signal watcher (see `Delivery::Signal`).
+        let mut info = SigInfo::new(Signal::from_raw(0));
         loop {
             // One lock section applies the last handler's answer and claims the next event,
             // except after a removal: `on_removed` runs before anything else is claimed.
@@ -628,7 +630,7 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
                 if s.stopped(epoch) {
                     return (removal, Err(()));
                 }
-                (removal, Ok(s.next_dispatch()))
+                (removal, Ok(s.next_dispatch(&mut info)))
             });
             let had_removal = removal.is_some();
             self.finish_removal(removal);
@@ -642,7 +644,7 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
                 Ok(None) => break,
             };
             call.dispatch = Some(d);
-            let rearm = self.call_handler(&d, data);
+            let rearm = self.call_handler(&d, data, &info);
             call.dispatch = None;
             ran += 1;
             finished = Some((d, rearm));
@@ -720,6 +722,8 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
         let mut failed = false;
         type Premod = Option<(Rearming, Result<(), KernelError>)>;
         let mut finished: Option<(Dispatch, Rearm, Premod)> = None;
+        // The signal instance of a claimed signal watcher (see `Delivery::Signal`).
+        let mut info = SigInfo::new(Signal::from_raw(0));
         // A wait's result, taken in by the next lock section.
         let mut waited: Option<(Result<(), KernelError>, bool)> = None;
         loop {
@@ -756,7 +760,7 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
                     return Step::Done;
                 }
                 if let Some(b) = bound {
-                    if let Some(d) = s.next_dispatch_before(b) {
+                    if let Some(d) = s.next_dispatch_before(b, &mut info) {
                         if s.pending_len() > 0 {
                             // More than this call takes now: give it to a sleeping runner.
                             s.hand_off();
@@ -817,7 +821,7 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
                 Step::Removed(r, h) => self.finish_removal(Some((r, h))),
                 Step::Run(d, plan) => {
                     call.dispatch = Some(d);
-                    let rearm = self.call_handler(&d, data);
+                    let rearm = self.call_handler(&d, data, &info);
                     call.dispatch = None;
                     ran += 1;
                     // The one-shot re-arm, the system call every threaded event needs, made
@@ -849,7 +853,7 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
         }
     }
 
-    fn call_handler(&self, d: &Dispatch, data: &mut H::Data) -> Rearm {
+    fn call_handler(&self, d: &Dispatch, data: &mut H::Data, info: &SigInfo) -> Rearm {
         let Some(cell) = self.handlers.get(d.id.index as usize) else {
             return Rearm::Disarm;
         };
@@ -878,7 +882,7 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
                 handler.on_event(&cx, data, Event::Timer { expirations })
             }
             Delivery::Wake => handler.on_event(&cx, data, Event::Wake),
-            Delivery::Signal(info) => handler.on_event(&cx, data, Event::Signal(info)),
+            Delivery::Signal => handler.on_event(&cx, data, Event::Signal(*info)),
             Delivery::Child { pid, status } => {
                 handler.on_event(&cx, data, Event::Child { pid, status })
             }
@@ -1250,7 +1254,7 @@ impl<H: Handler, B: Backend, F: Flavor> Ops<H> for EventLoop<H, B, F> {
                 _ => return Err(UsageError::ClockMismatch),
             };
             let every = interval.map_or(0, duration_ns);
-            s.arm_timer(index, at, every, &self.backend)
+            s.arm_timer(index, clock, at, every, &self.backend)
         })
     }
 

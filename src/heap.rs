@@ -66,9 +66,15 @@ impl<K: Ord + Copy> IndexedHeap<K> {
             self.sift_up(i);
         } else {
             let i = p as usize;
+            let old = self.heap[i].0;
             self.heap[i].0 = key;
-            let i = self.sift_up(i);
-            self.sift_down(i);
+            // One direction only: a smaller key can only rise, a larger one only sink (the
+            // common re-arm of an idle timer moves its deadline later: a sift down).
+            if key < old {
+                self.sift_up(i);
+            } else if key > old {
+                self.sift_down(i);
+            }
         }
         true
     }
@@ -199,6 +205,30 @@ mod tests {
         let keys: Vec<u64> = drain(&mut h).into_iter().map(|e| e.1).collect();
         assert!(keys.windows(2).all(|w| w[0] <= w[1]));
         assert_eq!(keys.len(), 64 - 22);
+    }
+
+    quickcheck::quickcheck! {
+        /// Any sequence of sets (inserts and key changes both ways) and removals keeps the
+        /// heap ordered and holding exactly what a map of id to key holds.
+        fn sets_and_removals_match_a_map(ops: Vec<(u8, u16, bool)>) -> bool {
+            let mut h = IndexedHeap::new(32, 32).unwrap();
+            let mut model = std::collections::BTreeMap::new();
+            for (id, key, remove) in ops {
+                let id = u32::from(id % 32);
+                if remove {
+                    h.remove(id);
+                    model.remove(&id);
+                } else {
+                    h.set(id, u64::from(key));
+                    model.insert(id, u64::from(key));
+                }
+                h.check();
+            }
+            let mut want: Vec<u64> = model.values().copied().collect();
+            want.sort_unstable();
+            let got: Vec<u64> = drain(&mut h).into_iter().map(|e| e.1).collect();
+            got == want
+        }
     }
 
     #[test]

@@ -54,7 +54,9 @@ pub(crate) enum Delivery {
     },
     Timer(u64),
     Wake,
-    Signal(SigInfo),
+    /// The instance itself is written to the claiming call's own `SigInfo` (see `claim`):
+    /// kept out of `Dispatch`, whose every copy would otherwise move its 80 bytes.
+    Signal,
     Child {
         pid: u32,
         status: ChildStatus,
@@ -525,19 +527,27 @@ impl State {
 
     /// Take the next queued half and claim it for dispatch.
     #[inline(always)]
-    pub(crate) fn next_dispatch(&mut self) -> Option<Dispatch> {
-        self.claim(PendingQueue::pop)
+    pub(crate) fn next_dispatch(&mut self, info: &mut SigInfo) -> Option<Dispatch> {
+        self.claim(PendingQueue::pop, info)
     }
 
     /// [`next_dispatch`](Self::next_dispatch) for a threaded batch that began at `bound`
     /// ([`batch_bound`](Self::batch_bound)): only what was queued before it.
     #[inline(always)]
-    pub(crate) fn next_dispatch_before(&mut self, bound: u64) -> Option<Dispatch> {
-        self.claim(|q| q.pop_before(bound))
+    pub(crate) fn next_dispatch_before(
+        &mut self,
+        bound: u64,
+        info: &mut SigInfo,
+    ) -> Option<Dispatch> {
+        self.claim(|q| q.pop_before(bound), info)
     }
 
     #[inline(always)]
-    fn claim(&mut self, mut pop: impl FnMut(&mut PendingQueue) -> Option<u32>) -> Option<Dispatch> {
+    fn claim(
+        &mut self,
+        mut pop: impl FnMut(&mut PendingQueue) -> Option<u32>,
+        info: &mut SigInfo,
+    ) -> Option<Dispatch> {
         loop {
             let n = pop(&mut self.queue)?;
             let index = n / 2;
@@ -586,7 +596,8 @@ impl State {
                 }
                 Detail::Signal(sw) => {
                     sw.pending = false;
-                    Delivery::Signal(self.signals.info(sw.signal))
+                    *info = self.signals.info(sw.signal);
+                    Delivery::Signal
                 }
                 Detail::Child(cw) => {
                     let status = cw.status.take().unwrap_or(ChildStatus::Unknown);
@@ -883,3 +894,7 @@ impl State {
         Removal { id, fd }
     }
 }
+
+// Every claimed event is copied a few times on its way to the handler (claim, the call
+// guard, the finish): keep the record small (the signal instance stays out of it).
+static_assertions::const_assert!(core::mem::size_of::<Dispatch>() <= 48);

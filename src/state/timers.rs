@@ -31,14 +31,16 @@ impl State {
 
     /// Arm a timer for `deadline` (ns on its clock's scale) repeating every `interval` ns
     /// (0: one-shot).
+    /// Arm timer `index`, whose clock the caller looked up (`timer_clock`, which also
+    /// checked that it is a live timer).
     pub(crate) fn arm_timer<B: Backend>(
         &mut self,
         index: u32,
+        clock: Clock,
         deadline: u64,
         interval: u64,
         backend: &B,
     ) -> Result<(), UsageError> {
-        let clock = self.timer_clock(index, "arm_timer")?;
         self.dequeue_half(index, 0);
         let Some(w) = self.slots.at_mut(index) else {
             return Err(UsageError::Stale);
