@@ -1,0 +1,303 @@
+//! Instruction counts of the hot paths, under callgrind (through gungraun): deterministic on
+//! a noisy machine, so `ci/check` holds each to its committed budget (`budgets.txt`, checked
+//! by `ci/instructions`).
+//!
+//! Each benchmark's setup (not counted) builds the loop and its watchers; the counted part
+//! is the work named, and the per-operation figure is the count divided by the operations
+//! made (printed by `ci/instructions`). Run: `ci/instructions` (it builds with
+//! `--cfg rustix_use_libc`: rustix's vDSO parsing does not run under valgrind).
+
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+mod imp {
+    use std::cell::Cell;
+    use std::hint::black_box;
+    use std::os::fd::OwnedFd;
+    use std::rc::Rc;
+    use std::time::Duration;
+
+    use dasynq::{
+        Clock, Cx, Deadline, Event, EventLoop, FdOptions, Handler, Interest, Priority, Rearm,
+        Signal, SignalSet, Waker, WatchId,
+    };
+    use gungraun::{library_benchmark, library_benchmark_group};
+
+    /// Operations each benchmark counts (divide its instructions by these).
+    pub const PIPE_EVENTS: u64 = 10_000 + 100;
+    pub const PASSES: u64 = 1_000;
+    pub const REARMS_1K: u64 = 1_000;
+    pub const REARMS_1M: u64 = 1_000_000;
+    pub const SIGNALS: u64 = 1_000;
+    pub const WAKES: u64 = 1_000;
+
+    fn pipe() -> (OwnedFd, OwnedFd) {
+        rustix::pipe::pipe_with(
+            rustix::pipe::PipeFlags::NONBLOCK | rustix::pipe::PipeFlags::CLOEXEC,
+        )
+        .expect("pipe")
+    }
+
+    // ------------------------------------------------------------------ pipe chain
+
+    pub struct Chain {
+        w: Vec<OwnedFd>,
+        left: Cell<u64>,
+        count: Cell<u64>,
+        fired: Cell<u64>,
+    }
+
+    pub struct Reader {
+        idx: usize,
+        chain: Rc<Chain>,
+    }
+
+    impl Handler for Reader {
+        type Data = ();
+        fn on_event(&mut self, _: &Cx<'_, Self>, _: &mut (), ev: Event<'_>) -> Rearm {
+            if let Some(fd) = ev.fd() {
+                let mut b = [0u8; 1];
+                if let Ok(1) = rustix::io::read(fd, &mut b) {
+                    let c = &self.chain;
+                    c.count.set(c.count.get() + 1);
+                    if c.left.get() > 0 {
+                        let next = (self.idx + 1) % c.w.len();
+                        let _ = rustix::io::write(&c.w[next], b"e");
+                        c.left.set(c.left.get() - 1);
+                        c.fired.set(c.fired.get() + 1);
+                    }
+                }
+            }
+            Rearm::Rearm
+        }
+    }
+
+    /// libevent's bench.c: 1000 pipes, 100 bytes in flight, 10,000 more writes.
+    pub fn chain_setup() -> (EventLoop<Reader>, Rc<Chain>) {
+        let (mut rs, mut ws) = (Vec::new(), Vec::new());
+        for _ in 0..1000 {
+            let (r, w) = pipe();
+            rs.push(r);
+            ws.push(w);
+        }
+        let chain = Rc::new(Chain {
+            w: ws,
+            left: Cell::new(10_000),
+            count: Cell::new(0),
+            fired: Cell::new(0),
+        });
+        let lp = EventLoop::<Reader>::builder()
+            .watchers(1000)
+            .timers(0)
+            .wakers(0)
+            .build()
+            .expect("build");
+        for (idx, r) in rs.into_iter().enumerate() {
+            let h = Reader {
+                idx,
+                chain: chain.clone(),
+            };
+            lp.add_fd(r, Interest::READ, FdOptions::new(), h)
+                .expect("add");
+        }
+        for i in 0..100 {
+            let _ = rustix::io::write(&chain.w[i * 10], b"e");
+            chain.fired.set(chain.fired.get() + 1);
+        }
+        (lp, chain)
+    }
+
+    #[library_benchmark]
+    #[bench::events(setup = chain_setup)]
+    pub fn pipe_chain(s: (EventLoop<Reader>, Rc<Chain>)) -> (EventLoop<Reader>, Rc<Chain>) {
+        let (lp, chain) = s;
+        while chain.count.get() < chain.fired.get() {
+            lp.run();
+        }
+        assert_eq!(chain.count.get(), PIPE_EVENTS);
+        (lp, chain)
+    }
+
+    // ------------------------------------------------------------------ one event per pass
+
+    pub struct Once;
+
+    impl Handler for Once {
+        type Data = ();
+        fn on_event(&mut self, _: &Cx<'_, Self>, _: &mut (), ev: Event<'_>) -> Rearm {
+            if let Some(fd) = ev.fd() {
+                let mut b = [0u8; 1];
+                let _ = rustix::io::read(fd, &mut b);
+            }
+            Rearm::Rearm
+        }
+    }
+
+    pub fn once_setup() -> (EventLoop<Once>, OwnedFd) {
+        let (r, w) = pipe();
+        let lp = EventLoop::<Once>::builder()
+            .watchers(4)
+            .build()
+            .expect("build");
+        lp.add_fd(r, Interest::READ, FdOptions::new(), Once)
+            .expect("add");
+        (lp, w)
+    }
+
+    // One write, one pass with one event (`run` of one handler), a thousand times.
+    #[library_benchmark]
+    #[bench::passes(setup = once_setup)]
+    pub fn one_event_pass(s: (EventLoop<Once>, OwnedFd)) -> (EventLoop<Once>, OwnedFd) {
+        let (lp, w) = s;
+        for _ in 0..PASSES {
+            let _ = rustix::io::write(&w, b"e");
+            black_box(lp.run());
+        }
+        (lp, w)
+    }
+
+    // ------------------------------------------------------------------ timer re-arm
+
+    pub struct Tick;
+
+    impl Handler for Tick {
+        type Data = ();
+        fn on_event(&mut self, _: &Cx<'_, Self>, _: &mut (), _: Event<'_>) -> Rearm {
+            Rearm::Rearm
+        }
+    }
+
+    fn deadline(i: u64, shift: u64) -> Deadline {
+        Deadline::After(
+            Duration::from_secs(3600 + shift) + Duration::from_micros((i * 7919) % 3_600_000_000),
+        )
+    }
+
+    pub fn timers_setup(n: u64) -> (EventLoop<Tick>, Vec<WatchId>) {
+        let lp = EventLoop::<Tick>::builder()
+            .watchers(n as usize)
+            .timers(n as usize)
+            .wakers(0)
+            .build()
+            .expect("build");
+        let ids: Vec<WatchId> = (0..n)
+            .map(|i| {
+                let t = lp
+                    .add_timer(Clock::Monotonic, Priority::DEFAULT, Tick)
+                    .expect("add");
+                lp.arm_timer(t, deadline(i, 0), None).expect("arm");
+                t
+            })
+            .collect();
+        (lp, ids)
+    }
+
+    // Every timer pushed back a minute (an idle timer on activity), once each.
+    #[library_benchmark]
+    #[bench::timers_1k(args = (REARMS_1K), setup = timers_setup)]
+    #[bench::timers_1m(args = (REARMS_1M), setup = timers_setup)]
+    pub fn timer_rearm(s: (EventLoop<Tick>, Vec<WatchId>)) -> (EventLoop<Tick>, Vec<WatchId>) {
+        let (lp, ids) = s;
+        for (i, &id) in ids.iter().enumerate() {
+            lp.arm_timer(id, deadline(i as u64, 60), None)
+                .expect("re-arm");
+        }
+        (lp, ids)
+    }
+
+    // ------------------------------------------------------------------ signal burst
+
+    pub struct Sig;
+
+    impl Handler for Sig {
+        type Data = u64;
+        fn on_event(&mut self, _: &Cx<'_, Self>, n: &mut u64, _: Event<'_>) -> Rearm {
+            *n += 1;
+            Rearm::Rearm
+        }
+    }
+
+    fn burst_signal() -> Signal {
+        Signal::rt(1).expect("a real-time signal")
+    }
+
+    /// A thousand instances of a real-time signal queued to this process before the loop
+    /// runs (the benchmark process is single-threaded, with the signal blocked).
+    pub fn burst_setup() -> EventLoop<Sig> {
+        let sig = burst_signal();
+        dasynq::block_signals(SignalSet::of(&[sig])).expect("block");
+        let lp = EventLoop::<Sig>::builder()
+            .watchers(4)
+            .build()
+            .expect("build");
+        lp.add_signal(sig, Priority::DEFAULT, Sig).expect("signal");
+        let pid = std::process::id() as libc::pid_t;
+        for i in 0..SIGNALS {
+            let v = libc::sigval {
+                sival_ptr: i as usize as *mut libc::c_void,
+            };
+            // SAFETY: sigqueue to this process, with a plain integer value.
+            let r = unsafe { libc::sigqueue(pid, sig.raw(), v) };
+            assert_eq!(r, 0, "sigqueue (RLIMIT_SIGPENDING?)");
+        }
+        lp
+    }
+
+    // Drain the burst: a thousand handler calls.
+    #[library_benchmark]
+    #[bench::instances(setup = burst_setup)]
+    pub fn signal_burst(lp: EventLoop<Sig>) -> EventLoop<Sig> {
+        let mut n = 0u64;
+        while n < SIGNALS {
+            lp.run_with(&mut n);
+        }
+        lp
+    }
+
+    // ------------------------------------------------------------------ wake
+
+    pub struct Woken;
+
+    impl Handler for Woken {
+        type Data = ();
+        fn on_event(&mut self, _: &Cx<'_, Self>, _: &mut (), _: Event<'_>) -> Rearm {
+            Rearm::Rearm
+        }
+    }
+
+    pub fn wake_setup() -> (EventLoop<Woken>, Waker) {
+        let lp = EventLoop::<Woken>::builder()
+            .watchers(4)
+            .build()
+            .expect("build");
+        let (_id, waker) = lp.add_wake(Priority::DEFAULT, Woken).expect("wake");
+        (lp, waker)
+    }
+
+    // A wake and the pass that handles it, a thousand times (on one thread: the wake path
+    // and the loop's side of it; the cross-thread round trip is `benches/threads.rs`).
+    #[library_benchmark]
+    #[bench::wakes(setup = wake_setup)]
+    pub fn wake(s: (EventLoop<Woken>, Waker)) -> (EventLoop<Woken>, Waker) {
+        let (lp, waker) = s;
+        for _ in 0..WAKES {
+            waker.wake();
+            black_box(lp.run());
+        }
+        (lp, waker)
+    }
+
+    library_benchmark_group!(
+        name = hot_paths;
+        benchmarks = pipe_chain, one_event_pass, timer_rearm, signal_burst, wake
+    );
+}
+
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+use imp::hot_paths;
+
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+gungraun::main!(library_benchmark_groups = hot_paths);
+
+#[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+fn main() {
+    eprintln!("instructions: callgrind counts are taken on x86_64 Linux only");
+}
