@@ -225,10 +225,16 @@ impl PendingQueue {
     /// Move every deferred node into the ready queue by arrival order: a deferred event arrived
     /// before anything queued to run after it was deferred (say, a watcher enabled between two
     /// runs), so in the FIFO it goes before those, as it would in the heap.
+    #[inline(always)]
     pub(crate) fn merge_deferred(&mut self) {
+        // Nothing deferred (the usual case): checked inline, before any call.
         if self.lists[DEFERRED_LIST].len == 0 {
             return;
         }
+        self.merge_deferred_slow();
+    }
+
+    fn merge_deferred_slow(&mut self) {
         let mut cur = self.lists[DEFERRED_LIST].head;
         self.lists[DEFERRED_LIST] = List::EMPTY;
         // Where the next deferred node goes in the FIFO: both lists are in sequence order, so
@@ -306,6 +312,10 @@ impl PendingQueue {
             let head = self.lists[READY_LIST].head;
             self.unlink(READY_LIST, head);
             return Some(head);
+        }
+        // The end of every batch finds the queue empty: answer that without a call.
+        if self.heap.is_empty() {
+            return None;
         }
         let (top, _) = self.heap.pop()?;
         if let Some(n) = self.nodes.get_mut(top as usize) {

@@ -422,6 +422,7 @@ impl State {
     }
 
     /// Merge deferred events into the heap (start of a batch).
+    #[inline(always)]
     pub(crate) fn merge_deferred(&mut self) {
         self.queue.merge_deferred();
     }
