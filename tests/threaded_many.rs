@@ -65,6 +65,8 @@ fn drain(fd: BorrowedFd<'_>) -> u64 {
 /// Sleeps in its handler and records when it ran and on which thread.
 struct Slow {
     sleep: Duration,
+    /// If set, the handler also waits until the test sends on this (or drops its end).
+    gate: Option<std::sync::mpsc::Receiver<()>>,
     spans: Arc<Mutex<Vec<(usize, Instant, Instant)>>>,
     tag: usize,
 }
@@ -77,6 +79,9 @@ impl Handler for Slow {
             drain(fd);
         }
         std::thread::sleep(self.sleep);
+        if let Some(g) = &self.gate {
+            let _ = g.recv();
+        }
         self.spans
             .lock()
             .unwrap()
@@ -95,6 +100,7 @@ fn two_slow_handlers_overlap_with_two_runners() {
     for tag in 0..2 {
         let (r, w) = portable::pipe();
         let h = Slow {
+            gate: None,
             sleep: Duration::from_millis(10),
             spans: spans.clone(),
             tag,
@@ -443,6 +449,7 @@ fn stop_with_no_runner_ends_only_the_next_call() {
     let spans = Arc::new(Mutex::new(Vec::new()));
     let (r, w) = portable::pipe();
     let h = Slow {
+        gate: None,
         sleep: Duration::ZERO,
         spans: spans.clone(),
         tag: 0,
@@ -468,7 +475,10 @@ fn more_callers_than_reserved_runners() {
     let lp = Arc::new(ThreadedLoop::<Slow>::builder().runners(1).build().unwrap());
     let spans = Arc::new(Mutex::new(Vec::new()));
     let (r, w) = portable::pipe();
+    // The holder's handler runs until the test lets it go: `poll` must finish meanwhile.
+    let (release, gate) = std::sync::mpsc::channel();
     let slow = Slow {
+        gate: Some(gate),
         sleep: Duration::from_millis(300),
         spans: spans.clone(),
         tag: 0,
@@ -481,6 +491,7 @@ fn more_callers_than_reserved_runners() {
             Interest::READ,
             FdOptions::new().disabled(),
             Slow {
+                gate: None,
                 sleep: Duration::ZERO,
                 spans: spans.clone(),
                 tag: 1,
@@ -500,9 +511,10 @@ fn more_callers_than_reserved_runners() {
     );
     // An emulated fd enabled now is queued in user space; `poll` runs it without a buffer.
     lp.enable(file).unwrap();
-    let t = Instant::now();
+    // The only buffer stays held until `release` below, so a `poll` that waited for it
+    // would never return (the test would hang): returning is the check.
     assert_eq!(lp.poll(), 1);
-    assert!(t.elapsed() < Duration::from_millis(200), "poll waited");
+    release.send(()).unwrap();
     // A blocking call waits for the buffer, then runs.
     lp.enable(file).unwrap();
     assert_eq!(lp.run(), 1);
@@ -714,6 +726,7 @@ fn run_limit_counts_per_call_with_two_runners() {
     for tag in 0..6 {
         let (r, w) = portable::pipe();
         let h = Slow {
+            gate: None,
             sleep: Duration::from_millis(5),
             spans: spans.clone(),
             tag,
