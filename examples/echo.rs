@@ -296,7 +296,9 @@ pub fn serve(
             Ok(report)
         })
     } else {
-        // Every runner runs the same loop; the last stops reach those between two calls.
+        // Every runner runs the same loop on a thread of its own; this thread, once the
+        // shutdown watcher is gone, stops them until all have returned (a runner that was
+        // between two calls when the first `stop` came needs a later one).
         serve_on::<Threaded>(
             listener,
             capacity,
@@ -304,12 +306,11 @@ pub fn serve(
             ready,
             runners,
             |lp, new_runner| {
-                let mine = new_runner()?;
-                let theirs = (1..runners)
+                let all = (0..runners)
                     .map(|_| new_runner())
                     .collect::<Result<Vec<_>, _>>()?;
                 std::thread::scope(|scope| {
-                    let others: Vec<_> = theirs
+                    let threads: Vec<_> = all
                         .into_iter()
                         .map(|mut run| {
                             scope.spawn(move || {
@@ -320,17 +321,14 @@ pub fn serve(
                             })
                         })
                         .collect();
-                    let mut run = mine;
-                    while lp.usage().wakers > 0 {
-                        lp.run_with(&mut run);
+                    while !threads.iter().all(|t| t.is_finished()) {
+                        if lp.usage().wakers == 0 {
+                            lp.stop();
+                        }
+                        std::thread::sleep(Duration::from_millis(10));
                     }
                     let mut report = ServerReport::default();
-                    report.add(&run);
-                    for t in others {
-                        while !t.is_finished() {
-                            lp.stop();
-                            std::thread::sleep(Duration::from_millis(1));
-                        }
+                    for t in threads {
                         if let Ok(run) = t.join() {
                             report.add(&run);
                         }
