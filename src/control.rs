@@ -326,6 +326,7 @@ operations! {
     /// // Aimed at this thread, which has it blocked: it stays pending for the loop. (libc
     /// // only for the example: a test process has threads with the signal unblocked, so a
     /// // signal to the whole process could go there; a daemon blocks it everywhere.)
+    /// // SAFETY: pthread_kill on the calling thread's own id, with a valid signal number.
     /// unsafe { libc::pthread_kill(libc::pthread_self(), libc::SIGUSR2) };
     /// assert_eq!(lp.run(), 1);
     /// # Ok(()) }

@@ -90,11 +90,11 @@ pub struct View<'a, T: FdView> {
 impl<'a, T: FdView> View<'a, T> {
     /// View `fd` as a `T` for as long as the borrow lasts.
     pub fn new(fd: BorrowedFd<'a>) -> Self {
-        // SAFETY: `fd` is open for `'a` (it is borrowed), and this `OwnedFd` is never
-        // dropped: `FdView` promises `T` stores it and nothing else, the value sits in a
+        // `FdView` promises `T` stores the fd and nothing else; the value sits in a
         // `ManuallyDrop` that is never dropped, and only `&T` is handed out, through which
-        // (`FdView` again) the fd cannot be closed or taken. So the fd stays owned by whoever
-        // lent it, and is used only while the borrow lasts.
+        // (`FdView` again) the fd cannot be closed or taken.
+        // SAFETY: `fd` is open for `'a` (it is borrowed) and this `OwnedFd` is never dropped
+        // (above), so the fd stays owned by its lender and is used only while the borrow lasts.
         let owned = unsafe { OwnedFd::from_raw_fd(fd.as_raw_fd()) };
         View {
             value: ManuallyDrop::new(T::from(owned)),
