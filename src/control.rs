@@ -299,10 +299,15 @@ operations! {
     fn add_wake(&self, priority: Priority, handler: H) -> Result<(WatchId, Waker), Rejected<H>>;
 
     /// Watch `signal`: each delivered instance is one handler call with its own
-    /// [`SigInfo`](crate::SigInfo). The kernel keeps further instances pending until the
-    /// watcher is ready again (enabled, and its handler returned), so none is lost or
+    /// [`SigInfo`](crate::SigInfo), in the order the kernel gave them. The loop takes
+    /// instances only while it has a place for each (one per watcher, plus the room
+    /// [`Builder::signal_instances`](crate::Builder::signal_instances) reserves); the rest stay
+    /// pending in the kernel, as do those of a disabled watcher's signal, so none is lost or
     /// duplicated while it is queued, running or disabled; instances of a standard signal
-    /// coalesce in the kernel meanwhile (POSIX), real-time ones queue.
+    /// coalesce in the kernel meanwhile (POSIX), real-time ones queue. A single-threaded loop
+    /// runs the watcher once per instance it holds in the same batch (a burst drains
+    /// without a wait per instance); `Rearm::Requeue` delivers the same instance again in
+    /// the next batch.
     ///
     /// The signal must be blocked in every thread ([`block_signals`](crate::block_signals),
     /// see [the masking rule](crate::Signal#the-masking-rule)); registration checks the

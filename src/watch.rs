@@ -93,9 +93,12 @@ pub(crate) struct WakeWatch {
 #[derive(Copy, Clone, Debug)]
 pub(crate) struct SignalWatch {
     pub(crate) signal: Signal,
-    /// An instance was taken from the kernel and not yet delivered (its data is in the
-    /// loop's per-signal table).
+    /// An instance was taken from the kernel and not yet delivered (the instances are held
+    /// in the loop's signal tables).
     pub(crate) pending: bool,
+    /// Threaded loops: disarmed because reading was blocked for room while it held
+    /// instances; armed again once it holds none (see `State::take_signals`).
+    pub(crate) stalled: bool,
 }
 
 #[derive(Copy, Clone, Debug)]

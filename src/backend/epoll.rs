@@ -9,8 +9,8 @@
 //! epoll cannot poll (`EPERM`) are reported as [`FdMode::Emulated`]. Timers: one `timerfd` per
 //! clock, armed with an absolute time (`TFD_TIMER_ABSTIME`, so system-clock deadlines follow
 //! wall-clock steps) and never read: re-arming resets it. Wake: an `eventfd`, drained when it
-//! is reported. Signals: one `signalfd` whose mask is the armed signals, read one instance at a
-//! time (when the loop asks) so each reaches its own handler call. Children: a pidfd per watched child, registered under the watcher's token,
+//! is reported. Signals: one `signalfd` whose mask is the armed signals, read when the loop asks,
+//! as many records per read as it has room for (at most 16), each to its own handler call. Children: a pidfd per watched child, registered under the watcher's token,
 //! reaped with `waitid(P_PIDFD)`; the fallback is `waitid(P_PID)`.
 
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
@@ -134,6 +134,30 @@ pub trait EpollKernel: Send + Sync + 'static {
     fn signalfd_set_mask(&self, fd: &Self::Fd, set: SignalSet) -> Result<(), Errno>;
     /// Read one instance (`Ok(None)`: none pending in the set).
     fn signalfd_read(&self, fd: &Self::Fd) -> Result<Option<SigInfo>, Errno>;
+    /// Read up to `max` instances, handing each to `f`; returns how many (fewer than `max`:
+    /// none more pending, or a read failed after some were read). signalfd(2): a read
+    /// returns as many `signalfd_siginfo` records as fit in the buffer and are pending, so
+    /// one system call can take several. The default reads one at a time.
+    fn signalfd_read_many(
+        &self,
+        fd: &Self::Fd,
+        max: usize,
+        f: &mut dyn FnMut(SigInfo),
+    ) -> Result<usize, Errno> {
+        let mut n = 0;
+        while n < max {
+            match self.signalfd_read(fd) {
+                Ok(Some(info)) => {
+                    f(info);
+                    n += 1;
+                }
+                Ok(None) => break,
+                Err(e) if n == 0 => return Err(e),
+                Err(_) => break,
+            }
+        }
+        Ok(n)
+    }
     /// Whether `signal` is blocked in the calling thread (`pthread_sigmask`).
     fn signal_blocked(&self, signal: Signal) -> bool;
 
@@ -493,6 +517,21 @@ impl<K: EpollKernel> Backend for Epoll<K> {
         // without waking anyone for what was just taken; the other re-arm point is
         // `arm_signals` (the loop changes the set when a held instance is delivered).
         if !matches!(r, Ok(Some(_))) {
+            self.rearm_signals();
+        }
+        r
+    }
+
+    fn take_signals(&self, max: usize, mut f: impl FnMut(SigInfo)) -> Result<usize, KernelError> {
+        let r = self
+            .kernel
+            .signalfd_read_many(&self.signals, max, &mut f)
+            .map_err(|errno| KernelError {
+                call: "read(signalfd)",
+                errno,
+            });
+        // As in `take_signal`: drained (fewer than asked for) or failing, re-arm.
+        if !matches!(r, Ok(n) if n >= max) {
             self.rearm_signals();
         }
         r

@@ -225,8 +225,34 @@ pub trait Backend: Send + Sync + 'static {
     fn runners_changed(&self, _holding: u32) {}
 
     /// Take one pending instance of an armed signal (`Ok(None)`: none is pending). The loop
-    /// takes instances one at a time, only while it has room for what the next one may be.
+    /// takes instances only while it has room for what the next one may be (through
+    /// [`take_signals`](Self::take_signals)).
     fn take_signal(&self) -> Result<Option<SigInfo>, KernelError>;
+
+    /// Take up to `max` pending instances of armed signals, handing each to `f` in the order
+    /// taken; returns how many were taken. Fewer than `max` (with `Ok`) means none more was
+    /// pending, or a take failed after some had been taken (the failure shows again at the
+    /// next take). The loop asks for no more than it has room for. The default calls
+    /// [`take_signal`](Self::take_signal) until it has `max` or finds none; a backend that
+    /// can read several instances in one system call (a `signalfd`) overrides it.
+    fn take_signals(&self, max: usize, mut f: impl FnMut(SigInfo)) -> Result<usize, KernelError>
+    where
+        Self: Sized,
+    {
+        let mut n = 0;
+        while n < max {
+            match self.take_signal() {
+                Ok(Some(info)) => {
+                    f(info);
+                    n += 1;
+                }
+                Ok(None) => break,
+                Err(e) if n == 0 => return Err(e),
+                Err(_) => break,
+            }
+        }
+        Ok(n)
+    }
 
     /// Whether `signal` is blocked in the calling thread (watched signals must be).
     fn signal_blocked(&self, signal: Signal) -> bool;

@@ -396,6 +396,15 @@ impl<K: EpollKernel> EpollKernel for Faulty<K> {
         self.plan.check(SimCall::SignalfdRead)?;
         self.inner.signalfd_read(fd)
     }
+    fn signalfd_read_many(
+        &self,
+        fd: &K::Fd,
+        max: usize,
+        f: &mut dyn FnMut(SigInfo),
+    ) -> Result<usize, Errno> {
+        self.plan.check(SimCall::SignalfdRead)?;
+        self.inner.signalfd_read_many(fd, max, f)
+    }
     fn signal_blocked(&self, signal: Signal) -> bool {
         self.inner.signal_blocked(signal)
     }
@@ -651,6 +660,12 @@ impl<B: Backend> Backend for Faulty<B> {
             .check(SimCall::SignalfdRead)
             .map_err(kerr("take_signal"))?;
         self.inner.take_signal()
+    }
+    fn take_signals(&self, max: usize, f: impl FnMut(SigInfo)) -> Result<usize, KernelError> {
+        self.plan
+            .check(SimCall::SignalfdRead)
+            .map_err(kerr("take_signal"))?;
+        self.inner.take_signals(max, f)
     }
     fn signal_blocked(&self, signal: Signal) -> bool {
         self.inner.signal_blocked(signal)

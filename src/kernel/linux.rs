@@ -269,6 +269,39 @@ impl EpollKernel for LinuxEpoll {
         }
     }
 
+    fn signalfd_read_many(
+        &self,
+        fd: &OwnedFd,
+        max: usize,
+        f: &mut dyn FnMut(SigInfo),
+    ) -> Result<usize, Errno> {
+        // signalfd(2): a read returns as many whole records as fit in the buffer and are
+        // pending (at least one, or EAGAIN on a non-blocking fd).
+        const SIZE: usize = core::mem::size_of::<libc::signalfd_siginfo>();
+        const MOST: usize = 16;
+        let mut buf = [core::mem::MaybeUninit::<u8>::uninit(); SIZE * MOST];
+        let want = max.min(MOST) * SIZE;
+        let Some(room) = buf.get_mut(..want).filter(|r| !r.is_empty()) else {
+            return Ok(0);
+        };
+        let got = match rustix::io::read(fd, room) {
+            Ok((filled, _)) => &*filled,
+            Err(rustix::io::Errno::AGAIN) => return Ok(0),
+            Err(e) => return Err(errno(e)),
+        };
+        let mut n = 0;
+        for rec in got.chunks_exact(SIZE) {
+            let raw: libc::signalfd_siginfo =
+                // SAFETY: `rec` is SIZE bytes the kernel wrote (the initialised part of the
+                // buffer): one whole `signalfd_siginfo`, plain old data (integers, padding),
+                // so any bytes are valid; read_unaligned copies it out.
+                unsafe { core::ptr::read_unaligned(rec.as_ptr().cast()) };
+            f(SigInfo::from_signalfd(&raw));
+            n += 1;
+        }
+        Ok(n)
+    }
+
     fn signal_blocked(&self, signal: Signal) -> bool {
         super::posix::blocked_signals().contains(signal)
     }

@@ -96,6 +96,8 @@ pub(crate) struct Capacities {
     pub(crate) watchers: usize,
     pub(crate) timers: usize,
     pub(crate) wakers: usize,
+    /// Signal instances held beyond the first of each signal watcher.
+    pub(crate) signal_spill: usize,
     /// Watch children through pidfds (else always the fallback).
     pub(crate) use_pidfd: bool,
     /// Events buffers: how many run calls may wait in the backend at once.
@@ -185,7 +187,7 @@ impl State {
         let mut watched_children = Vec::new();
         watched_children.try_reserve_exact(cap.watchers).ok()?;
         Some(State {
-            signals: SignalTables::new()?,
+            signals: SignalTables::new(cap.signal_spill)?,
             fallback_children,
             watched_children,
             use_pidfd: cap.use_pidfd,
@@ -596,6 +598,8 @@ impl State {
                     Delivery::Wake
                 }
                 Detail::Signal(sw) => {
+                    // The instance stays held until the handler returns (`Requeue` delivers
+                    // it again).
                     sw.pending = false;
                     *info = self.signals.info(sw.signal);
                     Delivery::Signal
@@ -679,6 +683,19 @@ impl State {
         if w.remove_pending {
             return Some(self.detach(index, backend, wake));
         }
+        // A signal instance delivered is gone (`Requeue` delivers it again; `Remove` drops
+        // every one held). Single-threaded, a watcher re-armed with more held runs again in
+        // this batch: they were all taken before it began, so a burst drains without a wait
+        // per instance.
+        let mut again = false;
+        let delivered = matches!(w.detail, Detail::Signal(_))
+            && !matches!(rearm, Rearm::Requeue | Rearm::Remove);
+        let w = if delivered {
+            again = self.signal_delivered(index) && !self.threaded;
+            self.slots.at_mut(index)?
+        } else {
+            w
+        };
         let other_present = !w.halves[1 - h].removed;
         let mut queued = false;
         // The reported exit is consumed, unless the handler asks to see it again.
@@ -708,7 +725,7 @@ impl State {
                 half.ready |= half.last;
                 match &mut w.detail {
                     Detail::Wake(k) => k.pending = true,
-                    // The instance is still in the per-signal table.
+                    // The instance is still held (see `signal_delivered`).
                     Detail::Signal(sw) => sw.pending = true,
                     _ => {}
                 }
@@ -716,19 +733,30 @@ impl State {
             }
         }
         let pending = w.has_pending(h);
-        let plain_fd = matches!(&w.detail, Detail::Fd(f) if !f.fired);
+        // What `sync_kernel` would have to look at: fds and signals (timers, wakes and
+        // children hold no registration it changes).
+        let (plain_fd, signal, kernel) = match &w.detail {
+            Detail::Fd(f) => (!f.fired, false, true),
+            Detail::Signal(_) => (false, true, true),
+            _ => (false, false, false),
+        };
         let half = &mut w.halves[h];
         if half.enabled && pending {
-            queued |= enqueue(&mut self.queue, in_batch, half, node(index, h));
+            queued |= enqueue(&mut self.queue, in_batch && !again, half, node(index, h));
         }
         // A level-triggered fd still armed (enabled or queued again), as it was while running:
-        // the kernel already holds the right registration.
-        let unchanged = plain_fd && !oneshot && (half.enabled || half.queued);
+        // the kernel already holds the right registration. Likewise a signal watcher in
+        // either flavour (armed while running; a stall or its end was synced already).
+        let unchanged =
+            !kernel || (((plain_fd && !oneshot) || signal) && (half.enabled || half.queued));
         if queued {
             self.interrupt(wake);
         }
         if !unchanged {
             self.sync_kernel(index, backend);
+        }
+        if delivered && self.threaded {
+            self.signal_unstall(index, backend, wake);
         }
         None
     }

@@ -1456,12 +1456,21 @@ pub fn builder_rejects_bad_capacities<X: Fixture>() {
     assert!(bad(b().watchers(4).wakers(5).build_with(fx.backend())));
     assert!(bad(b().events(0).build_with(fx.backend())));
     assert!(bad(b().events(1 << 20).build_with(fx.backend())));
+    assert!(bad(b().signal_instances(1 << 17).build_with(fx.backend())));
     let e = b().watchers(0).build_with(fx.backend()).unwrap_err();
     assert!(e.to_string().contains("watchers"));
+    let e = b().signal_instances(usize::MAX).build_with(fx.backend());
+    assert!(e.unwrap_err().to_string().contains("signal_instances"));
     assert!(
         b().watchers(1)
             .timers(0)
             .wakers(0)
+            .signal_instances(0)
+            .build_with(fx.backend())
+            .is_ok()
+    );
+    assert!(
+        b().signal_instances(1 << 16)
             .build_with(fx.backend())
             .is_ok()
     );
