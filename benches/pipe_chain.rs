@@ -1,15 +1,20 @@
 //! The pipe-chain benchmark of libevent's `test/bench.c`, for dasynq beside raw epoll and mio.
 //!
-//! 1000 pipes, 100 of them active: 100 bytes are in flight, and each read handler reads its
-//! byte and, while writes remain, writes one byte to the next pipe, for 100,000 writes (100,100
-//! reads in all). Timing starts after the first 100 writes, as in bench.c. Variants run
-//! interleaved over several rounds in one process (the order rotates each round), and the
-//! ratios are taken per round, so machine noise hits every variant alike. Every variant
-//! does the same work, checked and printed: one read per event (also under edge
-//! triggering), the same number of events and the same number of waits.
+//! N pipes, A of them active: A bytes are in flight, and each read handler reads its byte
+//! and, while writes remain, writes one byte to the next pipe, for 100,000 writes. Timing
+//! starts after the first A writes, as in bench.c. Scenarios: 1000 pipes with 100 active
+//! (bench.c's), 100 and 9000 pipes with 100 active (how the cost grows with registered
+//! fds), 1000 pipes with 1 active (one event per wait), and 1000 Unix stream socket pairs
+//! with 100 active. Variants run interleaved over several rounds in one process (the order
+//! rotates each round), and the ratios are taken per round, so machine noise hits every
+//! variant alike. Every variant does the same work, checked and printed: one read per event
+//! (also under edge triggering), the same number of events and the same number of waits.
+//! The one-shot raw epoll variant re-arms each fd with `EPOLL_CTL_MOD` after its read: the
+//! floor of the threaded flavour, which must do the same.
 //!
-//! Run: `cargo bench --bench pipe_chain` (options: `--rounds N`, `--pipes N`, `--active N`,
-//! `--writes N`, and `--only I` to run variant I alone, for profiling).
+//! Run: `cargo bench --bench pipe_chain` (options: `--rounds N`; `--pipes N`, `--active N`,
+//! `--unix` for one scenario of your own; `--writes N`; `--only I` to run variant I alone,
+//! for profiling).
 
 #[cfg(dasynq_epoll)]
 mod common;
@@ -32,6 +37,8 @@ mod imp {
         pipes: usize,
         active: usize,
         writes: u64,
+        /// Unix stream socket pairs instead of pipes.
+        unix: bool,
     }
 
     struct Pipes {
@@ -39,13 +46,25 @@ mod imp {
         w: Vec<OwnedFd>,
     }
 
-    fn make_pipes(n: usize) -> Pipes {
+    fn make_pipes(p: Params) -> Pipes {
+        let n = p.pipes;
         let (mut r, mut w) = (Vec::with_capacity(n), Vec::with_capacity(n));
         for _ in 0..n {
-            let (a, b) = rustix::pipe::pipe_with(
-                rustix::pipe::PipeFlags::NONBLOCK | rustix::pipe::PipeFlags::CLOEXEC,
-            )
-            .expect("pipe");
+            let (a, b) = if p.unix {
+                use rustix::net::{AddressFamily, SocketFlags, SocketType, socketpair};
+                socketpair(
+                    AddressFamily::UNIX,
+                    SocketType::STREAM,
+                    SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+                    None,
+                )
+                .expect("socketpair")
+            } else {
+                rustix::pipe::pipe_with(
+                    rustix::pipe::PipeFlags::NONBLOCK | rustix::pipe::PipeFlags::CLOEXEC,
+                )
+                .expect("pipe")
+            };
             r.push(a);
             w.push(b);
         }
@@ -115,13 +134,14 @@ mod imp {
     }
 
     fn run_dasynq<F: Flavor>(p: Params) -> Outcome {
-        let pipes = make_pipes(p.pipes);
+        let pipes = make_pipes(p);
         let chain = Rc::new(Chain::new(pipes.w, p.writes));
         let lp = EventLoop::<Reader, dasynq::DefaultBackend, F>::builder()
             .watchers(p.pipes)
             .timers(0)
             .wakers(0)
             .events(EVENTS)
+            .runners(1)
             .build()
             .expect("build");
         for (idx, r) in pipes.r.into_iter().enumerate() {
@@ -165,13 +185,21 @@ mod imp {
     /// than hang.
     const LOST: std::time::Duration = std::time::Duration::from_secs(5);
 
-    fn run_raw_epoll(p: Params, edge: bool) -> Outcome {
-        let pipes = make_pipes(p.pipes);
+    #[derive(Clone, Copy, PartialEq)]
+    enum Trigger {
+        Level,
+        Edge,
+        /// `EPOLLONESHOT`, re-armed with `EPOLL_CTL_MOD` after each read.
+        OneShot,
+    }
+
+    fn run_raw_epoll(p: Params, trigger: Trigger) -> Outcome {
+        let pipes = make_pipes(p);
         let ep = epoll::create(epoll::CreateFlags::CLOEXEC).expect("epoll");
-        let flags = if edge {
-            epoll::EventFlags::IN | epoll::EventFlags::ET
-        } else {
-            epoll::EventFlags::IN
+        let flags = match trigger {
+            Trigger::Level => epoll::EventFlags::IN,
+            Trigger::Edge => epoll::EventFlags::IN | epoll::EventFlags::ET,
+            Trigger::OneShot => epoll::EventFlags::IN | epoll::EventFlags::ONESHOT,
         };
         for (i, r) in pipes.r.iter().enumerate() {
             epoll::add(&ep, r, epoll::EventData::new_u64(i as u64), flags).expect("add");
@@ -205,6 +233,9 @@ mod imp {
                 if let Ok(1) = rustix::io::read(&pipes.r[idx], &mut b) {
                     chain.forward(idx);
                 }
+                if trigger == Trigger::OneShot {
+                    epoll::modify(&ep, &pipes.r[idx], e.data, flags).expect("re-arm");
+                }
             }
         }
         Outcome {
@@ -217,7 +248,7 @@ mod imp {
     fn run_mio(p: Params) -> Outcome {
         use mio::unix::SourceFd;
         use mio::{Events, Poll, Token};
-        let pipes = make_pipes(p.pipes);
+        let pipes = make_pipes(p);
         let mut poll = Poll::new().expect("mio poll");
         for (i, r) in pipes.r.iter().enumerate() {
             poll.registry()
@@ -255,47 +286,37 @@ mod imp {
 
     use super::common::{arg, median, median_ratio};
 
-    pub fn main() {
-        let args: Vec<String> = std::env::args().collect();
-        let rounds = arg(&args, "--rounds", 11).max(3) as usize;
-        let p = Params {
-            pipes: arg(&args, "--pipes", 1000) as usize,
-            active: arg(&args, "--active", 100) as usize,
-            writes: arg(&args, "--writes", 100_000),
-        };
-        type Variant = (&'static str, fn(Params) -> Outcome);
-        let variants: [Variant; 5] = [
-            ("dasynq (single-threaded)", run_dasynq::<Single>),
-            ("raw epoll, level-triggered", |p| run_raw_epoll(p, false)),
-            ("raw epoll, edge-triggered", |p| run_raw_epoll(p, true)),
-            ("mio", run_mio),
-            ("dasynq (threaded flavour)", run_dasynq::<Threaded>),
-        ];
+    type Variant = (&'static str, fn(Params) -> Outcome);
+    const VARIANTS: [Variant; 6] = [
+        ("dasynq (single-threaded)", run_dasynq::<Single>),
+        ("raw epoll, level-triggered", |p| {
+            run_raw_epoll(p, Trigger::Level)
+        }),
+        ("raw epoll, edge-triggered", |p| {
+            run_raw_epoll(p, Trigger::Edge)
+        }),
+        ("mio", run_mio),
+        ("dasynq (threaded, 1 runner)", run_dasynq::<Threaded>),
+        ("raw epoll, one-shot + re-arm", |p| {
+            run_raw_epoll(p, Trigger::OneShot)
+        }),
+    ];
+
+    /// One scenario: check that every variant does the same work, then time them
+    /// interleaved, and print the figures and ratios.
+    fn scenario(p: Params, rounds: usize) {
         println!(
-            "pipe chain (libevent bench.c): {} pipes, {} active, {} writes, {} rounds",
-            p.pipes, p.active, p.writes, rounds
+            "\n== {} {}, {} active, {} writes, {} rounds",
+            p.pipes,
+            if p.unix { "unix socket pairs" } else { "pipes" },
+            p.active,
+            p.writes,
+            rounds
         );
-        // `--only N` runs one variant (for profiling).
-        let only = args
-            .iter()
-            .position(|a| a == "--only")
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse::<usize>().ok());
-        if let Some(i) = only {
-            let (name, f) = variants[i.min(variants.len() - 1)];
-            let o = f(p);
-            println!(
-                "{name}: {:.1} ns/event ({} events, {} waits)",
-                o.ns / o.events as f64,
-                o.events,
-                o.waits
-            );
-            return;
-        }
         // Warm up every variant once (page cache, allocator, CPU frequency), and check that
         // they all did the same work: the same read events, in the same number of waits.
         let mut work = Vec::new();
-        for (name, f) in &variants {
+        for (name, f) in &VARIANTS {
             let o = f(p);
             work.push((name, o.events, o.waits));
         }
@@ -308,16 +329,16 @@ mod imp {
             assert_eq!(*events, want, "{name} handled a different number of events");
             assert_eq!(*waits, work[0].2, "{name} made a different number of waits");
         }
-        let mut ns: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+        let mut ns: Vec<Vec<f64>> = vec![Vec::new(); VARIANTS.len()];
         for round in 0..rounds {
-            for k in 0..variants.len() {
-                let i = (k + round) % variants.len();
-                let o = (variants[i].1)(p);
-                assert_eq!(o.events, want, "{}: events", variants[i].0);
+            for k in 0..VARIANTS.len() {
+                let i = (k + round) % VARIANTS.len();
+                let o = (VARIANTS[i].1)(p);
+                assert_eq!(o.events, want, "{}: events", VARIANTS[i].0);
                 ns[i].push(o.ns / o.events as f64);
             }
         }
-        for (i, (name, _)) in variants.iter().enumerate() {
+        for (i, (name, _)) in VARIANTS.iter().enumerate() {
             let mut v = ns[i].clone();
             let min = v.iter().cloned().fold(f64::INFINITY, f64::min);
             println!(
@@ -327,22 +348,70 @@ mod imp {
             );
         }
         let ratio = |a: usize, b: usize| median_ratio(&ns[a], &ns[b]);
+        for (name, a, b) in [
+            ("dasynq / raw level-triggered epoll", 0, 1),
+            ("dasynq / raw edge-triggered epoll", 0, 2),
+            ("dasynq / mio", 0, 3),
+            ("threaded / raw one-shot + re-arm", 4, 5),
+            ("threaded / single-threaded", 4, 0),
+        ] {
+            println!("median ratio {name:<36} {:.3}", ratio(a, b));
+        }
+    }
+
+    pub fn main() {
+        let args: Vec<String> = std::env::args().collect();
+        let rounds = arg(&args, "--rounds", 7).max(3) as usize;
+        let writes = arg(&args, "--writes", 100_000);
+        let unix = args.iter().any(|a| a == "--unix");
+        let given = args.iter().any(|a| a == "--pipes" || a == "--active");
+        let own = Params {
+            pipes: arg(&args, "--pipes", 1000) as usize,
+            active: arg(&args, "--active", 100) as usize,
+            writes,
+            unix,
+        };
+        // `--only N` runs one variant (for profiling).
+        let only = args
+            .iter()
+            .position(|a| a == "--only")
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse::<usize>().ok());
+        if let Some(i) = only {
+            let (name, f) = VARIANTS[i.min(VARIANTS.len() - 1)];
+            let o = f(own);
+            println!(
+                "{name}: {:.1} ns/event ({} events, {} waits)",
+                o.ns / o.events as f64,
+                o.events,
+                o.waits
+            );
+            return;
+        }
+        let scenarios = if given || unix {
+            vec![own]
+        } else {
+            let s = |pipes, active, unix| Params {
+                pipes,
+                active,
+                writes,
+                unix,
+            };
+            vec![
+                s(1000, 100, false),
+                s(100, 100, false),
+                s(9000, 100, false),
+                s(1000, 1, false),
+                s(1000, 100, true),
+            ]
+        };
         println!(
-            "median ratio dasynq / raw level-triggered epoll: {:.3}",
-            ratio(0, 1)
+            "pipe chain (libevent bench.c), {} scenarios",
+            scenarios.len()
         );
-        println!(
-            "median ratio dasynq / raw edge-triggered epoll:  {:.3}",
-            ratio(0, 2)
-        );
-        println!(
-            "median ratio dasynq / mio:                       {:.3}",
-            ratio(0, 3)
-        );
-        println!(
-            "median ratio threaded flavour / single-threaded:  {:.3}",
-            ratio(4, 0)
-        );
+        for p in scenarios {
+            scenario(p, rounds);
+        }
     }
 }
 

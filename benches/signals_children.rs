@@ -1,10 +1,16 @@
 //! Signals and children through the loop, beside their floors, in one process.
 //!
-//! Signals: 100,000 real-time signals sent to this process with `sigqueue` (in batches of
-//! 1,000, within the pending-signal limit), each taken by the loop and handed to its own
-//! handler call; beside the floor, a raw `signalfd` read in a loop (one instance per read, as
-//! the loop reads them, and 64 per read). Every variant includes the `sigqueue` that sends
-//! the signal.
+//! Signals, a burst: 100,000 real-time signals sent to this process with `sigqueue` (in
+//! batches of 1,000, within the pending-signal limit, all queued before the loop runs), each
+//! taken by the loop and handed to its own handler call, through `EventLoop` and through a
+//! `ThreadedLoop` with one runner. The floors: a non-blocking `signalfd` in epoll, one
+//! `epoll_wait` and one one-record read per instance (what a loop that takes one instance per
+//! wait must do at least), and a blocking `signalfd` read, one record per read and 64 per read.
+//!
+//! Signals, one in flight: send one instance, run until its handler has seen it, 20,000
+//! times; the floor sends one and takes it with `epoll_wait` + read on a `signalfd`.
+//!
+//! Every signal variant includes the `sigqueue` that sends the signal.
 //!
 //! Children: 300 spawn + exit + reap cycles of `/bin/true`, one after another, through the
 //! loop: `spawn_child` with the default clean signal state (a `pre_exec` reset, so `Command`
@@ -13,9 +19,9 @@
 //! `Command::spawn` + `Child::wait` (`posix_spawn`, waitpid), which gives the child the
 //! blocked mask.
 //!
-//! Variants run interleaved over rounds (order rotating); figures are medians.
-//! Run: `cargo bench --bench signals_children` (options: `--rounds N`, `--signals N`,
-//! `--children N`).
+//! Variants run interleaved over rounds (order rotating); figures are medians, ratios the
+//! median of per-round ratios. Run: `cargo bench --bench signals_children` (options:
+//! `--rounds N`, `--signals N`, `--single N` (one-in-flight count), `--children N`).
 
 #[cfg(dasynq_epoll)]
 mod common;
@@ -73,9 +79,12 @@ mod imp {
         }
     }
 
-    fn dasynq_signals(n: u64) -> f64 {
-        let lp = EventLoop::<W>::builder()
+    /// A burst through a loop of flavour `F`: per batch, queue 1,000 and run until the
+    /// handler has counted them.
+    fn dasynq_signals<F: dasynq::Flavor>(n: u64) -> f64 {
+        let lp = EventLoop::<W, dasynq::DefaultBackend, F>::builder()
             .watchers(4)
+            .runners(1)
             .build()
             .expect("build");
         let count = Rc::new(Cell::new(0));
@@ -88,10 +97,31 @@ mod imp {
                 lp.run();
             }
         }
+        let ns = t.elapsed().as_nanos() as f64 / n as f64;
+        assert_eq!(count.get(), n, "every instance handled once");
+        ns
+    }
+
+    /// One instance in flight at a time through a single-threaded loop.
+    fn dasynq_one_in_flight(n: u64) -> f64 {
+        let lp = EventLoop::<W>::builder()
+            .watchers(4)
+            .build()
+            .expect("build");
+        let count = Rc::new(Cell::new(0));
+        lp.add_signal(rt(), Priority::DEFAULT, W::Count(count.clone()))
+            .expect("watch");
+        let t = Instant::now();
+        for i in 1..=n {
+            send(1);
+            while count.get() < i {
+                lp.run();
+            }
+        }
         t.elapsed().as_nanos() as f64 / n as f64
     }
 
-    fn raw_signalfd(n: u64, per_read: usize) -> f64 {
+    fn signalfd(flags: libc::c_int) -> OwnedFd {
         let mask = {
             let mut m = core::mem::MaybeUninit::<libc::sigset_t>::uninit();
             // SAFETY: sigemptyset/sigaddset initialise and fill the set before it is read.
@@ -101,17 +131,55 @@ mod imp {
                 m.assume_init()
             }
         };
-        // SAFETY: `mask` is initialised; -1 asks for a new fd, which we own at once.
-        let fd = unsafe { OwnedFd::from_raw_fd(libc::signalfd(-1, &mask, libc::SFD_CLOEXEC)) };
-        let size = core::mem::size_of::<libc::signalfd_siginfo>();
-        let mut buf = vec![0u8; size * per_read];
+        // SAFETY: `mask` is initialised; -1 asks for a new fd.
+        let fd = unsafe { libc::signalfd(-1, &mask, flags | libc::SFD_CLOEXEC) };
+        assert!(fd >= 0, "signalfd");
+        // SAFETY: `signalfd` just returned this fd, which nothing else owns.
+        unsafe { OwnedFd::from_raw_fd(fd) }
+    }
+
+    const SIZE: usize = core::mem::size_of::<libc::signalfd_siginfo>();
+
+    /// The floor of a loop that takes one instance per wait: `epoll_wait` + a one-record read
+    /// per instance, on a non-blocking signalfd.
+    fn raw_epoll_signalfd(n: u64, per_batch: u64) -> f64 {
+        use rustix::event::epoll;
+        let fd = signalfd(libc::SFD_NONBLOCK);
+        let ep = epoll::create(epoll::CreateFlags::CLOEXEC).expect("epoll");
+        epoll::add(
+            &ep,
+            &fd,
+            epoll::EventData::new_u64(1),
+            epoll::EventFlags::IN,
+        )
+        .expect("add");
+        let mut events = Vec::with_capacity(8);
+        let mut buf = [0u8; SIZE];
+        let t = Instant::now();
+        for _ in 0..n / per_batch {
+            send(per_batch);
+            let mut got = 0;
+            while got < per_batch {
+                events.clear();
+                epoll::wait(&ep, rustix::buffer::spare_capacity(&mut events), None).expect("wait");
+                if let Ok(SIZE) = rustix::io::read(&fd, &mut buf) {
+                    got += 1;
+                }
+            }
+        }
+        t.elapsed().as_nanos() as f64 / n as f64
+    }
+
+    fn raw_signalfd(n: u64, per_read: usize) -> f64 {
+        let fd = signalfd(0);
+        let mut buf = vec![0u8; SIZE * per_read];
         let t = Instant::now();
         for _ in 0..n / BATCH {
             send(BATCH);
             let mut got = 0;
             while got < BATCH {
                 let r = rustix::io::read(fd.as_fd(), &mut buf).expect("read");
-                got += (r / size) as u64;
+                got += (r / SIZE) as u64;
             }
         }
         t.elapsed().as_nanos() as f64 / n as f64
@@ -170,24 +238,41 @@ mod imp {
         let args: Vec<String> = std::env::args().collect();
         let rounds = arg(&args, "--rounds", 5).max(3) as usize;
         let signals = (arg(&args, "--signals", 100_000) / BATCH).max(1) * BATCH;
+        let single = arg(&args, "--single", 20_000).max(1);
         let children = arg(&args, "--children", 300) as u32;
         println!(
-            "signals: {signals} real-time signals per round; children: {children} per round; {rounds} rounds"
+            "signals: a burst of {signals} real-time signals and {single} one at a time per round; children: {children} per round; {rounds} rounds"
         );
 
         type V = (&'static str, Box<dyn Fn() -> f64>);
         let variants: Vec<V> = vec![
             (
-                "dasynq signal watcher (ns/signal)",
-                Box::new(move || dasynq_signals(signals)),
+                "burst: dasynq EventLoop (ns/signal)",
+                Box::new(move || dasynq_signals::<dasynq::Single>(signals)),
             ),
             (
-                "raw signalfd, 1 per read (ns/signal)",
+                "burst: dasynq ThreadedLoop, 1 runner",
+                Box::new(move || dasynq_signals::<dasynq::Threaded>(signals)),
+            ),
+            (
+                "burst: epoll_wait + read per instance",
+                Box::new(move || raw_epoll_signalfd(signals, BATCH)),
+            ),
+            (
+                "burst: blocking read, 1 per read",
                 Box::new(move || raw_signalfd(signals, 1)),
             ),
             (
-                "raw signalfd, 64 per read (ns/signal)",
+                "burst: blocking read, 64 per read",
                 Box::new(move || raw_signalfd(signals, 64)),
+            ),
+            (
+                "one in flight: dasynq EventLoop",
+                Box::new(move || dasynq_one_in_flight(single)),
+            ),
+            (
+                "one in flight: epoll_wait + read",
+                Box::new(move || raw_epoll_signalfd(single, 1)),
             ),
             (
                 "dasynq spawn_child (us/child)",
@@ -221,26 +306,20 @@ mod imp {
             println!("{name:<40} median {:>9.1}", median(&mut v));
         }
         let ratio = |a: usize, b: usize| median_ratio(&res[a], &res[b]);
-        println!(
-            "median ratio dasynq signals / raw signalfd (1 per read): {:.3}",
-            ratio(0, 1)
-        );
-        println!(
-            "median ratio dasynq signals / raw signalfd (64 per read): {:.3}",
-            ratio(0, 2)
-        );
-        println!(
-            "median ratio dasynq spawn_child / spawn + wait:          {:.3}",
-            ratio(3, 6)
-        );
-        println!(
-            "median ratio dasynq spawn_exec / spawn + wait:           {:.3}",
-            ratio(4, 6)
-        );
-        println!(
-            "median ratio dasynq spawn_child, inherit / spawn + wait: {:.3}",
-            ratio(5, 6)
-        );
+        let ratios = [
+            ("burst: EventLoop / epoll_wait + read per instance", 0, 2),
+            ("burst: EventLoop / blocking read, 1 per read", 0, 3),
+            ("burst: EventLoop / blocking read, 64 per read", 0, 4),
+            ("burst: ThreadedLoop / epoll_wait + read per instance", 1, 2),
+            ("burst: ThreadedLoop / EventLoop", 1, 0),
+            ("one in flight: EventLoop / epoll_wait + read", 5, 6),
+            ("dasynq spawn_child / spawn + wait", 7, 10),
+            ("dasynq spawn_exec / spawn + wait", 8, 10),
+            ("dasynq spawn_child, inherit / spawn + wait", 9, 10),
+        ];
+        for (name, a, b) in ratios {
+            println!("median ratio {name:<54} {:.3}", ratio(a, b));
+        }
     }
 }
 
