@@ -1,23 +1,35 @@
 //! An indexed 4-ary min-heap: the structure under the pending queue and the timer heaps.
 //!
-//! Entries are small ids (`u32`, below a bound fixed at construction) with a key; the position
-//! of every id is tracked, so changing or removing any entry is O(log n) and leaves nothing
-//! behind. Changing a key sifts in whichever direction it must, over every child, the last one
+//! Entries (`HeapEntry`) carry a small id (`u32`, below a bound fixed at construction) and their
+//! key inline, so the four children a sift compares are next to each other (a timer's entry is
+//! 16 bytes: deadline, arm sequence, id); the position of every id is tracked, so changing or
+//! removing any entry is O(log n) and leaves nothing behind. A full node's smallest child is
+//! found with three comparisons and no loop. Changing a key sifts in whichever direction it must, over every child, the last one
 //! included (the original library's heap skipped the last child when a key grew and so
 //! delayed other timers). Storage is allocated once; the heap never grows.
 
 const NONE: u32 = u32::MAX;
 const ARITY: usize = 4;
 
-/// A fixed-capacity min-heap of ids `0..ids`, ordered by `K` (ties are the caller's to break,
-/// by putting a sequence number in the key).
+/// An entry of an [`IndexedHeap`]: its id and its order. Entries carry their key inline (the
+/// timer heap's are 16 bytes: deadline, sequence, id), so the children a sift compares sit
+/// side by side in memory.
+pub(crate) trait HeapEntry: Copy {
+    /// The id (below the heap's bound).
+    fn id(&self) -> u32;
+    /// Whether `self` comes strictly before `other` (ties are the caller's to break, by a
+    /// sequence number in the entry).
+    fn before(&self, other: &Self) -> bool;
+}
+
+/// A fixed-capacity min-heap of entries with ids `0..ids`.
 #[derive(Debug)]
-pub(crate) struct IndexedHeap<K> {
-    heap: Vec<(K, u32)>,
+pub(crate) struct IndexedHeap<E> {
+    heap: Vec<E>,
     pos: Box<[u32]>,
 }
 
-impl<K: Ord + Copy> IndexedHeap<K> {
+impl<E: HeapEntry> IndexedHeap<E> {
     /// A heap for ids `0..ids` holding at most `capacity` of them. `None` if memory is short.
     pub(crate) fn new(ids: usize, capacity: usize) -> Option<Self> {
         let mut heap = Vec::new();
@@ -45,14 +57,14 @@ impl<K: Ord + Copy> IndexedHeap<K> {
     }
 
     /// The smallest entry.
-    pub(crate) fn peek(&self) -> Option<(u32, K)> {
-        self.heap.first().map(|&(k, id)| (id, k))
+    pub(crate) fn peek(&self) -> Option<E> {
+        self.heap.first().copied()
     }
 
-    /// Insert `id` with `key`, or move it to `key` if present. Returns false if the id is out
+    /// Insert `e`, or move its id's entry to `e` if present. Returns false if the id is out
     /// of range or the heap is full.
-    pub(crate) fn set(&mut self, id: u32, key: K) -> bool {
-        let Some(&p) = self.pos.get(id as usize) else {
+    pub(crate) fn set(&mut self, e: E) -> bool {
+        let Some(&p) = self.pos.get(e.id() as usize) else {
             return false;
         };
         if p == NONE {
@@ -61,18 +73,19 @@ impl<K: Ord + Copy> IndexedHeap<K> {
             }
             let i = self.heap.len();
             // Capacity was checked: no reallocation.
-            self.heap.push((key, id));
-            self.pos[id as usize] = i as u32;
+            self.heap.push(e);
             self.sift_up(i);
         } else {
             let i = p as usize;
-            let old = self.heap[i].0;
-            self.heap[i].0 = key;
+            let Some(entry) = self.heap.get_mut(i) else {
+                return false;
+            };
+            let old = core::mem::replace(entry, e);
             // One direction only: a smaller key can only rise, a larger one only sink (the
             // common re-arm of an idle timer moves its deadline later: a sift down).
-            if key < old {
+            if e.before(&old) {
                 self.sift_up(i);
-            } else if key > old {
+            } else if old.before(&e) {
                 self.sift_down(i);
             }
         }
@@ -80,7 +93,7 @@ impl<K: Ord + Copy> IndexedHeap<K> {
     }
 
     /// Take the smallest entry out.
-    pub(crate) fn pop(&mut self) -> Option<(u32, K)> {
+    pub(crate) fn pop(&mut self) -> Option<E> {
         let top = self.peek()?;
         self.remove_at(0);
         Some(top)
@@ -98,72 +111,128 @@ impl<K: Ord + Copy> IndexedHeap<K> {
     }
 
     fn remove_at(&mut self, i: usize) {
-        let last = self.heap.len() - 1;
-        let removed = self.heap[i].1;
+        let Some(last) = self.heap.len().checked_sub(1) else {
+            return;
+        };
+        let Some(removed) = self.heap.get(i).map(E::id) else {
+            return;
+        };
         self.heap.swap(i, last);
         self.heap.pop();
-        self.pos[removed as usize] = NONE;
-        if i < self.heap.len() {
-            self.pos[self.heap[i].1 as usize] = i as u32;
+        if let Some(p) = self.pos.get_mut(removed as usize) {
+            *p = NONE;
+        }
+        if let Some(moved) = self.heap.get(i).map(E::id) {
+            if let Some(p) = self.pos.get_mut(moved as usize) {
+                *p = i as u32;
+            }
             // The moved entry may belong above or below its new place.
             let i = self.sift_up(i);
             self.sift_down(i);
         }
     }
 
-    fn place(&mut self, i: usize, e: (K, u32)) {
-        self.heap[i] = e;
-        self.pos[e.1 as usize] = i as u32;
+    /// Order every entry by key and hand each its rank (`f(key, rank)`), keeping the order:
+    /// a sorted array is a heap, so nothing moves after. (For a caller whose tie-breaking
+    /// sequence numbers are about to wrap.) Allocates nothing.
+    pub(crate) fn renumber(&mut self, mut f: impl FnMut(&mut E, u32)) {
+        self.heap.sort_unstable_by(|a, b| {
+            if a.before(b) {
+                core::cmp::Ordering::Less
+            } else if b.before(a) {
+                core::cmp::Ordering::Greater
+            } else {
+                core::cmp::Ordering::Equal
+            }
+        });
+        for (i, e) in self.heap.iter_mut().enumerate() {
+            f(e, i as u32);
+            if let Some(p) = self.pos.get_mut(e.id() as usize) {
+                *p = i as u32;
+            }
+        }
     }
 
+    // The sifts move a hole: the entry being placed is held aside, each entry passed over
+    // moves one level (its position updated), and the entry lands once. They work on the
+    // slices, whose lengths bound every index (ids are below `pos.len()` by `set`), so the
+    // compiler drops most bounds checks; an index out of range would end the sift early,
+    // never panic.
+
     fn sift_up(&mut self, mut i: usize) -> usize {
-        let e = self.heap[i];
+        let (heap, pos) = (&mut self.heap[..], &mut self.pos[..]);
+        let Some(&e) = heap.get(i) else {
+            return i;
+        };
         while i > 0 {
             let parent = (i - 1) / ARITY;
-            if self.heap[parent].0 <= e.0 {
+            let p = heap[parent];
+            if !e.before(&p) {
                 break;
             }
-            let p = self.heap[parent];
-            self.place(i, p);
+            heap[i] = p;
+            if let Some(slot) = pos.get_mut(p.id() as usize) {
+                *slot = i as u32;
+            }
             i = parent;
         }
-        self.place(i, e);
+        heap[i] = e;
+        if let Some(slot) = pos.get_mut(e.id() as usize) {
+            *slot = i as u32;
+        }
         i
     }
 
     fn sift_down(&mut self, mut i: usize) {
-        let len = self.heap.len();
-        let e = self.heap[i];
+        let (heap, pos) = (&mut self.heap[..], &mut self.pos[..]);
+        let len = heap.len();
+        let Some(&e) = heap.get(i) else {
+            return;
+        };
         loop {
             let first = i * ARITY + 1;
-            if first >= len {
-                break;
-            }
             // Every child, the last one included, is a candidate.
-            let end = (first + ARITY).min(len);
-            let mut best = first;
-            for c in first + 1..end {
-                if self.heap[c].0 < self.heap[best].0 {
-                    best = c;
+            let best = match heap.get(first..) {
+                Some([a, b, c, d, ..]) => {
+                    // A full node (the common case): three comparisons, no loop.
+                    let (i1, k1) = if b.before(a) { (1, b) } else { (0, a) };
+                    let (i2, k2) = if d.before(c) { (3, d) } else { (2, c) };
+                    first + if k2.before(k1) { i2 } else { i1 }
                 }
-            }
-            if self.heap[best].0 >= e.0 {
+                Some(rest) if !rest.is_empty() => {
+                    let mut best = first;
+                    for c in first + 1..len {
+                        if heap[c].before(&heap[best]) {
+                            best = c;
+                        }
+                    }
+                    best
+                }
+                _ => break,
+            };
+            let b = heap[best];
+            if !b.before(&e) {
                 break;
             }
-            let b = self.heap[best];
-            self.place(i, b);
+            heap[i] = b;
+            if let Some(slot) = pos.get_mut(b.id() as usize) {
+                *slot = i as u32;
+            }
             i = best;
         }
-        self.place(i, e);
+        heap[i] = e;
+        if let Some(slot) = pos.get_mut(e.id() as usize) {
+            *slot = i as u32;
+        }
     }
 
     /// Check the heap property and the position index (tests).
     #[cfg(test)]
     pub(crate) fn check(&self) {
-        for (i, &(k, id)) in self.heap.iter().enumerate() {
-            assert_eq!(self.pos[id as usize] as usize, i);
+        for (i, e) in self.heap.iter().enumerate() {
+            assert_eq!(self.pos[e.id() as usize] as usize, i);
             if i > 0 {
-                assert!(self.heap[(i - 1) / ARITY].0 <= k);
+                assert!(!e.before(&self.heap[(i - 1) / ARITY]));
             }
         }
         let indexed = self.pos.iter().filter(|p| **p != NONE).count();
@@ -175,8 +244,21 @@ impl<K: Ord + Copy> IndexedHeap<K> {
 mod tests {
     use super::*;
 
-    fn drain(h: &mut IndexedHeap<u64>) -> Vec<(u32, u64)> {
-        std::iter::from_fn(|| h.pop()).collect()
+    /// A test entry: (id, key).
+    #[derive(Copy, Clone, Debug)]
+    struct T(u32, u64);
+
+    impl HeapEntry for T {
+        fn id(&self) -> u32 {
+            self.0
+        }
+        fn before(&self, other: &Self) -> bool {
+            self.1 < other.1
+        }
+    }
+
+    fn drain(h: &mut IndexedHeap<T>) -> Vec<(u32, u64)> {
+        std::iter::from_fn(|| h.pop().map(|e| (e.0, e.1))).collect()
     }
 
     #[test]
@@ -184,18 +266,18 @@ mod tests {
         // Root with exactly four children; the smallest child is the last one.
         let mut h = IndexedHeap::new(8, 8).unwrap();
         for (id, k) in [(0, 1), (1, 50), (2, 40), (3, 30), (4, 20)] {
-            h.set(id, k);
+            h.set(T(id, k));
         }
-        h.set(0, 100);
+        h.set(T(0, 100));
         h.check();
-        assert_eq!(h.peek(), Some((4, 20)));
+        assert_eq!(h.peek().map(|e| (e.0, e.1)), Some((4, 20)));
     }
 
     #[test]
     fn removal_from_anywhere_keeps_order() {
         let mut h = IndexedHeap::new(64, 64).unwrap();
         for id in 0..64u32 {
-            h.set(id, u64::from((id * 37) % 64));
+            h.set(T(id, u64::from((id * 37) % 64)));
         }
         for id in (0..64u32).step_by(3) {
             assert!(h.remove(id));
@@ -219,7 +301,7 @@ mod tests {
                     h.remove(id);
                     model.remove(&id);
                 } else {
-                    h.set(id, u64::from(key));
+                    h.set(T(id, u64::from(key)));
                     model.insert(id, u64::from(key));
                 }
                 h.check();
@@ -234,14 +316,14 @@ mod tests {
     #[test]
     fn full_heap_refuses_and_out_of_range_ids_are_ignored() {
         let mut h = IndexedHeap::new(4, 2).unwrap();
-        assert!(h.set(0, 1));
-        assert!(h.set(1, 2));
-        assert!(!h.set(2, 3));
+        assert!(h.set(T(0, 1)));
+        assert!(h.set(T(1, 2)));
+        assert!(!h.set(T(2, 3)));
         assert!(
-            h.set(0, 5),
+            h.set(T(0, 5)),
             "moving an id already in the heap needs no room"
         );
-        assert!(!h.set(9, 1));
+        assert!(!h.set(T(9, 1)));
         assert!(!h.remove(9));
         assert!(!h.remove(3));
         assert!(h.contains(0) && !h.contains(2) && !h.contains(9));

@@ -14,7 +14,26 @@
 //! and join the heap when the next batch starts, so a batch only runs what was pending when it
 //! began and a watcher that keeps requeueing itself cannot starve the backend.
 
-use crate::heap::IndexedHeap;
+use crate::heap::{HeapEntry, IndexedHeap};
+
+/// A node's place in the heap: ordered by priority, then arrival sequence.
+#[derive(Copy, Clone, Debug)]
+struct QueueEntry {
+    seq: u64,
+    priority: i32,
+    node: u32,
+}
+
+impl HeapEntry for QueueEntry {
+    #[inline(always)]
+    fn id(&self) -> u32 {
+        self.node
+    }
+    #[inline(always)]
+    fn before(&self, other: &Self) -> bool {
+        (self.priority, self.seq) < (other.priority, other.seq)
+    }
+}
 
 /// Where a node is (`NodeInfo::pos`).
 const NONE: u32 = u32::MAX;
@@ -57,7 +76,7 @@ const LIST_MARKER: [u32; 2] = [FIFO, DEFERRED];
 /// A fixed-capacity stable priority queue of node ids.
 #[derive(Debug)]
 pub(crate) struct PendingQueue {
-    heap: IndexedHeap<(i32, u64)>,
+    heap: IndexedHeap<QueueEntry>,
     nodes: Box<[NodeInfo]>,
     /// `lists[READY_LIST]` holds ready events while they all share `fifo_priority` (it is never
     /// non-empty together with `heap`); `lists[DEFERRED_LIST]` holds events for the next batch.
@@ -162,7 +181,11 @@ impl PendingQueue {
 
     fn heap_insert(&mut self, node: u32, priority: i32, seq: u64) {
         // Room for every node, each in at most once: this cannot fail.
-        self.heap.set(node, (priority, seq));
+        self.heap.set(QueueEntry {
+            seq,
+            priority,
+            node,
+        });
         if let Some(n) = self.nodes.get_mut(node as usize) {
             *n = NodeInfo {
                 pos: HEAP,
@@ -297,7 +320,7 @@ impl PendingQueue {
             let head = self.lists[READY_LIST].head;
             self.nodes.get(head as usize)?.seq
         } else {
-            self.heap.peek()?.1.1
+            self.heap.peek()?.seq
         };
         if top_seq >= bound {
             return None;
@@ -317,7 +340,7 @@ impl PendingQueue {
         if self.heap.is_empty() {
             return None;
         }
-        let (top, _) = self.heap.pop()?;
+        let top = self.heap.pop()?.node;
         if let Some(n) = self.nodes.get_mut(top as usize) {
             n.pos = NONE;
         }
