@@ -304,10 +304,10 @@ operations! {
     /// [`Builder::signal_instances`](crate::Builder::signal_instances) reserves); the rest stay
     /// pending in the kernel, as do those of a disabled watcher's signal, so none is lost or
     /// duplicated while it is queued, running or disabled; instances of a standard signal
-    /// coalesce in the kernel meanwhile (POSIX), real-time ones queue. A single-threaded loop
-    /// runs the watcher once per instance it holds in the same batch (a burst drains
-    /// without a wait per instance); `Rearm::Requeue` delivers the same instance again in
-    /// the next batch.
+    /// coalesce in the kernel meanwhile (POSIX), real-time ones queue. The run call that
+    /// takes a burst runs the watcher once per instance it holds (a burst drains without a
+    /// wait per instance; a threaded loop runs them on the one runner, one at a time, as
+    /// always); `Rearm::Requeue` delivers the same instance again in the next batch.
     ///
     /// The signal must be blocked in every thread ([`block_signals`](crate::block_signals),
     /// see [the masking rule](crate::Signal#the-masking-rule)); registration checks the

@@ -271,8 +271,9 @@ impl<H: Handler, B: Backend, F: Flavor> Builder<H, B, F> {
     ///
     /// The loop reads instances only while each has a place, so none is ever lost: with
     /// room for several, one system call takes up to 16 of them and a single-threaded
-    /// loop runs the watcher once per instance in the same batch, in the order taken, so a
-    /// burst of queued signals drains without a wait per instance. Instances beyond the room
+    /// loop runs the watcher once per instance in the same batch, in the order taken (a
+    /// threaded runner claims it again at once), so a burst of queued signals drains without
+    /// a wait per instance. Instances beyond the room
     /// stay queued in the kernel (where real-time signals keep their order and data, and
     /// standard ones coalesce), as do those of a disabled watcher's signal. Each entry is a
     /// [`SigInfo`] (about 90 bytes).
@@ -786,7 +787,14 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
                     }
                 }
                 if s.stopped(epoch) || ran >= limit {
+                    s.requeue_rerun(&self.wake);
                     return Step::Done;
+                }
+                // A signal watcher holding more instances runs again here (see
+                // `finish_dispatch`).
+                if let Some(d) = s.claim_rerun(&mut info) {
+                    let plan = s.rearm_plan(&d);
+                    return Step::Run(d, plan);
                 }
                 if let Some(b) = bound {
                     if let Some(d) = s.next_dispatch_before(b, &mut info) {

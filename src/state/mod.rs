@@ -120,6 +120,9 @@ pub(crate) struct State {
     /// Slots whose kernel registration must be retried.
     dirty: VecDeque<u32>,
     pub(crate) batch_depth: u32,
+    /// Threaded loops: a signal watcher `finish_dispatch` left queued off the queue for the
+    /// same runner to claim again in the same lock section (see `claim_rerun`).
+    rerun: Option<u32>,
     /// The loop's fd was lent out (`AsFd`) for another event loop to wait on: a run call that
     /// ends with work queued in user space pokes the notifier, so that fd stays readable.
     pub(crate) embedded: bool,
@@ -204,6 +207,7 @@ impl State {
             wakers_cap: cap.wakers,
             dirty,
             batch_depth: 0,
+            rerun: None,
             embedded: false,
             runners: Runners::new(cap.runners)?,
             retrying: false,
@@ -629,6 +633,28 @@ impl State {
         }
     }
 
+    /// Threaded loops, right after `finish_dispatch`: claim the signal watcher it left to
+    /// run again (it holds more instances), if any.
+    #[inline]
+    pub(crate) fn claim_rerun(&mut self, info: &mut SigInfo) -> Option<Dispatch> {
+        let mut node = Some(self.rerun.take()?);
+        self.claim(|_| node.take(), info)
+    }
+
+    /// Threaded loops, a run call that ends right after `finish_dispatch`: queue the watcher
+    /// it left to run again for another call.
+    #[inline]
+    pub(crate) fn requeue_rerun(&mut self, wake: &WakeShared) {
+        let Some(n) = self.rerun.take() else { return };
+        let Some(w) = self.slots.at(n / 2) else {
+            return;
+        };
+        let priority = w.halves[(n % 2) as usize].priority;
+        if self.queue.push(n, priority) {
+            self.interrupt(wake);
+        }
+    }
+
     /// Threaded loops, a plain fd watcher just claimed: the one-shot re-arm its dispatching
     /// thread makes itself, without the lock, if the handler answers `Rearm`.
     pub(crate) fn rearm_plan(&mut self, d: &Dispatch) -> Option<Rearming> {
@@ -687,15 +713,19 @@ impl State {
         // every one held). Single-threaded, a watcher re-armed with more held runs again in
         // this batch: they were all taken before it began, so a burst drains without a wait
         // per instance.
-        let mut again = false;
+        // Threaded, such a watcher is claimed again at once by the same runner, in the same
+        // lock section (`claim_rerun`), since a threaded batch takes nothing queued after it
+        // began.
+        let mut more = false;
         let delivered = matches!(w.detail, Detail::Signal(_))
             && !matches!(rearm, Rearm::Requeue | Rearm::Remove);
         let w = if delivered {
-            again = self.signal_delivered(index) && !self.threaded;
+            more = self.signal_delivered(index);
             self.slots.at_mut(index)?
         } else {
             w
         };
+        let again = more && !self.threaded;
         let other_present = !w.halves[1 - h].removed;
         let mut queued = false;
         // The reported exit is consumed, unless the handler asks to see it again.
@@ -742,7 +772,15 @@ impl State {
         };
         let half = &mut w.halves[h];
         if half.enabled && pending {
-            queued |= enqueue(&mut self.queue, in_batch && !again, half, node(index, h));
+            if more && self.threaded && rearm == Rearm::Rearm {
+                // Queued, off the queue, until `claim_rerun` (or `requeue_rerun`) in this
+                // lock section.
+                half.queued = true;
+                half.enabled = false;
+                self.rerun = Some(node(index, h));
+            } else {
+                queued |= enqueue(&mut self.queue, in_batch && !again, half, node(index, h));
+            }
         }
         // A level-triggered fd still armed (enabled or queued again), as it was while running:
         // the kernel already holds the right registration. Likewise a signal watcher in

@@ -400,18 +400,25 @@ fn burst_in_order<X: Fixture, F: Flavor>(room: usize) {
     assert_eq!(log.take(), want, "room {room}");
 }
 
-/// Single-threaded: the instances a watcher holds all run in the batch that finds them, as
-/// many as the room holds (one read, no wait per instance); with no room beyond the first,
-/// one per batch, as before the room existed.
+/// The instances a watcher holds all run in the run call that finds them, as many as the
+/// room holds (one read, no wait per instance; threaded, the runner claims the watcher again
+/// at once); with no room beyond the first, one per call. A call's limit still holds: the
+/// rest wait for the next call, in order.
 pub fn signals_held_instances_run_in_one_batch<X: Fixture>() {
+    held_in_one_batch::<X, Single>();
+    held_in_one_batch::<X, Threaded>();
+}
+
+fn held_in_one_batch<X: Fixture, F: Flavor>() {
     let fx = X::new();
     if !fx.queued_signals() {
         return;
     }
     // (room, instances the first run delivers): the room plus the watcher's own place.
     for (room, first) in [(32, 10), (4, 5), (0, 1)] {
-        let lp = EventLoop::<Probe, X::B, Single>::builder()
+        let lp = EventLoop::<Probe, X::B, F>::builder()
             .watchers(8)
+            .runners(1)
             .signal_instances(room)
             .build_with(fx.backend())
             .expect("build");
@@ -427,7 +434,10 @@ pub fn signals_held_instances_run_in_one_batch<X: Fixture>() {
         for v in 0..10 {
             fx.send(rt(2), Some(v));
         }
-        assert_eq!(lp.run(), first, "room {room}");
+        if room == 32 {
+            assert_eq!(lp.run_limit(3), 3, "room {room}: the limit holds");
+        }
+        assert_eq!(lp.run(), if room == 32 { 7 } else { first }, "room {room}");
         run_until(&lp, || log.get().len() >= 10);
         let want: Vec<String> = (0..10).map(|v| format!("s:{v}")).collect();
         assert_eq!(log.take(), want, "room {room}");
