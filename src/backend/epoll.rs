@@ -8,8 +8,8 @@
 //! to the right watcher (the original library cleared the data pointer here and crashed). Files
 //! epoll cannot poll (`EPERM`) are reported as [`FdMode::Emulated`]. Timers: one `timerfd` per
 //! clock, armed with an absolute time (`TFD_TIMER_ABSTIME`, so system-clock deadlines follow
-//! wall-clock steps) and never read: re-arming resets it. Wake: an `eventfd`, drained when it
-//! is reported. Signals: one `signalfd` whose mask is the armed signals, read when the loop asks,
+//! wall-clock steps) and never read: re-arming resets it. Wake: an `eventfd`, edge-triggered
+//! and never read (each poke is a new edge; shared mode: one-shot, read and re-armed). Signals: one `signalfd` whose mask is the armed signals, read when the loop asks,
 //! as many records per read as it has room for (at most 16), each to its own handler call. Children: a pidfd per watched child, registered under the watcher's token,
 //! reaped with `waitid(P_PIDFD)`; the fallback is `waitid(P_PID)`.
 
@@ -242,15 +242,20 @@ impl<K: EpollKernel> Epoll<K> {
             .map_err(err("timerfd_create"))?;
         let wake = kernel.eventfd_create().map_err(err("eventfd"))?;
         let signals = kernel.signalfd_create().map_err(err("signalfd"))?;
-        let add = |fd: RawFd, token: u64| {
+        let add = |fd: RawFd, events: u32, token: u64| {
             kernel
-                .epoll_ctl(&ep, CtlOp::Add, fd, EPOLLIN, token)
+                .epoll_ctl(&ep, CtlOp::Add, fd, events, token)
                 .map_err(err("epoll_ctl(ADD)"))
         };
-        add(mono.as_raw_fd(), TOKEN_CLOCK[0])?;
-        add(sys.as_raw_fd(), TOKEN_CLOCK[1])?;
-        add(wake.as_raw_fd(), TOKEN_WAKE)?;
-        add(signals.as_raw_fd(), TOKEN_SIGNAL)?;
+        add(mono.as_raw_fd(), EPOLLIN, TOKEN_CLOCK[0])?;
+        add(sys.as_raw_fd(), EPOLLIN, TOKEN_CLOCK[1])?;
+        // Edge-triggered: each write to an eventfd wakes its waiters (eventfd(2): a write
+        // that adds to the counter makes it readable anew, eventfd_write's wake-up), so an
+        // edge-triggered entry is queued once per poke made since it was last reported, and
+        // the counter need never be read (it would take 2^64 pokes to fill). Shared mode
+        // makes it one-shot and reads it instead (`share_waits`).
+        add(wake.as_raw_fd(), EPOLLIN | EPOLLET, TOKEN_WAKE)?;
+        add(signals.as_raw_fd(), EPOLLIN, TOKEN_SIGNAL)?;
         Ok(Epoll {
             kernel,
             ep,
@@ -467,17 +472,18 @@ impl<K: EpollKernel> Backend for Epoll<K> {
             match data {
                 TOKEN_SIGNAL => f(BackendEvent::SignalsPending),
                 TOKEN_WAKE => {
-                    // Reset the counter so the level-triggered eventfd stops reporting. A
-                    // failure (EAGAIN: already drained) leaves nothing to do.
-                    let _ = self.kernel.eventfd_read(&self.wake);
-                    // Shared mode: re-arm after the read, so a poke made since reports again
-                    // (to one waiter).
-                    if self.shared.load(Ordering::Acquire)
-                        && self
+                    // Edge-triggered (one waiter): the report consumed the poke, nothing to
+                    // read. Shared mode: reset the counter (a failure, EAGAIN: already
+                    // drained, leaves nothing to do), then re-arm the one-shot registration,
+                    // so a poke made since reports again (to one waiter).
+                    if self.shared.load(Ordering::Acquire) {
+                        let _ = self.kernel.eventfd_read(&self.wake);
+                        if self
                             .rearm_internal(self.wake.as_raw_fd(), TOKEN_WAKE)
                             .is_err()
-                    {
-                        self.wake_disarmed.store(true, Ordering::Release);
+                        {
+                            self.wake_disarmed.store(true, Ordering::Release);
+                        }
                     }
                     f(BackendEvent::Wake);
                 }

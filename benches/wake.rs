@@ -1,0 +1,239 @@
+//! Cross-thread wake round trips: two threads, each running its own loop with one wake
+//! watcher, ping-pong: each handler wakes the other thread's watcher, 20,000 round trips per
+//! run. Variants: dasynq (`EventLoop` on each thread, `Waker::wake`), mio (`Poll` + `Waker`
+//! on each thread), and the floor, raw epoll with an edge-triggered eventfd per thread
+//! (write to poke, `epoll_wait` to take it, no read), all doing the same round trips.
+//! Variants run interleaved over rounds (order rotating); figures are medians, ratios the
+//! median of per-round ratios.
+//!
+//! Run: `cargo bench --bench wake` (options: `--rounds N`, `--trips N`).
+
+#[cfg(dasynq_epoll)]
+mod common;
+
+#[cfg(dasynq_epoll)]
+mod imp {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    use std::sync::{Arc, Barrier, Mutex};
+    use std::time::Instant;
+
+    use dasynq::{Cx, Event, EventLoop, Handler, Priority, Rearm, Waker};
+
+    use super::common::{arg, median, median_ratio};
+
+    /// One side: counts the wakes it got and wakes the other side, until `trips`.
+    struct Pong {
+        other: Arc<Mutex<Option<Waker>>>,
+        got: Rc<Cell<u64>>,
+    }
+
+    impl Handler for Pong {
+        type Data = ();
+        fn on_event(&mut self, _: &Cx<'_, Self>, _: &mut (), ev: Event<'_>) -> Rearm {
+            assert!(matches!(ev, Event::Wake));
+            self.got.set(self.got.get() + 1);
+            if let Some(w) = self.other.lock().expect("waker").as_ref() {
+                w.wake();
+            }
+            Rearm::Rearm
+        }
+    }
+
+    fn run_dasynq(trips: u64) -> f64 {
+        // Each thread's waker, published for the other side.
+        let slots = [
+            Arc::new(Mutex::new(None::<Waker>)),
+            Arc::new(Mutex::new(None::<Waker>)),
+        ];
+        let barrier = Arc::new(Barrier::new(3));
+        let sides: Vec<_> = (0..2)
+            .map(|i| {
+                let mine = slots[i].clone();
+                let other = slots[1 - i].clone();
+                let barrier = barrier.clone();
+                std::thread::spawn(move || {
+                    let lp = EventLoop::<Pong>::builder()
+                        .watchers(2)
+                        .wakers(1)
+                        .build()
+                        .expect("build");
+                    let got = Rc::new(Cell::new(0));
+                    let (_id, w) = lp
+                        .add_wake(
+                            Priority::DEFAULT,
+                            Pong {
+                                other,
+                                got: got.clone(),
+                            },
+                        )
+                        .expect("wake");
+                    *mine.lock().expect("slot") = Some(w.clone());
+                    barrier.wait();
+                    barrier.wait();
+                    if i == 0 {
+                        w.wake();
+                    }
+                    while got.get() < trips {
+                        lp.run();
+                    }
+                })
+            })
+            .collect();
+        barrier.wait();
+        let t = Instant::now();
+        barrier.wait();
+        for s in sides {
+            s.join().expect("side");
+        }
+        t.elapsed().as_nanos() as f64 / trips as f64
+    }
+
+    fn run_mio(trips: u64) -> f64 {
+        use mio::{Events, Poll, Token, Waker};
+        let slots = [
+            Arc::new(Mutex::new(None::<Arc<Waker>>)),
+            Arc::new(Mutex::new(None::<Arc<Waker>>)),
+        ];
+        let barrier = Arc::new(Barrier::new(3));
+        let sides: Vec<_> = (0..2)
+            .map(|i| {
+                let mine = slots[i].clone();
+                let other = slots[1 - i].clone();
+                let barrier = barrier.clone();
+                std::thread::spawn(move || {
+                    let mut poll = Poll::new().expect("poll");
+                    let w = Arc::new(Waker::new(poll.registry(), Token(0)).expect("waker"));
+                    *mine.lock().expect("slot") = Some(w.clone());
+                    barrier.wait();
+                    barrier.wait();
+                    if i == 0 {
+                        w.wake().expect("wake");
+                    }
+                    let mut events = Events::with_capacity(8);
+                    let mut got = 0;
+                    while got < trips {
+                        poll.poll(&mut events, None).expect("poll");
+                        for _ in events.iter() {
+                            got += 1;
+                            if let Some(o) = other.lock().expect("waker").as_ref() {
+                                o.wake().expect("wake");
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        barrier.wait();
+        let t = Instant::now();
+        barrier.wait();
+        for s in sides {
+            s.join().expect("side");
+        }
+        t.elapsed().as_nanos() as f64 / trips as f64
+    }
+
+    fn run_raw(trips: u64) -> f64 {
+        use rustix::event::{EventfdFlags, epoll, eventfd};
+        use std::os::fd::OwnedFd;
+        let slots = [
+            Arc::new(Mutex::new(None::<Arc<OwnedFd>>)),
+            Arc::new(Mutex::new(None::<Arc<OwnedFd>>)),
+        ];
+        let barrier = Arc::new(Barrier::new(3));
+        let sides: Vec<_> = (0..2)
+            .map(|i| {
+                let mine = slots[i].clone();
+                let other = slots[1 - i].clone();
+                let barrier = barrier.clone();
+                std::thread::spawn(move || {
+                    let ep = epoll::create(epoll::CreateFlags::CLOEXEC).expect("epoll");
+                    let efd = Arc::new(
+                        eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
+                            .expect("eventfd"),
+                    );
+                    epoll::add(
+                        &ep,
+                        &*efd,
+                        epoll::EventData::new_u64(0),
+                        epoll::EventFlags::IN | epoll::EventFlags::ET,
+                    )
+                    .expect("add");
+                    *mine.lock().expect("slot") = Some(efd.clone());
+                    barrier.wait();
+                    barrier.wait();
+                    let poke = |fd: &OwnedFd| {
+                        let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
+                    };
+                    if i == 0 {
+                        poke(&efd);
+                    }
+                    let mut events = Vec::with_capacity(8);
+                    let mut got = 0;
+                    while got < trips {
+                        events.clear();
+                        epoll::wait(&ep, rustix::buffer::spare_capacity(&mut events), None)
+                            .expect("wait");
+                        for _ in &events {
+                            got += 1;
+                            if let Some(o) = other.lock().expect("fd").as_ref() {
+                                poke(o);
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        barrier.wait();
+        let t = Instant::now();
+        barrier.wait();
+        for s in sides {
+            s.join().expect("side");
+        }
+        t.elapsed().as_nanos() as f64 / trips as f64
+    }
+
+    pub fn main() {
+        let args: Vec<String> = std::env::args().collect();
+        let rounds = arg(&args, "--rounds", 7).max(3) as usize;
+        let trips = arg(&args, "--trips", 20_000).max(1);
+        type V = (&'static str, fn(u64) -> f64);
+        let variants: [V; 3] = [
+            ("dasynq EventLoop + Waker", run_dasynq),
+            ("mio Poll + Waker", run_mio),
+            ("raw epoll + eventfd (ET)", run_raw),
+        ];
+        println!("wake round trips between two threads: {trips} per run, {rounds} rounds");
+        for (_, f) in &variants {
+            f(trips);
+        }
+        let mut ns: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+        for round in 0..rounds {
+            for k in 0..variants.len() {
+                let i = (k + round) % variants.len();
+                ns[i].push((variants[i].1)(trips));
+            }
+        }
+        for (i, (name, _)) in variants.iter().enumerate() {
+            let mut v = ns[i].clone();
+            println!(
+                "{name:<28} median {:>8.1} ns per round trip",
+                median(&mut v)
+            );
+        }
+        let ratio = |a: usize, b: usize| median_ratio(&ns[a], &ns[b]);
+        println!("median ratio dasynq / mio:   {:.3}", ratio(0, 1));
+        println!("median ratio dasynq / floor: {:.3}", ratio(0, 2));
+        println!("median ratio mio / floor:    {:.3}", ratio(1, 2));
+    }
+}
+
+#[cfg(dasynq_epoll)]
+fn main() {
+    imp::main()
+}
+
+#[cfg(not(dasynq_epoll))]
+fn main() {
+    eprintln!("wake: this benchmark compares dasynq with raw epoll and runs on Linux only");
+}
