@@ -640,7 +640,7 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
         call.batch = true;
         let mut ran = 0;
         let mut stopped = false;
-        let mut finished: Option<(Dispatch, Rearm)> = None;
+        let mut finished: Option<((u32, usize), Rearm)> = None;
         // The signal instance of a claimed signal watcher (see `Delivery::Signal`).
         let mut info = SigInfo::new(Signal::from_raw(0));
         loop {
@@ -648,7 +648,7 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
             // except after a removal: `on_removed` runs before anything else is claimed.
             let (removal, next) = self.state.with(|s| {
                 let removal = finished.take().and_then(|(d, rearm)| {
-                    s.finish_dispatch(&d, rearm, &self.backend, &self.wake)
+                    s.finish_dispatch(d, rearm, &self.backend, &self.wake)
                         .map(|r| {
                             let h = self.take_handler(r.id.index);
                             (r, h)
@@ -673,11 +673,11 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
                 Ok(None) if had_removal && ran < limit => continue,
                 Ok(None) => break,
             };
-            call.dispatch = Some(d);
+            call.dispatch = Some(d.claimed());
             let rearm = self.call_handler(&d, data, &info);
             call.dispatch = None;
             ran += 1;
-            finished = Some((d, rearm));
+            finished = Some((d.claimed(), rearm));
         }
         call.batch = false;
         self.state
@@ -779,7 +779,7 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
                         s.record_premod(d.id.index, plan, r);
                     }
                     s.unpark_sibling(d.id.index, d.half, &self.wake);
-                    let removal = s.finish_dispatch(&d, rearm, &self.backend, &self.wake);
+                    let removal = s.finish_dispatch(d.claimed(), rearm, &self.backend, &self.wake);
                     if let Some(r) = removal {
                         let h = self.take_handler(r.id.index);
                         // `on_removed` runs before anything else is claimed.
@@ -857,7 +857,7 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
                 }
                 Step::Removed(r, h) => self.finish_removal(Some((r, h))),
                 Step::Run(d, plan) => {
-                    call.dispatch = Some(d);
+                    call.dispatch = Some(d.claimed());
                     let rearm = self.call_handler(&d, data, &info);
                     call.dispatch = None;
                     ran += 1;
@@ -1028,7 +1028,8 @@ struct CallGuard<'a, H: Handler, B: Backend, F: Flavor> {
     /// The stop epoch the call runs in.
     epoch: u64,
     buffer: Option<u32>,
-    dispatch: Option<Dispatch>,
+    /// The claimed half whose handler runs (`Dispatch::claimed`).
+    dispatch: Option<(u32, usize)>,
     /// Inside a single-threaded batch (`batch_depth` counts it).
     batch: bool,
 }
@@ -1056,9 +1057,9 @@ impl<H: Handler, B: Backend, F: Flavor> Drop for CallGuard<'_, H, B, F> {
             }
             let removal = d.and_then(|d| {
                 if F::THREADED {
-                    s.unpark_sibling(d.id.index, d.half, &lp.wake);
+                    s.unpark_sibling(d.0, d.1, &lp.wake);
                 }
-                s.finish_dispatch(&d, Rearm::Disarm, &lp.backend, &lp.wake)
+                s.finish_dispatch(d, Rearm::Disarm, &lp.backend, &lp.wake)
                     .map(|r| {
                         let h = lp.take_handler(r.id.index);
                         (r, h)

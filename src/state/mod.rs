@@ -71,6 +71,15 @@ pub(crate) struct Dispatch {
     pub(crate) delivery: Delivery,
 }
 
+impl Dispatch {
+    /// What `finish_dispatch` needs: the slot and the half (what a call keeps while the
+    /// handler runs, instead of the whole record).
+    #[inline(always)]
+    pub(crate) fn claimed(&self) -> (u32, usize) {
+        (self.id.index, self.half)
+    }
+}
+
 /// The kernel change that re-arms a one-shot fd registration after its handler: made by the
 /// thread that ran the handler, after the handler and before taking the lock again. The
 /// watcher is still marked running, so no other thread touches its registration meanwhile
@@ -683,14 +692,12 @@ impl State {
     #[inline(always)]
     pub(crate) fn finish_dispatch<B: Backend>(
         &mut self,
-        d: &Dispatch,
+        (index, h): (u32, usize),
         rearm: crate::handler::Rearm,
         backend: &B,
         wake: &WakeShared,
     ) -> Option<Removal> {
         use crate::handler::Rearm;
-        let index = d.id.index;
-        let h = d.half;
         let in_batch = self.deferring();
         let oneshot = self.oneshot;
         let w = self.slots.at_mut(index)?;
