@@ -81,7 +81,9 @@ mod imp {
 
     /// A burst through a loop of flavour `F`: per batch, queue 1,000 and run until the
     /// handler has counted them.
-    fn dasynq_signals<F: dasynq::Flavor>(n: u64) -> f64 {
+    /// A loop of flavour `F` (one runner) watching the signal, and its handler's count.
+    fn signal_loop<F: dasynq::Flavor>() -> (EventLoop<W, dasynq::DefaultBackend, F>, Rc<Cell<u64>>)
+    {
         let lp = EventLoop::<W, dasynq::DefaultBackend, F>::builder()
             .watchers(4)
             .runners(1)
@@ -90,6 +92,11 @@ mod imp {
         let count = Rc::new(Cell::new(0));
         lp.add_signal(rt(), Priority::DEFAULT, W::Count(count.clone()))
             .expect("watch");
+        (lp, count)
+    }
+
+    fn dasynq_signals<F: dasynq::Flavor>(n: u64) -> f64 {
+        let (lp, count) = signal_loop::<F>();
         let t = Instant::now();
         for b in 1..=n / BATCH {
             send(BATCH);
@@ -104,13 +111,7 @@ mod imp {
 
     /// One instance in flight at a time through a single-threaded loop.
     fn dasynq_one_in_flight(n: u64) -> f64 {
-        let lp = EventLoop::<W>::builder()
-            .watchers(4)
-            .build()
-            .expect("build");
-        let count = Rc::new(Cell::new(0));
-        lp.add_signal(rt(), Priority::DEFAULT, W::Count(count.clone()))
-            .expect("watch");
+        let (lp, count) = signal_loop::<dasynq::Single>();
         let t = Instant::now();
         for i in 1..=n {
             send(1);

@@ -14,6 +14,7 @@ mod common;
 #[cfg(dasynq_epoll)]
 mod imp {
     use std::cell::Cell;
+    use std::os::fd::OwnedFd;
     use std::rc::Rc;
     use std::sync::{Arc, Barrier, Mutex};
     use std::time::Instant;
@@ -40,147 +41,28 @@ mod imp {
         }
     }
 
-    fn run_dasynq(trips: u64) -> f64 {
-        // Each thread's waker, published for the other side.
-        let slots = [
-            Arc::new(Mutex::new(None::<Waker>)),
-            Arc::new(Mutex::new(None::<Waker>)),
-        ];
-        let barrier = Arc::new(Barrier::new(3));
-        let sides: Vec<_> = (0..2)
-            .map(|i| {
-                let mine = slots[i].clone();
-                let other = slots[1 - i].clone();
-                let barrier = barrier.clone();
-                std::thread::spawn(move || {
-                    let lp = EventLoop::<Pong>::builder()
-                        .watchers(2)
-                        .wakers(1)
-                        .build()
-                        .expect("build");
-                    let got = Rc::new(Cell::new(0));
-                    let (_id, w) = lp
-                        .add_wake(
-                            Priority::DEFAULT,
-                            Pong {
-                                other,
-                                got: got.clone(),
-                            },
-                        )
-                        .expect("wake");
-                    *mine.lock().expect("slot") = Some(w.clone());
-                    barrier.wait();
-                    barrier.wait();
-                    if i == 0 {
-                        w.wake();
-                    }
-                    while got.get() < trips {
-                        lp.run();
-                    }
-                })
-            })
-            .collect();
-        barrier.wait();
-        let t = Instant::now();
-        barrier.wait();
-        for s in sides {
-            s.join().expect("side");
-        }
-        t.elapsed().as_nanos() as f64 / trips as f64
-    }
+    /// Where a side publishes its poke handle for the other side.
+    type Slot<T> = Arc<Mutex<Option<T>>>;
 
-    fn run_mio(trips: u64) -> f64 {
-        use mio::{Events, Poll, Token, Waker};
-        let slots = [
-            Arc::new(Mutex::new(None::<Arc<Waker>>)),
-            Arc::new(Mutex::new(None::<Arc<Waker>>)),
-        ];
-        let barrier = Arc::new(Barrier::new(3));
-        let sides: Vec<_> = (0..2)
-            .map(|i| {
-                let mine = slots[i].clone();
-                let other = slots[1 - i].clone();
-                let barrier = barrier.clone();
-                std::thread::spawn(move || {
-                    let mut poll = Poll::new().expect("poll");
-                    let w = Arc::new(Waker::new(poll.registry(), Token(0)).expect("waker"));
-                    *mine.lock().expect("slot") = Some(w.clone());
-                    barrier.wait();
-                    barrier.wait();
-                    if i == 0 {
-                        w.wake().expect("wake");
-                    }
-                    let mut events = Events::with_capacity(8);
-                    let mut got = 0;
-                    while got < trips {
-                        poll.poll(&mut events, None).expect("poll");
-                        for _ in events.iter() {
-                            got += 1;
-                            if let Some(o) = other.lock().expect("waker").as_ref() {
-                                o.wake().expect("wake");
-                            }
-                        }
-                    }
-                })
-            })
-            .collect();
-        barrier.wait();
-        let t = Instant::now();
-        barrier.wait();
-        for s in sides {
-            s.join().expect("side");
-        }
-        t.elapsed().as_nanos() as f64 / trips as f64
-    }
+    /// One side of a round trip (see `ping_pong`).
+    type Side<T> = fn(usize, u64, &Slot<T>, &Slot<T>, &dyn Fn());
 
-    fn run_raw(trips: u64) -> f64 {
-        use rustix::event::{EventfdFlags, epoll, eventfd};
-        use std::os::fd::OwnedFd;
-        let slots = [
-            Arc::new(Mutex::new(None::<Arc<OwnedFd>>)),
-            Arc::new(Mutex::new(None::<Arc<OwnedFd>>)),
-        ];
+    /// Run two sides on their own threads and time them from the moment both are set up
+    /// until both are done. Each `side(i, mine, other, go)` sets itself up, publishes its
+    /// handle in `mine`, calls `go()` (which returns when the clock starts), then plays.
+    fn ping_pong<T: Send + 'static>(trips: u64, side: Side<T>) -> f64 {
+        let slots: [Slot<T>; 2] = [Arc::default(), Arc::default()];
         let barrier = Arc::new(Barrier::new(3));
         let sides: Vec<_> = (0..2)
             .map(|i| {
-                let mine = slots[i].clone();
-                let other = slots[1 - i].clone();
+                let (mine, other) = (slots[i].clone(), slots[1 - i].clone());
                 let barrier = barrier.clone();
                 std::thread::spawn(move || {
-                    let ep = epoll::create(epoll::CreateFlags::CLOEXEC).expect("epoll");
-                    let efd = Arc::new(
-                        eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
-                            .expect("eventfd"),
-                    );
-                    epoll::add(
-                        &ep,
-                        &*efd,
-                        epoll::EventData::new_u64(0),
-                        epoll::EventFlags::IN | epoll::EventFlags::ET,
-                    )
-                    .expect("add");
-                    *mine.lock().expect("slot") = Some(efd.clone());
-                    barrier.wait();
-                    barrier.wait();
-                    let poke = |fd: &OwnedFd| {
-                        let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
+                    let go = || {
+                        barrier.wait();
+                        barrier.wait();
                     };
-                    if i == 0 {
-                        poke(&efd);
-                    }
-                    let mut events = Vec::with_capacity(8);
-                    let mut got = 0;
-                    while got < trips {
-                        events.clear();
-                        epoll::wait(&ep, rustix::buffer::spare_capacity(&mut events), None)
-                            .expect("wait");
-                        for _ in &events {
-                            got += 1;
-                            if let Some(o) = other.lock().expect("fd").as_ref() {
-                                poke(o);
-                            }
-                        }
-                    }
+                    side(i, trips, &mine, &other, &go)
                 })
             })
             .collect();
@@ -191,6 +73,100 @@ mod imp {
             s.join().expect("side");
         }
         t.elapsed().as_nanos() as f64 / trips as f64
+    }
+
+    fn dasynq_side(i: usize, trips: u64, mine: &Slot<Waker>, other: &Slot<Waker>, go: &dyn Fn()) {
+        let lp = EventLoop::<Pong>::builder()
+            .watchers(2)
+            .wakers(1)
+            .build()
+            .expect("build");
+        let got = Rc::new(Cell::new(0));
+        let (_id, w) = lp
+            .add_wake(
+                Priority::DEFAULT,
+                Pong {
+                    other: other.clone(),
+                    got: got.clone(),
+                },
+            )
+            .expect("wake");
+        *mine.lock().expect("slot") = Some(w.clone());
+        go();
+        if i == 0 {
+            w.wake();
+        }
+        while got.get() < trips {
+            lp.run();
+        }
+    }
+
+    fn mio_side(
+        i: usize,
+        trips: u64,
+        mine: &Slot<Arc<mio::Waker>>,
+        other: &Slot<Arc<mio::Waker>>,
+        go: &dyn Fn(),
+    ) {
+        use mio::{Events, Poll, Token, Waker};
+        let mut poll = Poll::new().expect("poll");
+        let w = Arc::new(Waker::new(poll.registry(), Token(0)).expect("waker"));
+        *mine.lock().expect("slot") = Some(w.clone());
+        go();
+        if i == 0 {
+            w.wake().expect("wake");
+        }
+        let mut events = Events::with_capacity(8);
+        let mut got = 0;
+        while got < trips {
+            poll.poll(&mut events, None).expect("poll");
+            for _ in events.iter() {
+                got += 1;
+                if let Some(o) = other.lock().expect("waker").as_ref() {
+                    o.wake().expect("wake");
+                }
+            }
+        }
+    }
+
+    fn raw_side(
+        i: usize,
+        trips: u64,
+        mine: &Slot<Arc<OwnedFd>>,
+        other: &Slot<Arc<OwnedFd>>,
+        go: &dyn Fn(),
+    ) {
+        use rustix::event::{EventfdFlags, epoll, eventfd};
+        let ep = epoll::create(epoll::CreateFlags::CLOEXEC).expect("epoll");
+        let efd =
+            Arc::new(eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK).expect("eventfd"));
+        epoll::add(
+            &ep,
+            &*efd,
+            epoll::EventData::new_u64(0),
+            epoll::EventFlags::IN | epoll::EventFlags::ET,
+        )
+        .expect("add");
+        *mine.lock().expect("slot") = Some(efd.clone());
+        go();
+        let poke = |fd: &OwnedFd| {
+            let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
+        };
+        if i == 0 {
+            poke(&efd);
+        }
+        let mut events = Vec::with_capacity(8);
+        let mut got = 0;
+        while got < trips {
+            events.clear();
+            epoll::wait(&ep, rustix::buffer::spare_capacity(&mut events), None).expect("wait");
+            for _ in &events {
+                got += 1;
+                if let Some(o) = other.lock().expect("fd").as_ref() {
+                    poke(o);
+                }
+            }
+        }
     }
 
     pub fn main() {
@@ -199,9 +175,9 @@ mod imp {
         let trips = arg(&args, "--trips", 20_000).max(1);
         type V = (&'static str, fn(u64) -> f64);
         let variants: [V; 3] = [
-            ("dasynq EventLoop + Waker", run_dasynq),
-            ("mio Poll + Waker", run_mio),
-            ("raw epoll + eventfd (ET)", run_raw),
+            ("dasynq EventLoop + Waker", |n| ping_pong(n, dasynq_side)),
+            ("mio Poll + Waker", |n| ping_pong(n, mio_side)),
+            ("raw epoll + eventfd (ET)", |n| ping_pong(n, raw_side)),
         ];
         println!("wake round trips between two threads: {trips} per run, {rounds} rounds");
         for (_, f) in &variants {

@@ -472,6 +472,30 @@ impl SigInfo {
     }
 }
 
+/// Take up to `max` instances one at a time from `next` (which answers `Ok(None)` when none
+/// is pending), handing each to `f`; returns how many. A failure after some were taken ends
+/// the batch with what was taken (it shows again at the next take); one before any is the
+/// answer. The default of `Backend::take_signals` and `EpollKernel::signalfd_read_many`.
+pub(crate) fn take_each<E>(
+    max: usize,
+    f: &mut dyn FnMut(SigInfo),
+    mut next: impl FnMut() -> Result<Option<SigInfo>, E>,
+) -> Result<usize, E> {
+    let mut n = 0;
+    while n < max {
+        match next() {
+            Ok(Some(info)) => {
+                f(info);
+                n += 1;
+            }
+            Ok(None) => break,
+            Err(e) if n == 0 => return Err(e),
+            Err(_) => break,
+        }
+    }
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -144,19 +144,7 @@ pub trait EpollKernel: Send + Sync + 'static {
         max: usize,
         f: &mut dyn FnMut(SigInfo),
     ) -> Result<usize, Errno> {
-        let mut n = 0;
-        while n < max {
-            match self.signalfd_read(fd) {
-                Ok(Some(info)) => {
-                    f(info);
-                    n += 1;
-                }
-                Ok(None) => break,
-                Err(e) if n == 0 => return Err(e),
-                Err(_) => break,
-            }
-        }
-        Ok(n)
+        crate::signal::take_each(max, f, || self.signalfd_read(fd))
     }
     /// Whether `signal` is blocked in the calling thread (`pthread_sigmask`).
     fn signal_blocked(&self, signal: Signal) -> bool;

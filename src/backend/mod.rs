@@ -239,19 +239,7 @@ pub trait Backend: Send + Sync + 'static {
     where
         Self: Sized,
     {
-        let mut n = 0;
-        while n < max {
-            match self.take_signal() {
-                Ok(Some(info)) => {
-                    f(info);
-                    n += 1;
-                }
-                Ok(None) => break,
-                Err(e) if n == 0 => return Err(e),
-                Err(_) => break,
-            }
-        }
-        Ok(n)
+        crate::signal::take_each(max, &mut f, || self.take_signal())
     }
 
     /// Whether `signal` is blocked in the calling thread (watched signals must be).
