@@ -473,9 +473,12 @@ impl SigInfo {
 }
 
 /// Take up to `max` instances one at a time from `next` (which answers `Ok(None)` when none
-/// is pending), handing each to `f`; returns how many. A failure after some were taken ends
-/// the batch with what was taken (it shows again at the next take); one before any is the
-/// answer. The default of `Backend::take_signals` and `EpollKernel::signalfd_read_many`.
+/// is pending), handing each to `f`; returns how many. A failure is the answer even after
+/// some were taken (those were handed to `f` all the same): the caller must hear of it, since
+/// a kqueue backend reports a delivery once, and only the failure path (the core disarms
+/// every signal, then arms them again, which makes the backend look again) gets the
+/// instance left behind taken. The default of `Backend::take_signals` and
+/// `EpollKernel::signalfd_read_many`.
 pub(crate) fn take_each<E>(
     max: usize,
     f: &mut dyn FnMut(SigInfo),
@@ -489,8 +492,7 @@ pub(crate) fn take_each<E>(
                 n += 1;
             }
             Ok(None) => break,
-            Err(e) if n == 0 => return Err(e),
-            Err(_) => break,
+            Err(e) => return Err(e),
         }
     }
     Ok(n)

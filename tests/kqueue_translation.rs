@@ -706,3 +706,44 @@ fn bad_kernel_input_is_counted_never_misrouted() {
         assert_eq!(f.last.unwrap().errno, Errno::INVAL);
     }
 }
+
+/// Found by the `kqueue_backend` fuzz target: a take of several instances that failed after
+/// the first was read answered "drained" to the loop, which then waited for a report kqueue
+/// never makes again (a delivery is reported once), leaving the rest in the kernel for good.
+/// A failure now reaches the loop whatever was read before it, and its retry looks again.
+#[test]
+fn a_take_failing_after_some_instances_leaves_none_behind() {
+    for platform in [
+        KqueuePlatform::FreeBsd,
+        KqueuePlatform::NetBsd,
+        KqueuePlatform::DragonFly,
+    ] {
+        let rt0 = Signal::rt(0).unwrap();
+        let s = setup::<Single>(platform);
+        s.watch_signal(rt0, "a");
+        for v in 1..=3 {
+            s.sim.raise(SigInfo::new(rt0).with_value(v)).unwrap();
+        }
+        // The first take succeeds, the second fails.
+        s.faults.inject(
+            SimCall::SignalfdRead,
+            Fault {
+                errno: Errno::INTR,
+                skip: 1,
+                times: 1,
+            },
+        );
+        let mut ran = 0;
+        for _ in 0..10 {
+            ran += s.lp.run_timeout(std::time::Duration::from_millis(20));
+        }
+        assert_eq!(ran, 3, "{platform:?}: every instance");
+        assert_eq!(
+            s.take(),
+            vec!["a:value 1", "a:value 2", "a:value 3"],
+            "{platform:?}"
+        );
+        assert_eq!(s.sim.pending_signals(), 0, "{platform:?}");
+        assert!(s.lp.kernel_faults().count > 0, "{platform:?}: counted");
+    }
+}

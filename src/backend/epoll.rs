@@ -135,7 +135,8 @@ pub trait EpollKernel: Send + Sync + 'static {
     /// Read one instance (`Ok(None)`: none pending in the set).
     fn signalfd_read(&self, fd: &Self::Fd) -> Result<Option<SigInfo>, Errno>;
     /// Read up to `max` instances, handing each to `f`; returns how many (fewer than `max`:
-    /// none more pending, or a read failed after some were read). signalfd(2): a read
+    /// none more pending). A failed read is the answer even after some were read (those
+    /// were handed to `f`). signalfd(2): a read
     /// returns as many `signalfd_siginfo` records as fit in the buffer and are pending, so
     /// one system call can take several. The default reads one at a time.
     fn signalfd_read_many(

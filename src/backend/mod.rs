@@ -230,9 +230,11 @@ pub trait Backend: Send + Sync + 'static {
     fn take_signal(&self) -> Result<Option<SigInfo>, KernelError>;
 
     /// Take up to `max` pending instances of armed signals, handing each to `f` in the order
-    /// taken; returns how many were taken. Fewer than `max` (with `Ok`) means none more was
-    /// pending, or a take failed after some had been taken (the failure shows again at the
-    /// next take). The loop asks for no more than it has room for. The default calls
+    /// taken; returns how many were taken. Fewer than `max` means none more was pending. A
+    /// failure is returned even after some were taken (those were handed to `f` and are the
+    /// loop's): the loop then disarms every signal until a retry, which is what makes a
+    /// backend that reports a delivery once look again. The loop asks for no more than it has
+    /// room for. The default calls
     /// [`take_signal`](Self::take_signal) until it has `max` or finds none; a backend that
     /// can read several instances in one system call (a `signalfd`) overrides it.
     fn take_signals(&self, max: usize, mut f: impl FnMut(SigInfo)) -> Result<usize, KernelError>
