@@ -805,3 +805,50 @@ fn a_failed_enable_from_another_thread_wakes_the_sleeping_runner_to_retry<X: Ker
     assert_eq!(runner.join().unwrap(), 1);
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
+
+/// A threaded loop whose reading is blocked for room stalls (disarms) the signal watchers
+/// holding instances. If the kernel refuses that mask change, the stalled signals stay counted
+/// as armed until the retry: stalling them again changes nothing, and the take must give up
+/// rather than look again for ever under the lock (a first version did). Room 0, a mask
+/// change that keeps failing, three instances: the loop is not stuck, counts the faults, and
+/// delivers all three once the kernel recovers.
+#[test]
+fn a_refused_stall_of_a_threaded_signal_watcher_is_not_spun_on() {
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let k = EpollSim::new();
+        let f = Faulty::new(k.clone());
+        let lp = EventLoop::<H, Epoll<Faulty<EpollSim>>, dasynq::Threaded>::builder()
+            .watchers(4)
+            .runners(2)
+            .signal_instances(0)
+            .build_with(Epoll::with_kernel(f.clone()).unwrap())
+            .unwrap();
+        let rt = Signal::rt(0).unwrap();
+        k.block_signal(rt);
+        let calls = Arc::new(AtomicUsize::new(0));
+        lp.add_signal(rt, Priority::DEFAULT, plain(&calls)).unwrap();
+        for v in 0..3 {
+            k.raise(dasynq::SigInfo::new(rt).with_value(v)).unwrap();
+        }
+        f.plan()
+            .inject(SimCall::Signalfd, Fault::always(Errno::NOMEM));
+        for _ in 0..5 {
+            lp.run_timeout(Duration::from_millis(50));
+        }
+        assert!(
+            lp.kernel_faults().count > 0,
+            "the refused changes are counted"
+        );
+        f.plan().clear();
+        let start = std::time::Instant::now();
+        while calls.load(Ordering::SeqCst) < 3 && start.elapsed() < Duration::from_secs(10) {
+            lp.run_timeout(Duration::from_millis(50));
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 3, "every instance, once");
+        let _ = done.send(());
+    });
+    finished
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the loop spun under its lock (or lost an instance)");
+}

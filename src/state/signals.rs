@@ -348,7 +348,9 @@ impl State {
     }
 
     /// Threaded loops, reading blocked by watchers holding instances: stall them (disarmed
-    /// until they hold none). Returns whether any was stalled.
+    /// until they hold none). Returns whether any was newly stalled: a holder stalled already
+    /// whose disarming the kernel refused stays counted as armed (until the retry), and
+    /// stalling it again would change nothing, so the caller must not look again.
     fn stall_holders<B: Backend>(&mut self, backend: &B) -> bool {
         let mut any = false;
         for sig in self.signals.armed.iter() {
@@ -363,9 +365,11 @@ impl State {
                 ..
             }) = self.slots.at_mut(index)
             {
-                sw.stalled = true;
-                self.signals.ready.remove(sig);
-                any = true;
+                if !sw.stalled {
+                    sw.stalled = true;
+                    self.signals.ready.remove(sig);
+                    any = true;
+                }
             }
         }
         if any {
