@@ -352,7 +352,11 @@ fn scenario<I: Io, B: Backend, F: Flavor>(name: &str, io: I, backend: B, target:
             waker.wake();
         }
         if round % 7 == 0 {
-            io.send_rt(round as i32);
+            // A small burst: the loop holds several at once (its spill pool) and takes them
+            // in one read where the backend can.
+            for k in 0..3 {
+                io.send_rt(round as i32 * 4 + k);
+            }
         }
         if round % 50 == 0 && CHILD_IDLE.load(Ordering::SeqCst) {
             let pid = io.start_child();
