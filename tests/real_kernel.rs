@@ -178,3 +178,54 @@ fn several_loops_run_in_one_process_at_once() {
         t.join().unwrap();
     }
 }
+
+/// The wake eventfd of a loop with one waiter is edge-triggered and never read: each poke
+/// must still end exactly one blocking wait. A single-threaded loop blocked in plain `run()`
+/// is woken 1,000 times from another thread, one poke per run, each answered before the next
+/// poke; then two pokes before a run coalesce into one delivery and the next run blocks again
+/// until a new poke. A watchdog fails the test instead of letting a lost poke hang it.
+#[test]
+fn each_poke_ends_one_blocking_run_with_an_edge_triggered_wake() {
+    let (waker_tx, waker_rx) = std::sync::mpsc::channel();
+    let (ran_tx, ran_rx) = std::sync::mpsc::channel::<usize>();
+    let runner = std::thread::spawn(move || {
+        let lp = EventLoop::<FnHandler>::builder()
+            .watchers(2)
+            .build()
+            .expect("build");
+        let (_id, waker) = lp
+            .add_wake(Priority::DEFAULT, FnHandler::new(|_, _| Rearm::Rearm))
+            .expect("wake");
+        waker_tx.send(waker).expect("send waker");
+        loop {
+            let n = lp.run();
+            if ran_tx.send(n).is_err() {
+                return;
+            }
+        }
+    });
+    let waker = waker_rx.recv().expect("waker");
+    let within = |what: &str| {
+        ran_rx
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("{what}: a poke was lost (run still blocked)"))
+    };
+    for i in 0..1000 {
+        waker.wake();
+        assert_eq!(within(&format!("poke {i}")), 1);
+    }
+    // Two pokes, one wait: coalesced.
+    waker.wake();
+    waker.wake();
+    assert_eq!(within("two pokes"), 1);
+    // Nothing is left to report: the next run blocks until a new poke.
+    assert!(
+        ran_rx.recv_timeout(Duration::from_millis(200)).is_err(),
+        "a run returned with nothing poked"
+    );
+    waker.wake();
+    assert_eq!(within("a poke after the coalesced ones"), 1);
+    drop(ran_rx);
+    waker.wake();
+    let _ = runner.join();
+}
