@@ -1,20 +1,25 @@
-//! The pipe-chain benchmark of libevent's `test/bench.c`, for dasynq beside raw epoll and mio.
+//! The pipe-chain benchmark of libevent's `test/bench.c`, for dasynq beside raw epoll, mio,
+//! polling and calloop.
 //!
 //! N pipes, A of them active: A bytes are in flight, and each read handler reads its byte
 //! and, while writes remain, writes one byte to the next pipe, for 100,000 writes. Timing
 //! starts after the first A writes, as in bench.c. Scenarios: 1000 pipes with 100 active
 //! (bench.c's), 100 and 9000 pipes with 100 active (how the cost grows with registered
-//! fds), 1000 pipes with 1 active (one event per wait), and 1000 Unix stream socket pairs
-//! with 100 active. Variants run interleaved over several rounds in one process (the order
-//! rotates each round), and the ratios are taken per round, so machine noise hits every
-//! variant alike. Every variant does the same work, checked and printed: one read per event
-//! (also under edge triggering), the same number of events and the same number of waits.
-//! The one-shot raw epoll variant re-arms each fd with `EPOLL_CTL_MOD` after its read: the
-//! floor of the threaded flavour, which must do the same.
+//! fds), 1000 pipes with 1 active (one event per wait), 1000 Unix stream socket pairs
+//! with 100 active, and 1000 pipes with 100 active where each pipe has an idle timer
+//! re-armed (60 s from now) by every event it handles (libev's timer-per-connection
+//! pattern; only the variants with timers run it: dasynq, and raw epoll with a
+//! lazy-deletion heap, see `IdleTimers`). Variants run interleaved over several rounds in
+//! one process (the order rotates each round), and the ratios are taken per round, so
+//! machine noise hits every variant alike. Every variant does the same work, checked and
+//! printed: one read per event (also under edge triggering), the same number of events and
+//! the same number of waits. The one-shot raw epoll variant re-arms each fd with
+//! `EPOLL_CTL_MOD` after its read: the floor of the threaded flavour, which must do the
+//! same.
 //!
 //! Run: `cargo bench --bench pipe_chain` (options: `--rounds N`; `--pipes N`, `--active N`,
-//! `--unix` for one scenario of your own; `--writes N`; `--only I` to run variant I alone,
-//! for profiling).
+//! `--unix`, `--idle` for one scenario of your own; `--writes N`; `--only I` to run
+//! variant I alone, for profiling).
 
 #[cfg(dasynq_epoll)]
 mod common;
@@ -28,7 +33,8 @@ mod imp {
     use std::time::Instant;
 
     use dasynq::{
-        Cx, Event, EventLoop, FdOptions, Flavor, Handler, Interest, Rearm, Single, Threaded,
+        Clock, Cx, Deadline, Event, EventLoop, FdOptions, Flavor, Handler, Interest, Priority,
+        Rearm, Single, Threaded, WatchId,
     };
     use rustix::event::epoll;
 
@@ -39,7 +45,12 @@ mod imp {
         writes: u64,
         /// Unix stream socket pairs instead of pipes.
         unix: bool,
+        /// Each pipe has an idle timer, re-armed (`IDLE` from now) on every event it handles.
+        idle: bool,
     }
+
+    /// The idle timeout of the idle-timer scenario: long enough never to expire in a run.
+    const IDLE: std::time::Duration = std::time::Duration::from_secs(60);
 
     struct Pipes {
         r: Vec<OwnedFd>,
@@ -117,17 +128,27 @@ mod imp {
     struct Reader {
         idx: usize,
         chain: Rc<Chain>,
+        /// The pipe's idle timer (idle-timer scenario), re-armed on each event.
+        timer: Option<WatchId>,
     }
 
     impl Handler for Reader {
         type Data = ();
         #[inline]
-        fn on_event(&mut self, _cx: &Cx<'_, Self>, _: &mut (), ev: Event<'_>) -> Rearm {
-            if let Event::Fd { fd, .. } = ev {
-                let mut b = [0u8; 1];
-                if let Ok(1) = rustix::io::read(fd, &mut b) {
-                    self.chain.forward(self.idx);
+        fn on_event(&mut self, cx: &Cx<'_, Self>, _: &mut (), ev: Event<'_>) -> Rearm {
+            match ev {
+                Event::Fd { fd, .. } => {
+                    let mut b = [0u8; 1];
+                    if let Ok(1) = rustix::io::read(fd, &mut b) {
+                        self.chain.forward(self.idx);
+                    }
+                    if let Some(t) = self.timer {
+                        cx.arm_timer(t, Deadline::After(IDLE), None)
+                            .expect("re-arm the idle timer");
+                    }
                 }
+                Event::Timer { .. } => panic!("an idle timer expired: the run took over {IDLE:?}"),
+                _ => {}
             }
             Rearm::Rearm
         }
@@ -136,15 +157,30 @@ mod imp {
     fn run_dasynq<F: Flavor>(p: Params) -> Outcome {
         let pipes = make_pipes(p);
         let chain = Rc::new(Chain::new(pipes.w, p.writes));
+        let timers = if p.idle { p.pipes } else { 0 };
         let lp = EventLoop::<Reader, dasynq::DefaultBackend, F>::builder()
-            .watchers(p.pipes)
-            .timers(0)
+            .watchers(p.pipes + timers)
+            .timers(timers)
             .wakers(0)
             .events(EVENTS)
             .runners(1)
             .build()
             .expect("build");
         for (idx, r) in pipes.r.into_iter().enumerate() {
+            let timer = if p.idle {
+                let reader = Reader {
+                    idx,
+                    chain: chain.clone(),
+                    timer: None,
+                };
+                let t = lp
+                    .add_timer(Clock::Monotonic, Priority::DEFAULT, reader)
+                    .expect("add timer");
+                lp.arm_timer(t, Deadline::After(IDLE), None).expect("arm");
+                Some(t)
+            } else {
+                None
+            };
             lp.add_fd(
                 r,
                 Interest::READ,
@@ -152,6 +188,7 @@ mod imp {
                 Reader {
                     idx,
                     chain: chain.clone(),
+                    timer,
                 },
             )
             .expect("register");
@@ -193,6 +230,81 @@ mod imp {
         OneShot,
     }
 
+    /// The raw variants' idle timers (idle-timer scenario): a binary heap of (deadline, pipe,
+    /// generation) with lazy deletion, the least a hand-written loop does. A re-arm reads the
+    /// clock and pushes a new entry (the old one is skipped when it reaches the top); each wait
+    /// takes its timeout from the earliest live deadline. Cheaper than a bounded timer store:
+    /// its memory grows with every re-arm (reserved up front here, so no reallocation is
+    /// timed). Without the scenario, it does nothing and the wait's timeout is `LOST`.
+    struct IdleTimers {
+        on: bool,
+        origin: Instant,
+        heap: std::collections::BinaryHeap<std::cmp::Reverse<(u64, u32, u32)>>,
+        generation: Vec<u32>,
+    }
+
+    impl IdleTimers {
+        fn new(p: Params) -> Self {
+            let origin = Instant::now();
+            let mut heap = std::collections::BinaryHeap::new();
+            let mut generation = Vec::new();
+            if p.idle {
+                heap.reserve(p.pipes + p.writes as usize + p.active);
+                generation = vec![0; p.pipes];
+                let deadline = IDLE.as_nanos() as u64;
+                for i in 0..p.pipes {
+                    heap.push(std::cmp::Reverse((deadline, i as u32, 0)));
+                }
+            }
+            IdleTimers {
+                on: p.idle,
+                origin,
+                heap,
+                generation,
+            }
+        }
+
+        #[inline]
+        fn now(&self) -> u64 {
+            self.origin.elapsed().as_nanos() as u64
+        }
+
+        #[inline]
+        fn rearm(&mut self, idx: usize) {
+            if !self.on {
+                return;
+            }
+            let deadline = self.now() + IDLE.as_nanos() as u64;
+            let g = &mut self.generation[idx];
+            *g = g.wrapping_add(1);
+            self.heap
+                .push(std::cmp::Reverse((deadline, idx as u32, *g)));
+        }
+
+        /// The next wait's timeout: until the earliest live deadline (at most `LOST`).
+        #[inline]
+        fn timeout(&mut self) -> rustix::event::Timespec {
+            let mut left = LOST.as_nanos() as u64;
+            if self.on {
+                while let Some(&std::cmp::Reverse((d, i, g))) = self.heap.peek() {
+                    if self.generation[i as usize] == g {
+                        assert!(
+                            d > self.now(),
+                            "an idle timer expired: the run took over {IDLE:?}"
+                        );
+                        left = left.min(d - self.now());
+                        break;
+                    }
+                    self.heap.pop();
+                }
+            }
+            rustix::event::Timespec {
+                tv_sec: (left / 1_000_000_000) as _,
+                tv_nsec: (left % 1_000_000_000) as _,
+            }
+        }
+    }
+
     fn run_raw_epoll(p: Params, trigger: Trigger) -> Outcome {
         let pipes = make_pipes(p);
         let ep = epoll::create(epoll::CreateFlags::CLOEXEC).expect("epoll");
@@ -206,15 +318,13 @@ mod imp {
         }
         let chain = Chain::new(pipes.w, p.writes);
         let mut events: Vec<epoll::Event> = Vec::with_capacity(EVENTS);
+        let mut idle = IdleTimers::new(p);
         chain.start(p);
         let t = Instant::now();
-        let timeout = rustix::event::Timespec {
-            tv_sec: LOST.as_secs() as _,
-            tv_nsec: 0,
-        };
         let mut waits = 0;
         while !chain.done() {
             events.clear();
+            let timeout = idle.timeout();
             epoll::wait(
                 &ep,
                 rustix::buffer::spare_capacity(&mut events),
@@ -233,6 +343,7 @@ mod imp {
                 if let Ok(1) = rustix::io::read(&pipes.r[idx], &mut b) {
                     chain.forward(idx);
                 }
+                idle.rearm(idx);
                 if trigger == Trigger::OneShot {
                     epoll::modify(&ep, &pipes.r[idx], e.data, flags).expect("re-arm");
                 }
@@ -284,39 +395,132 @@ mod imp {
         }
     }
 
+    /// polling (3.11, and calloop over it) makes three system calls per wait beyond
+    /// `epoll_wait`, timeout or not (strace): `timerfd_settime` and `epoll_ctl` for its
+    /// timer, then a read of the timerfd or its notifier. That is their design, and it
+    /// dominates the one-active scenario; with 100 events per wait it is amortized.
+    fn run_polling(p: Params) -> Outcome {
+        use polling::{Event, Events, PollMode, Poller};
+        let pipes = make_pipes(p);
+        let poller = Poller::new().expect("polling");
+        for (i, r) in pipes.r.iter().enumerate() {
+            // SAFETY: each fd is deleted from the poller (dropped with it, below) before the
+            // pipe it belongs to is closed: `poller` is declared after `pipes`.
+            unsafe { poller.add_with_mode(r, Event::readable(i), PollMode::Level) }.expect("add");
+        }
+        let chain = Chain::new(pipes.w, p.writes);
+        let mut events = Events::with_capacity(std::num::NonZeroUsize::new(EVENTS).expect("256"));
+        chain.start(p);
+        let t = Instant::now();
+        let mut waits = 0;
+        while !chain.done() {
+            events.clear();
+            poller.wait(&mut events, Some(LOST)).expect("wait");
+            assert!(!events.is_empty(), "polling: an event was lost");
+            waits += 1;
+            for e in events.iter() {
+                let idx = e.key;
+                let mut b = [0u8; 1];
+                // One read per event, as in every variant (see `run_raw_epoll`).
+                if let Ok(1) = rustix::io::read(pipes.r[idx].as_fd(), &mut b) {
+                    chain.forward(idx);
+                }
+            }
+        }
+        Outcome {
+            ns: t.elapsed().as_nanos() as f64,
+            events: chain.count.get(),
+            waits,
+        }
+    }
+
+    fn run_calloop(p: Params) -> Outcome {
+        use calloop::generic::Generic;
+        use calloop::{Interest, Mode, PostAction};
+        let pipes = make_pipes(p);
+        let mut el: calloop::EventLoop<'_, Chain> = calloop::EventLoop::try_new().expect("calloop");
+        let handle = el.handle();
+        for (idx, r) in pipes.r.into_iter().enumerate() {
+            handle
+                .insert_source(
+                    Generic::new(r, Interest::READ, Mode::Level),
+                    move |_, fd, chain: &mut Chain| {
+                        let mut b = [0u8; 1];
+                        // One read per event, as in every variant (see `run_raw_epoll`).
+                        if let Ok(1) = rustix::io::read(fd.as_fd(), &mut b) {
+                            chain.forward(idx);
+                        }
+                        Ok(PostAction::Continue)
+                    },
+                )
+                .expect("insert");
+        }
+        let mut chain = Chain::new(pipes.w, p.writes);
+        chain.start(p);
+        let t = Instant::now();
+        let mut waits = 0;
+        while !chain.done() {
+            let before = chain.count.get();
+            el.dispatch(Some(LOST), &mut chain).expect("dispatch");
+            assert!(chain.count.get() > before, "calloop: an event was lost");
+            waits += 1;
+        }
+        Outcome {
+            ns: t.elapsed().as_nanos() as f64,
+            events: chain.count.get(),
+            waits,
+        }
+    }
+
     use super::common::{arg, median, median_ratio};
 
     type Variant = (&'static str, fn(Params) -> Outcome);
-    const VARIANTS: [Variant; 6] = [
-        ("dasynq (single-threaded)", run_dasynq::<Single>),
-        ("raw epoll, level-triggered", |p| {
-            run_raw_epoll(p, Trigger::Level)
-        }),
+    const SINGLE: &str = "dasynq (single-threaded)";
+    const RAW_LT: &str = "raw epoll, level-triggered";
+    const THREADED: &str = "dasynq (threaded, 1 runner)";
+    const RAW_ONESHOT: &str = "raw epoll, one-shot + re-arm";
+    /// The variants that re-arm idle timers: dasynq and the raw ones (with `IdleTimers`); mio
+    /// and polling have no timers, and calloop's cannot be re-armed from an fd's callback
+    /// (a timer source is re-armed only by its own callback's answer).
+    const WITH_TIMERS: [usize; 4] = [0, 1, 4, 5];
+    const VARIANTS: [Variant; 8] = [
+        (SINGLE, run_dasynq::<Single>),
+        (RAW_LT, |p| run_raw_epoll(p, Trigger::Level)),
         ("raw epoll, edge-triggered", |p| {
             run_raw_epoll(p, Trigger::Edge)
         }),
         ("mio", run_mio),
-        ("dasynq (threaded, 1 runner)", run_dasynq::<Threaded>),
-        ("raw epoll, one-shot + re-arm", |p| {
-            run_raw_epoll(p, Trigger::OneShot)
-        }),
+        (THREADED, run_dasynq::<Threaded>),
+        (RAW_ONESHOT, |p| run_raw_epoll(p, Trigger::OneShot)),
+        ("polling (level-triggered)", run_polling),
+        ("calloop (level-triggered)", run_calloop),
     ];
 
     /// One scenario: check that every variant does the same work, then time them
     /// interleaved, and print the figures and ratios.
     fn scenario(p: Params, rounds: usize) {
+        let variants: Vec<Variant> = if p.idle {
+            WITH_TIMERS.iter().map(|&i| VARIANTS[i]).collect()
+        } else {
+            VARIANTS.to_vec()
+        };
         println!(
-            "\n== {} {}, {} active, {} writes, {} rounds",
+            "\n== {} {}, {} active{}, {} writes, {} rounds",
             p.pipes,
             if p.unix { "unix socket pairs" } else { "pipes" },
             p.active,
+            if p.idle {
+                ", an idle timer re-armed per event"
+            } else {
+                ""
+            },
             p.writes,
             rounds
         );
         // Warm up every variant once (page cache, allocator, CPU frequency), and check that
         // they all did the same work: the same read events, in the same number of waits.
         let mut work = Vec::new();
-        for (name, f) in &VARIANTS {
+        for (name, f) in &variants {
             let o = f(p);
             work.push((name, o.events, o.waits));
         }
@@ -329,16 +533,16 @@ mod imp {
             assert_eq!(*events, want, "{name} handled a different number of events");
             assert_eq!(*waits, work[0].2, "{name} made a different number of waits");
         }
-        let mut ns: Vec<Vec<f64>> = vec![Vec::new(); VARIANTS.len()];
+        let mut ns: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
         for round in 0..rounds {
-            for k in 0..VARIANTS.len() {
-                let i = (k + round) % VARIANTS.len();
-                let o = (VARIANTS[i].1)(p);
-                assert_eq!(o.events, want, "{}: events", VARIANTS[i].0);
+            for k in 0..variants.len() {
+                let i = (k + round) % variants.len();
+                let o = (variants[i].1)(p);
+                assert_eq!(o.events, want, "{}: events", variants[i].0);
                 ns[i].push(o.ns / o.events as f64);
             }
         }
-        for (i, (name, _)) in VARIANTS.iter().enumerate() {
+        for (i, (name, _)) in variants.iter().enumerate() {
             let mut v = ns[i].clone();
             let min = v.iter().cloned().fold(f64::INFINITY, f64::min);
             println!(
@@ -347,15 +551,26 @@ mod imp {
                 min
             );
         }
-        let ratio = |a: usize, b: usize| median_ratio(&ns[a], &ns[b]);
-        for (name, a, b) in [
-            ("dasynq / raw level-triggered epoll", 0, 1),
-            ("dasynq / raw edge-triggered epoll", 0, 2),
-            ("dasynq / mio", 0, 3),
-            ("threaded / raw one-shot + re-arm", 4, 5),
-            ("threaded / single-threaded", 4, 0),
+        let at = |name: &str| variants.iter().position(|v| v.0 == name);
+        for (label, a, b) in [
+            ("dasynq / raw level-triggered epoll", SINGLE, RAW_LT),
+            (
+                "dasynq / raw edge-triggered epoll",
+                SINGLE,
+                "raw epoll, edge-triggered",
+            ),
+            ("dasynq / mio", SINGLE, "mio"),
+            ("dasynq / polling", SINGLE, "polling (level-triggered)"),
+            ("dasynq / calloop", SINGLE, "calloop (level-triggered)"),
+            ("threaded / raw one-shot + re-arm", THREADED, RAW_ONESHOT),
+            ("threaded / single-threaded", THREADED, SINGLE),
         ] {
-            println!("median ratio {name:<36} {:.3}", ratio(a, b));
+            if let (Some(a), Some(b)) = (at(a), at(b)) {
+                println!(
+                    "median ratio {label:<36} {:.3}",
+                    median_ratio(&ns[a], &ns[b])
+                );
+            }
         }
     }
 
@@ -364,12 +579,16 @@ mod imp {
         let rounds = arg(&args, "--rounds", 7).max(3) as usize;
         let writes = arg(&args, "--writes", 100_000);
         let unix = args.iter().any(|a| a == "--unix");
-        let given = args.iter().any(|a| a == "--pipes" || a == "--active");
+        let idle = args.iter().any(|a| a == "--idle");
+        let given = args
+            .iter()
+            .any(|a| a == "--pipes" || a == "--active" || a == "--idle");
         let own = Params {
             pipes: arg(&args, "--pipes", 1000) as usize,
             active: arg(&args, "--active", 100) as usize,
             writes,
             unix,
+            idle,
         };
         // `--only N` runs one variant (for profiling).
         let only = args
@@ -378,7 +597,14 @@ mod imp {
             .and_then(|i| args.get(i + 1))
             .and_then(|v| v.parse::<usize>().ok());
         if let Some(i) = only {
-            let (name, f) = VARIANTS[i.min(VARIANTS.len() - 1)];
+            let i = i.min(VARIANTS.len() - 1);
+            if idle && !WITH_TIMERS.contains(&i) {
+                eprintln!(
+                    "pipe_chain: variant {i} has no idle timers (--idle: one of {WITH_TIMERS:?})"
+                );
+                std::process::exit(2);
+            }
+            let (name, f) = VARIANTS[i];
             let o = f(own);
             println!(
                 "{name}: {:.1} ns/event ({} events, {} waits)",
@@ -391,18 +617,20 @@ mod imp {
         let scenarios = if given || unix {
             vec![own]
         } else {
-            let s = |pipes, active, unix| Params {
+            let s = |pipes, active, unix, idle| Params {
                 pipes,
                 active,
                 writes,
                 unix,
+                idle,
             };
             vec![
-                s(1000, 100, false),
-                s(100, 100, false),
-                s(9000, 100, false),
-                s(1000, 1, false),
-                s(1000, 100, true),
+                s(1000, 100, false, false),
+                s(100, 100, false, false),
+                s(9000, 100, false, false),
+                s(1000, 1, false, false),
+                s(1000, 100, true, false),
+                s(1000, 100, false, true),
             ]
         };
         println!(

@@ -70,6 +70,100 @@ mod imp {
         }
     }
 
+    /// The pipe chain's reader with an idle timer, re-armed by every event it handles (a
+    /// type of its own, so the plain chain's count is not changed by the timer's code).
+    pub struct IdleReader {
+        idx: usize,
+        chain: Rc<Chain>,
+        timer: Option<WatchId>,
+    }
+
+    impl Handler for IdleReader {
+        type Data = ();
+        fn on_event(&mut self, cx: &Cx<'_, Self>, _: &mut (), ev: Event<'_>) -> Rearm {
+            if let Some(fd) = ev.fd() {
+                let mut b = [0u8; 1];
+                if let Ok(1) = rustix::io::read(fd, &mut b) {
+                    let c = &self.chain;
+                    c.count.set(c.count.get() + 1);
+                    if c.left.get() > 0 {
+                        let next = (self.idx + 1) % c.w.len();
+                        let _ = rustix::io::write(&c.w[next], b"e");
+                        c.left.set(c.left.get() - 1);
+                        c.fired.set(c.fired.get() + 1);
+                    }
+                }
+                if let Some(t) = self.timer {
+                    cx.arm_timer(t, Deadline::After(IDLE), None)
+                        .expect("re-arm");
+                }
+            }
+            Rearm::Rearm
+        }
+    }
+
+    /// The idle timeout of `pipe_chain_idle` (never reached).
+    const IDLE: Duration = Duration::from_secs(60);
+
+    /// The pipe chain with an idle timer per pipe, re-armed by each event.
+    pub fn chain_idle_setup() -> (EventLoop<IdleReader>, Rc<Chain>) {
+        let (mut rs, mut ws) = (Vec::new(), Vec::new());
+        for _ in 0..1000 {
+            let (r, w) = pipe();
+            rs.push(r);
+            ws.push(w);
+        }
+        let chain = Rc::new(Chain {
+            w: ws,
+            left: Cell::new(10_000),
+            count: Cell::new(0),
+            fired: Cell::new(0),
+        });
+        let lp = EventLoop::<IdleReader>::builder()
+            .watchers(2000)
+            .timers(1000)
+            .wakers(0)
+            .build()
+            .expect("build");
+        for (idx, r) in rs.into_iter().enumerate() {
+            let h = IdleReader {
+                idx,
+                chain: chain.clone(),
+                timer: None,
+            };
+            let t = lp
+                .add_timer(Clock::Monotonic, Priority::DEFAULT, h)
+                .expect("add timer");
+            lp.arm_timer(t, Deadline::After(IDLE), None).expect("arm");
+            let h = IdleReader {
+                idx,
+                chain: chain.clone(),
+                timer: Some(t),
+            };
+            lp.add_fd(r, Interest::READ, FdOptions::new(), h)
+                .expect("add");
+        }
+        for i in 0..100 {
+            let _ = rustix::io::write(&chain.w[i * 10], b"e");
+            chain.fired.set(chain.fired.get() + 1);
+        }
+        (lp, chain)
+    }
+
+    // The pipe chain, each event also re-arming its pipe's idle timer (`cx.arm_timer`).
+    #[library_benchmark]
+    #[bench::events(setup = chain_idle_setup)]
+    pub fn pipe_chain_idle(
+        s: (EventLoop<IdleReader>, Rc<Chain>),
+    ) -> (EventLoop<IdleReader>, Rc<Chain>) {
+        let (lp, chain) = s;
+        while chain.count.get() < chain.fired.get() {
+            lp.run();
+        }
+        assert_eq!(chain.count.get(), PIPE_EVENTS);
+        (lp, chain)
+    }
+
     /// libevent's bench.c: 1000 pipes, 100 bytes in flight, 10,000 more writes.
     pub fn chain_setup() -> (EventLoop<Reader>, Rc<Chain>) {
         let (mut rs, mut ws) = (Vec::new(), Vec::new());
@@ -287,7 +381,7 @@ mod imp {
 
     library_benchmark_group!(
         name = hot_paths;
-        benchmarks = pipe_chain, one_event_pass, timer_rearm, signal_burst, wake
+        benchmarks = pipe_chain, pipe_chain_idle, one_event_pass, timer_rearm, signal_burst, wake
     );
 }
 
