@@ -1283,17 +1283,14 @@ impl<H: Handler, B: Backend, F: Flavor> Ops<H> for EventLoop<H, B, F> {
         deadline: Deadline,
         interval: Option<Duration>,
     ) -> Result<(), UsageError> {
-        self.with_live(id, |s, index| {
-            let clock = s.timer_clock(index, "arm_timer")?;
-            let at = match (deadline, clock) {
-                (Deadline::After(d), c) => self.backend.now(c).saturating_add(duration_ns(d)),
-                (Deadline::At(t), Clock::Monotonic) => self.anchor.to_ns(t),
-                (Deadline::AtSystem(t), Clock::System) => system_ns(t),
-                _ => return Err(UsageError::ClockMismatch),
-            };
-            let every = interval.map_or(0, duration_ns);
-            s.arm_timer(index, clock, at, every, &self.backend)
-        })
+        let at = |clock| match (deadline, clock) {
+            (Deadline::After(d), c) => Ok(self.backend.now(c).saturating_add(duration_ns(d))),
+            (Deadline::At(t), Clock::Monotonic) => Ok(self.anchor.to_ns(t)),
+            (Deadline::AtSystem(t), Clock::System) => Ok(system_ns(t)),
+            _ => Err(UsageError::ClockMismatch),
+        };
+        let every = interval.map_or(0, duration_ns);
+        self.locked(|s| s.arm_timer(id, at, every, &self.backend))
     }
 
     fn stop_timer(&self, id: WatchId) -> Result<(), UsageError> {

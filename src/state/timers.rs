@@ -1,8 +1,9 @@
 //! Timer watchers: registration, arming, and counting expirations against the clocks.
 
-use super::State;
+use super::{State, node};
 use crate::backend::Backend;
 use crate::error::{Error, Pool as PoolKind, UsageError};
+use crate::id::WatchId;
 use crate::timer::{Clock, catch_up};
 use crate::waker::WakeShared;
 use crate::watch::{Detail, Half, TimerWatch, Watch};
@@ -29,29 +30,54 @@ impl State {
         Ok(index)
     }
 
-    /// Arm a timer for `deadline` (ns on its clock's scale) repeating every `interval` ns
-    /// (0: one-shot).
-    /// Arm timer `index`, whose clock the caller looked up (`timer_clock`, which also
-    /// checked that it is a live timer).
+    /// Arm live timer `id` for the deadline `at` gives on its clock (ns on that clock's
+    /// scale), repeating every `interval` ns (0: one-shot). One slot lookup: this is the
+    /// re-arm of an idle timer on every event.
+    #[inline]
     pub(crate) fn arm_timer<B: Backend>(
         &mut self,
-        index: u32,
-        clock: Clock,
-        deadline: u64,
+        id: WatchId,
+        at: impl FnOnce(Clock) -> Result<u64, UsageError>,
         interval: u64,
         backend: &B,
     ) -> Result<(), UsageError> {
-        self.dequeue_half(index, 0);
-        let Some(w) = self.slots.at_mut(index) else {
+        if id.loop_tag != self.tag {
+            return Err(UsageError::Stale);
+        }
+        let index = id.index;
+        let Some(w) = self.slots.get_mut(index, id.generation) else {
             return Err(UsageError::Stale);
         };
-        if let Detail::Timer(t) = &mut w.detail {
-            t.deadline = deadline;
-            t.interval = interval;
-            t.expirations = 0;
+        if w.remove_pending || matches!(w.detail, Detail::Zombie(_)) {
+            return Err(UsageError::Stale);
         }
-        w.halves[0].enabled = true;
-        self.timers[clock.index()].set(index, deadline);
+        let Detail::Timer(t) = &mut w.detail else {
+            return Err(UsageError::WrongKind {
+                op: "arm_timer",
+                kind: w.kind(),
+            });
+        };
+        let clock = t.clock;
+        let deadline = at(clock)?;
+        t.deadline = deadline;
+        t.interval = interval;
+        t.expirations = 0;
+        let half = &mut w.halves[0];
+        half.enabled = true;
+        if half.queued {
+            // A queued expiry of the old arming is dropped.
+            half.queued = false;
+            half.parked = false;
+            self.queue.remove(node(index, 0));
+        }
+        let c = clock.index();
+        self.timers[c].set(index, deadline);
+        // The backend is armed no later than every timer (`sync_clock`): a deadline at or
+        // after its armed one changes nothing there (a timer moved later, or another timer
+        // now first, is no earlier than what was armed). The idle-timer re-arm ends here.
+        if matches!(self.armed[c], Some(a) if a <= deadline) && !self.clock_dirty[c] {
+            return Ok(());
+        }
         self.sync_clock(clock, false, backend);
         Ok(())
     }

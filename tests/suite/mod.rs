@@ -1127,6 +1127,60 @@ pub fn timer_operations_on_other_kinds_are_caller_mistakes<X: Fixture>() {
     ));
 }
 
+/// Arming a timer that was removed, or whose removal is pending (its handler removed it and
+/// then tried to re-arm it), is refused as stale and arms nothing; a slot reused by a new
+/// timer is not reached through the old id.
+pub fn timers_arming_a_removed_timer_is_stale<X: Fixture>() {
+    let fx = X::new();
+    let lp = lp(&fx);
+    let n = Arc::new(AtomicU64::new(0));
+    let t = counter_timer::<X>(&lp, Clock::Monotonic, &n, Rearm::Rearm);
+    lp.remove(t).unwrap();
+    assert_eq!(
+        lp.arm_timer(t, Deadline::After(Duration::ZERO), None),
+        Err(UsageError::Stale)
+    );
+    // Another timer (which may take the freed slot): the old id still reaches nothing.
+    let t2 = counter_timer::<X>(&lp, Clock::Monotonic, &n, Rearm::Rearm);
+    assert_eq!(
+        lp.arm_timer(t, Deadline::After(Duration::ZERO), None),
+        Err(UsageError::Stale)
+    );
+    assert_eq!(lp.poll(), 0, "nothing was armed through the stale id");
+    lp.arm_timer(t2, Deadline::After(Duration::ZERO), None)
+        .unwrap();
+    assert_eq!(lp.poll(), 1);
+    assert_eq!(n.load(Ordering::SeqCst), 1);
+
+    let refused = Arc::new(AtomicUsize::new(0));
+    let r2 = refused.clone();
+    let t3 = lp
+        .add_timer(
+            Clock::Monotonic,
+            Priority::DEFAULT,
+            Probe::new(move |cx, _| {
+                cx.remove(cx.id()).unwrap();
+                if cx.arm_timer(cx.id(), Deadline::After(Duration::ZERO), None)
+                    == Err(UsageError::Stale)
+                {
+                    r2.fetch_add(1, Ordering::SeqCst);
+                }
+                Rearm::Rearm
+            }),
+        )
+        .unwrap();
+    lp.arm_timer(t3, Deadline::After(Duration::ZERO), None)
+        .unwrap();
+    assert_eq!(lp.poll(), 1);
+    assert_eq!(
+        refused.load(Ordering::SeqCst),
+        1,
+        "a removing timer is stale"
+    );
+    assert!(!lp.contains(t3));
+    assert_eq!(lp.poll(), 0, "the refused re-arm left nothing armed");
+}
+
 // ---------------------------------------------------------------- self-removal
 
 #[derive(Clone, Copy, Debug)]
@@ -1840,6 +1894,7 @@ macro_rules! behavioural_suite {
             timers_edge_deadlines,
             timers_stop_drops_a_queued_expiry,
             timers_system_clock_absolute,
+            timers_arming_a_removed_timer_is_stale,
             timer_operations_on_other_kinds_are_caller_mistakes,
             self_removal_every_kind_every_code,
             removing_another_watcher_from_a_handler,
