@@ -10,16 +10,19 @@
 //! Run: `cargo bench --bench timers` (options: `--rounds N`, `--max N` for the largest set).
 
 mod common;
+#[path = "common/timer_phases.rs"]
+mod timer_phases;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BinaryHeap;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use dasynq::{Clock, Cx, Deadline, Event, EventLoop, Handler, Priority, Rearm, WatchId};
+use dasynq::EventLoop;
 
 use common::{arg, median, median_ratio};
+use timer_phases::{Phases, T, phases};
 
 /// Counts the bytes allocated, to report what `build` reserves per timer.
 struct Counting;
@@ -40,80 +43,6 @@ unsafe impl GlobalAlloc for Counting {
 
 #[global_allocator]
 static ALLOC: Counting = Counting;
-
-struct T;
-
-impl Handler for T {
-    type Data = u64;
-    fn on_event(&mut self, _: &Cx<'_, Self>, fired: &mut u64, _: Event<'_>) -> Rearm {
-        *fired += 1;
-        Rearm::Rearm
-    }
-}
-
-/// Nanoseconds per operation for each phase over `n` timers.
-struct Phases {
-    insert: f64,
-    rearm: f64,
-    cancel: f64,
-    expire: f64,
-}
-
-fn phases(n: usize) -> Phases {
-    let lp = EventLoop::<T>::builder()
-        .watchers(n)
-        .timers(n)
-        .wakers(0)
-        .build()
-        .expect("build");
-    let ids: Vec<WatchId> = (0..n)
-        .map(|_| {
-            lp.add_timer(Clock::Monotonic, Priority::DEFAULT, T)
-                .expect("add")
-        })
-        .collect();
-    // Deadlines spread over an hour, in a scattered order (not sorted: that would make every
-    // insert a leaf push).
-    let at = |i: usize, shift: u64| {
-        Deadline::After(
-            Duration::from_secs(3600 + shift)
-                + Duration::from_micros((i as u64 * 7919) % 3_600_000_000),
-        )
-    };
-    let t = Instant::now();
-    for (i, &id) in ids.iter().enumerate() {
-        lp.arm_timer(id, at(i, 0), None).expect("arm");
-    }
-    let insert = t.elapsed().as_nanos() as f64 / n as f64;
-    let t = Instant::now();
-    for (i, &id) in ids.iter().enumerate() {
-        lp.arm_timer(id, at(i, 60), None).expect("re-arm");
-    }
-    let rearm = t.elapsed().as_nanos() as f64 / n as f64;
-    let t = Instant::now();
-    for &id in &ids {
-        lp.stop_timer(id).expect("stop");
-    }
-    let cancel = t.elapsed().as_nanos() as f64 / n as f64;
-    // Expiry: every timer due now, handled by `poll` (its handler counts).
-    for &id in &ids {
-        lp.arm_timer(id, Deadline::After(Duration::ZERO), None)
-            .expect("arm");
-    }
-    let mut fired = 0u64;
-    let t = Instant::now();
-    while (fired as usize) < n {
-        lp.poll_with(&mut fired);
-    }
-    let expire = t.elapsed().as_nanos() as f64 / n as f64;
-    assert_eq!(fired as usize, n, "every timer expired once");
-    Phases {
-        insert,
-        rearm,
-        cancel,
-        expire,
-    }
-}
 
 /// The floor: `n` pushes onto a `BinaryHeap` of deadlines (allocated beforehand).
 fn floor(n: usize) -> f64 {
