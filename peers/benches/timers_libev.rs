@@ -9,7 +9,8 @@
 //! time the last wait returned would fire early by however long handlers have run since).
 //!
 //! Run: `ci/peers` (installs libev-dev), or `cargo bench --bench timers_libev` in `peers/`
-//! (options: `--rounds N`, `--max N` for the largest set).
+//! (options: `--rounds N`, `--max N` for the largest set; `--only libev` runs libev's
+//! phases alone, for callgrind).
 
 #[path = "../../benches/common/mod.rs"]
 mod common;
@@ -54,6 +55,16 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let rounds = arg(&args, "--rounds", 5).max(1) as usize;
     let max = arg(&args, "--max", 1_000_000) as usize;
+    // `--only libev`: libev's phases once per size, untimed output (for callgrind).
+    if args.iter().any(|a| a == "--only") {
+        for n in [1_000, 10_000, 100_000, 1_000_000]
+            .into_iter()
+            .filter(|&n| n <= max)
+        {
+            let _ = libev(n);
+        }
+        return;
+    }
     let sizes: Vec<usize> = [1_000, 10_000, 100_000, 1_000_000]
         .into_iter()
         .filter(|&n| n <= max)
