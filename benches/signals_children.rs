@@ -95,7 +95,7 @@ mod imp {
         (lp, count)
     }
 
-    fn dasynq_signals<F: dasynq::Flavor>(n: u64) -> f64 {
+    fn dasynq_signals<F: dasynq::Flavor>(n: u64) -> (f64, u64) {
         let (lp, count) = signal_loop::<F>();
         let t = Instant::now();
         for b in 1..=n / BATCH {
@@ -106,11 +106,11 @@ mod imp {
         }
         let ns = t.elapsed().as_nanos() as f64 / n as f64;
         assert_eq!(count.get(), n, "every instance handled once");
-        ns
+        (ns, count.get())
     }
 
     /// One instance in flight at a time through a single-threaded loop.
-    fn dasynq_one_in_flight(n: u64) -> f64 {
+    fn dasynq_one_in_flight(n: u64) -> (f64, u64) {
         let (lp, count) = signal_loop::<dasynq::Single>();
         let t = Instant::now();
         for i in 1..=n {
@@ -119,7 +119,7 @@ mod imp {
                 lp.run();
             }
         }
-        t.elapsed().as_nanos() as f64 / n as f64
+        (t.elapsed().as_nanos() as f64 / n as f64, count.get())
     }
 
     fn signalfd(flags: libc::c_int) -> OwnedFd {
@@ -143,7 +143,7 @@ mod imp {
 
     /// The floor of a loop that takes one instance per wait: `epoll_wait` + a one-record read
     /// per instance, on a non-blocking signalfd.
-    fn raw_epoll_signalfd(n: u64, per_batch: u64) -> f64 {
+    fn raw_epoll_signalfd(n: u64, per_batch: u64) -> (f64, u64) {
         use rustix::event::epoll;
         let fd = signalfd(libc::SFD_NONBLOCK);
         let ep = epoll::create(epoll::CreateFlags::CLOEXEC).expect("epoll");
@@ -156,6 +156,7 @@ mod imp {
         .expect("add");
         let mut events = Vec::with_capacity(8);
         let mut buf = [0u8; SIZE];
+        let mut handled = 0;
         let t = Instant::now();
         for _ in 0..n / per_batch {
             send(per_batch);
@@ -167,13 +168,15 @@ mod imp {
                     got += 1;
                 }
             }
+            handled += got;
         }
-        t.elapsed().as_nanos() as f64 / n as f64
+        (t.elapsed().as_nanos() as f64 / n as f64, handled)
     }
 
-    fn raw_signalfd(n: u64, per_read: usize) -> f64 {
+    fn raw_signalfd(n: u64, per_read: usize) -> (f64, u64) {
         let fd = signalfd(0);
         let mut buf = vec![0u8; SIZE * per_read];
+        let mut handled = 0;
         let t = Instant::now();
         for _ in 0..n / BATCH {
             send(BATCH);
@@ -182,15 +185,17 @@ mod imp {
                 let r = rustix::io::read(fd.as_fd(), &mut buf).expect("read");
                 got += (r / SIZE) as u64;
             }
+            handled += got;
         }
-        t.elapsed().as_nanos() as f64 / n as f64
+        (t.elapsed().as_nanos() as f64 / n as f64, handled)
     }
 
-    fn dasynq_children(n: u32, options: SpawnOptions) -> f64 {
+    fn dasynq_children(n: u32, options: SpawnOptions) -> (f64, u64) {
         let lp = EventLoop::<W>::builder()
             .watchers(4)
             .build()
             .expect("build");
+        let mut reaped = 0;
         let t = Instant::now();
         for _ in 0..n {
             lp.spawn_child(Command::new("/bin/true"), options, W::Child)
@@ -198,15 +203,21 @@ mod imp {
             while lp.usage().watchers > 0 {
                 lp.run();
             }
+            // Its watcher is gone: the child's exit was delivered and it was reaped.
+            reaped += 1;
         }
-        t.elapsed().as_nanos() as f64 / 1000.0 / f64::from(n)
+        (
+            t.elapsed().as_nanos() as f64 / 1000.0 / f64::from(n),
+            reaped,
+        )
     }
 
-    fn dasynq_exec_children(n: u32) -> f64 {
+    fn dasynq_exec_children(n: u32) -> (f64, u64) {
         let lp = EventLoop::<W>::builder()
             .watchers(4)
             .build()
             .expect("build");
+        let mut reaped = 0;
         let t = Instant::now();
         for _ in 0..n {
             lp.spawn_exec(Exec::new("/bin/true"), SpawnOptions::new(), W::Child)
@@ -214,11 +225,17 @@ mod imp {
             while lp.usage().watchers > 0 {
                 lp.run();
             }
+            // Its watcher is gone: the child's exit was delivered and it was reaped.
+            reaped += 1;
         }
-        t.elapsed().as_nanos() as f64 / 1000.0 / f64::from(n)
+        (
+            t.elapsed().as_nanos() as f64 / 1000.0 / f64::from(n),
+            reaped,
+        )
     }
 
-    fn raw_children(n: u32) -> f64 {
+    fn raw_children(n: u32) -> (f64, u64) {
+        let mut reaped = 0;
         let t = Instant::now();
         for _ in 0..n {
             let st = Command::new("/bin/true")
@@ -227,8 +244,12 @@ mod imp {
                 .wait()
                 .expect("wait");
             assert!(st.success());
+            reaped += 1;
         }
-        t.elapsed().as_nanos() as f64 / 1000.0 / f64::from(n)
+        (
+            t.elapsed().as_nanos() as f64 / 1000.0 / f64::from(n),
+            reaped,
+        )
     }
 
     use super::common::{arg, median, median_ratio};
@@ -245,7 +266,9 @@ mod imp {
             "signals: a burst of {signals} real-time signals and {single} one at a time per round; children: {children} per round; {rounds} rounds"
         );
 
-        type V = (&'static str, Box<dyn Fn() -> f64>);
+        // Each variant returns its time per unit and the units it handled (signal instances,
+        // children reaped), checked against what was asked of it.
+        type V = (&'static str, Box<dyn Fn() -> (f64, u64)>);
         let variants: Vec<V> = vec![
             (
                 "burst: dasynq EventLoop (ns/signal)",
@@ -292,14 +315,33 @@ mod imp {
                 Box::new(move || raw_children(children)),
             ),
         ];
-        for (_, f) in &variants {
-            f();
+        // Warm-up, and the work check: every variant handled what was asked of it.
+        let asked = |name: &str| {
+            if name.starts_with("burst") {
+                signals
+            } else if name.starts_with("one in flight") {
+                single
+            } else {
+                u64::from(children)
+            }
+        };
+        println!("work per variant (signal instances handled, or children reaped):");
+        for (name, f) in &variants {
+            let (_, handled) = f();
+            println!("  {name:<40} {handled:>8}");
+            assert_eq!(
+                handled,
+                asked(name),
+                "{name} did a different amount of work"
+            );
         }
         let mut res: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
         for round in 0..rounds {
             for k in 0..variants.len() {
                 let i = (k + round) % variants.len();
-                res[i].push((variants[i].1)());
+                let (ns, handled) = (variants[i].1)();
+                assert_eq!(handled, asked(variants[i].0), "{}: work", variants[i].0);
+                res[i].push(ns);
             }
         }
         for (i, (name, _)) in variants.iter().enumerate() {

@@ -2,7 +2,8 @@
 //! watcher, ping-pong: each handler wakes the other thread's watcher, 20,000 round trips per
 //! run. Variants: dasynq (`EventLoop` on each thread, `Waker::wake`), mio (`Poll` + `Waker`
 //! on each thread), and the floor, raw epoll with an edge-triggered eventfd per thread
-//! (write to poke, `epoll_wait` to take it, no read), all doing the same round trips.
+//! (write to poke, `epoll_wait` to take it, no read), all doing the same round trips (each
+//! side's wakes handled are checked and printed).
 //! Variants run interleaved over rounds (order rotating); figures are medians, ratios the
 //! median of per-round ratios.
 //!
@@ -45,12 +46,14 @@ mod imp {
     type Slot<T> = Arc<Mutex<Option<T>>>;
 
     /// One side of a round trip (see `ping_pong`).
-    type Side<T> = fn(usize, u64, &Slot<T>, &Slot<T>, &dyn Fn());
+    /// Returns the wakes it handled.
+    type Side<T> = fn(usize, u64, &Slot<T>, &Slot<T>, &dyn Fn()) -> u64;
 
     /// Run two sides on their own threads and time them from the moment both are set up
     /// until both are done. Each `side(i, mine, other, go)` sets itself up, publishes its
     /// handle in `mine`, calls `go()` (which returns when the clock starts), then plays.
-    fn ping_pong<T: Send + 'static>(trips: u64, side: Side<T>) -> f64 {
+    /// Returns the time per round trip and the wakes each side handled.
+    fn ping_pong<T: Send + 'static>(trips: u64, side: Side<T>) -> (f64, [u64; 2]) {
         let slots: [Slot<T>; 2] = [Arc::default(), Arc::default()];
         let barrier = Arc::new(Barrier::new(3));
         let sides: Vec<_> = (0..2)
@@ -69,13 +72,20 @@ mod imp {
         barrier.wait();
         let t = Instant::now();
         barrier.wait();
-        for s in sides {
-            s.join().expect("side");
+        let mut got = [0; 2];
+        for (g, s) in got.iter_mut().zip(sides) {
+            *g = s.join().expect("side");
         }
-        t.elapsed().as_nanos() as f64 / trips as f64
+        (t.elapsed().as_nanos() as f64 / trips as f64, got)
     }
 
-    fn dasynq_side(i: usize, trips: u64, mine: &Slot<Waker>, other: &Slot<Waker>, go: &dyn Fn()) {
+    fn dasynq_side(
+        i: usize,
+        trips: u64,
+        mine: &Slot<Waker>,
+        other: &Slot<Waker>,
+        go: &dyn Fn(),
+    ) -> u64 {
         let lp = EventLoop::<Pong>::builder()
             .watchers(2)
             .wakers(1)
@@ -99,6 +109,7 @@ mod imp {
         while got.get() < trips {
             lp.run();
         }
+        got.get()
     }
 
     fn mio_side(
@@ -107,7 +118,7 @@ mod imp {
         mine: &Slot<Arc<mio::Waker>>,
         other: &Slot<Arc<mio::Waker>>,
         go: &dyn Fn(),
-    ) {
+    ) -> u64 {
         use mio::{Events, Poll, Token, Waker};
         let mut poll = Poll::new().expect("poll");
         let w = Arc::new(Waker::new(poll.registry(), Token(0)).expect("waker"));
@@ -127,6 +138,7 @@ mod imp {
                 }
             }
         }
+        got
     }
 
     fn raw_side(
@@ -135,7 +147,7 @@ mod imp {
         mine: &Slot<Arc<OwnedFd>>,
         other: &Slot<Arc<OwnedFd>>,
         go: &dyn Fn(),
-    ) {
+    ) -> u64 {
         use rustix::event::{EventfdFlags, epoll, eventfd};
         let ep = epoll::create(epoll::CreateFlags::CLOEXEC).expect("epoll");
         let efd =
@@ -167,27 +179,35 @@ mod imp {
                 }
             }
         }
+        got
     }
 
     pub fn main() {
         let args: Vec<String> = std::env::args().collect();
         let rounds = arg(&args, "--rounds", 7).max(3) as usize;
         let trips = arg(&args, "--trips", 20_000).max(1);
-        type V = (&'static str, fn(u64) -> f64);
+        type V = (&'static str, fn(u64) -> (f64, [u64; 2]));
         let variants: [V; 3] = [
             ("dasynq EventLoop + Waker", |n| ping_pong(n, dasynq_side)),
             ("mio Poll + Waker", |n| ping_pong(n, mio_side)),
             ("raw epoll + eventfd (ET)", |n| ping_pong(n, raw_side)),
         ];
         println!("wake round trips between two threads: {trips} per run, {rounds} rounds");
-        for (_, f) in &variants {
-            f(trips);
+        // Warm-up, and the work check: each side of every variant handled one wake per
+        // round trip (one wake is in flight at a time, so none coalesce).
+        println!("work per variant (wakes handled by each side):");
+        for (name, f) in &variants {
+            let (_, got) = f(trips);
+            println!("  {name:<28} {:>8} {:>8}", got[0], got[1]);
+            assert_eq!(got, [trips, trips], "{name} did a different amount of work");
         }
         let mut ns: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
         for round in 0..rounds {
             for k in 0..variants.len() {
                 let i = (k + round) % variants.len();
-                ns[i].push((variants[i].1)(trips));
+                let (t, got) = (variants[i].1)(trips);
+                assert_eq!(got, [trips, trips], "{}: work", variants[i].0);
+                ns[i].push(t);
             }
         }
         for (i, (name, _)) in variants.iter().enumerate() {
