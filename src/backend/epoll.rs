@@ -307,6 +307,44 @@ impl<K: EpollKernel> Epoll<K> {
         ev
     }
 
+    /// The event a reserved token reports (the loop's own registrations: clocks, notifier,
+    /// signalfd).
+    #[cold]
+    fn reserved_event(&self, data: u64) -> BackendEvent {
+        match data {
+            TOKEN_SIGNAL => BackendEvent::SignalsPending,
+            TOKEN_WAKE => {
+                // Edge-triggered (one waiter): the report consumed the poke, nothing to
+                // read. Shared mode: reset the counter (a failure, EAGAIN: already
+                // drained, leaves nothing to do), then re-arm the one-shot registration,
+                // so a poke made since reports again (to one waiter).
+                if self.shared.load(Ordering::Acquire) {
+                    let _ = self.kernel.eventfd_read(&self.wake);
+                    if self
+                        .rearm_internal(self.wake.as_raw_fd(), TOKEN_WAKE)
+                        .is_err()
+                    {
+                        self.wake_disarmed.store(true, Ordering::Release);
+                    }
+                }
+                BackendEvent::Wake
+            }
+            d if d == TOKEN_CLOCK[0] || d == TOKEN_CLOCK[1] => {
+                let c = if d == TOKEN_CLOCK[0] {
+                    Clock::Monotonic
+                } else {
+                    Clock::System
+                };
+                if self.shared.load(Ordering::Acquire) {
+                    self.clock_fired[c.index()].store(true, Ordering::Release);
+                }
+                BackendEvent::Clock(c)
+            }
+            // A reserved token the backend never registered: a faulty kernel.
+            _ => BackendEvent::Garbled,
+        }
+    }
+
     #[inline]
     fn readiness(events: u32) -> Readiness {
         // Bit moves, no branches: IN (0x1) -> READABLE, OUT (0x4) -> WRITABLE, RDHUP (0x2000)
@@ -451,45 +489,19 @@ impl<K: EpollKernel> Backend for Epoll<K> {
 
     fn for_each_event(&self, events: &K::Buffer, mut f: impl FnMut(BackendEvent)) {
         for (ev, data) in K::buffer_events(events) {
-            if data < Token::RESERVED {
-                f(BackendEvent::Fd {
+            // One call of `f` per event: the loop's own registrations are decoded apart.
+            let event = if data < Token::RESERVED {
+                BackendEvent::Fd {
                     token: Token(data),
                     ready: Self::readiness(ev),
-                });
-                continue;
-            }
-            match data {
-                TOKEN_SIGNAL => f(BackendEvent::SignalsPending),
-                TOKEN_WAKE => {
-                    // Edge-triggered (one waiter): the report consumed the poke, nothing to
-                    // read. Shared mode: reset the counter (a failure, EAGAIN: already
-                    // drained, leaves nothing to do), then re-arm the one-shot registration,
-                    // so a poke made since reports again (to one waiter).
-                    if self.shared.load(Ordering::Acquire) {
-                        let _ = self.kernel.eventfd_read(&self.wake);
-                        if self
-                            .rearm_internal(self.wake.as_raw_fd(), TOKEN_WAKE)
-                            .is_err()
-                        {
-                            self.wake_disarmed.store(true, Ordering::Release);
-                        }
-                    }
-                    f(BackendEvent::Wake);
                 }
-                d if d == TOKEN_CLOCK[0] || d == TOKEN_CLOCK[1] => {
-                    let c = if d == TOKEN_CLOCK[0] {
-                        Clock::Monotonic
-                    } else {
-                        Clock::System
-                    };
-                    if self.shared.load(Ordering::Acquire) {
-                        self.clock_fired[c.index()].store(true, Ordering::Release);
-                    }
-                    f(BackendEvent::Clock(c))
-                }
-                // A reserved token the backend never registered: a faulty kernel.
-                _ => f(BackendEvent::Garbled),
-            }
+            } else if data == TOKEN_WAKE && !self.shared.load(Ordering::Acquire) {
+                // A poke to the one waiter: as common as an fd event in some programs.
+                BackendEvent::Wake
+            } else {
+                self.reserved_event(data)
+            };
+            f(event);
         }
         if self.wake_disarmed.load(Ordering::Acquire) {
             // The notifier could not be re-armed: take every wait as a possible wake.

@@ -239,6 +239,26 @@ impl State {
                 return;
             }
         }
+        self.on_fd_event_slow(index, ready, in_batch, backend, wake);
+    }
+
+    /// The rest of `on_fd_event`: bidirectional, one-shot, disarmed or busy watchers (kept
+    /// out of line, so the fast path stays small where it is inlined).
+    #[inline(never)]
+    fn on_fd_event_slow<B: Backend>(
+        &mut self,
+        index: u32,
+        ready: Readiness,
+        in_batch: bool,
+        backend: &B,
+        wake: &WakeShared,
+    ) {
+        let Some(w) = self.slots.at_mut(index) else {
+            return;
+        };
+        let Detail::Fd(f) = &mut w.detail else {
+            return;
+        };
         if f.kernel.oneshot || f.kernel.interest.is_empty() {
             f.fired = true;
             if w.running {
