@@ -1053,6 +1053,7 @@ impl<'a, H: Handler, B: Backend, F: Flavor> CallGuard<'a, H, B, F> {
 }
 
 impl<H: Handler, B: Backend, F: Flavor> Drop for CallGuard<'_, H, B, F> {
+    #[inline]
     fn drop(&mut self) {
         let lp = self.lp;
         let d = self.dispatch.take();

@@ -459,6 +459,7 @@ impl<K: EpollKernel> Backend for Epoll<K> {
         Ok(())
     }
 
+    #[inline]
     fn wait(&self, events: &mut K::Buffer, timeout: Option<Duration>) -> Result<(), KernelError> {
         let mut timeout = timeout;
         for (flag, fd, token) in [
@@ -487,6 +488,7 @@ impl<K: EpollKernel> Backend for Epoll<K> {
         }
     }
 
+    #[inline]
     fn for_each_event(&self, events: &K::Buffer, mut f: impl FnMut(BackendEvent)) {
         for (ev, data) in K::buffer_events(events) {
             // One call of `f` per event: the loop's own registrations are decoded apart.

@@ -124,6 +124,7 @@ impl State {
 
     /// Count a run call out, giving its buffer back; `stopped`: it ends because of a stop.
     /// Returns whether a call waits for a buffer (the caller wakes it after unlocking).
+    #[inline]
     pub(crate) fn leave_call(&mut self, buffer: Option<u32>, stopped: bool) -> bool {
         let r = &mut self.runners;
         r.active = r.active.saturating_sub(1);
