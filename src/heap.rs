@@ -126,9 +126,15 @@ impl<E: HeapEntry> IndexedHeap<E> {
             if let Some(p) = self.pos.get_mut(moved as usize) {
                 *p = i as u32;
             }
-            // The moved entry may belong above or below its new place.
-            let i = self.sift_up(i);
-            self.sift_down(i);
+            // The moved entry may belong above or below its new place. At the root (every
+            // pop) it can only sink, and it came from the bottom, where it most likely
+            // belongs: sift bottom-up there.
+            if i == 0 {
+                self.sift_down_from_root();
+            } else {
+                let i = self.sift_up(i);
+                self.sift_down(i);
+            }
         }
     }
 
@@ -226,6 +232,61 @@ impl<E: HeapEntry> IndexedHeap<E> {
         }
     }
 
+    /// Sift the root down bottom-up (Floyd's): the hole descends along the smaller children
+    /// to a leaf without comparing them with the entry, which then rises from there to its
+    /// place. After a pop the root holds the last leaf, which belongs near the bottom, so
+    /// this saves the per-level comparison with it for a step or two back up.
+    fn sift_down_from_root(&mut self) {
+        let (heap, pos) = (&mut self.heap[..], &mut self.pos[..]);
+        let len = heap.len();
+        let Some(&e) = heap.first() else {
+            return;
+        };
+        let mut i = 0;
+        loop {
+            let first = i * ARITY + 1;
+            let best = match heap.get(first..) {
+                Some([a, b, c, d, ..]) => {
+                    let (i1, k1) = if b.before(a) { (1, b) } else { (0, a) };
+                    let (i2, k2) = if d.before(c) { (3, d) } else { (2, c) };
+                    first + if k2.before(k1) { i2 } else { i1 }
+                }
+                Some(rest) if !rest.is_empty() => {
+                    let mut best = first;
+                    for c in first + 1..len {
+                        if heap[c].before(&heap[best]) {
+                            best = c;
+                        }
+                    }
+                    best
+                }
+                _ => break,
+            };
+            let b = heap[best];
+            heap[i] = b;
+            if let Some(slot) = pos.get_mut(b.id() as usize) {
+                *slot = i as u32;
+            }
+            i = best;
+        }
+        while i > 0 {
+            let parent = (i - 1) / ARITY;
+            let p = heap[parent];
+            if !e.before(&p) {
+                break;
+            }
+            heap[i] = p;
+            if let Some(slot) = pos.get_mut(p.id() as usize) {
+                *slot = i as u32;
+            }
+            i = parent;
+        }
+        heap[i] = e;
+        if let Some(slot) = pos.get_mut(e.id() as usize) {
+            *slot = i as u32;
+        }
+    }
+
     /// Check the heap property and the position index (tests).
     #[cfg(test)]
     pub(crate) fn check(&self) {
@@ -310,6 +371,29 @@ mod tests {
             want.sort_unstable();
             let got: Vec<u64> = drain(&mut h).into_iter().map(|e| e.1).collect();
             got == want
+        }
+
+        /// Pops (the root refilled from the last leaf and sifted bottom-up) interleaved with
+        /// sets always take a smallest key and keep the heap and its index exact.
+        fn pops_between_sets_take_the_smallest(ops: Vec<(u8, u16, bool)>) -> bool {
+            let mut h: IndexedHeap<T> = IndexedHeap::new(32, 32).unwrap();
+            let mut model = std::collections::BTreeMap::new();
+            for (id, key, pop) in ops {
+                if pop {
+                    let min = model.values().copied().min();
+                    let got = h.pop();
+                    assert_eq!(got.map(|e| e.1), min);
+                    if let Some(e) = got {
+                        model.remove(&e.0);
+                    }
+                } else {
+                    let id = u32::from(id % 32);
+                    h.set(T(id, u64::from(key)));
+                    model.insert(id, u64::from(key));
+                }
+                h.check();
+            }
+            h.len() == model.len()
         }
     }
 

@@ -26,6 +26,7 @@ mod imp {
     pub const PASSES: u64 = 1_000;
     pub const REARMS_1K: u64 = 1_000;
     pub const REARMS_1M: u64 = 1_000_000;
+    pub const EXPIRIES: u64 = 1_000;
     pub const SIGNALS: u64 = 1_000;
     pub const WAKES: u64 = 1_000;
 
@@ -297,6 +298,48 @@ mod imp {
         (lp, ids)
     }
 
+    // ------------------------------------------------------------------ timer expiry
+
+    pub struct Expired;
+
+    impl Handler for Expired {
+        type Data = u64;
+        fn on_event(&mut self, _: &Cx<'_, Self>, n: &mut u64, _: Event<'_>) -> Rearm {
+            *n += 1;
+            Rearm::Rearm
+        }
+    }
+
+    /// A thousand timers, all due now (their expiry waits for the first poll).
+    pub fn expiry_setup() -> EventLoop<Expired> {
+        let lp = EventLoop::<Expired>::builder()
+            .watchers(EXPIRIES as usize)
+            .timers(EXPIRIES as usize)
+            .wakers(0)
+            .build()
+            .expect("build");
+        for _ in 0..EXPIRIES {
+            let t = lp
+                .add_timer(Clock::Monotonic, Priority::DEFAULT, Expired)
+                .expect("add");
+            lp.arm_timer(t, Deadline::After(Duration::ZERO), None)
+                .expect("arm");
+        }
+        lp
+    }
+
+    // Every timer expires and its handler runs once: heap pops, queueing, dispatch.
+    #[library_benchmark]
+    #[bench::timers_1k(setup = expiry_setup)]
+    pub fn timer_expiry(lp: EventLoop<Expired>) -> EventLoop<Expired> {
+        let mut n = 0u64;
+        while n < EXPIRIES {
+            lp.poll_with(&mut n);
+        }
+        assert_eq!(n, EXPIRIES);
+        lp
+    }
+
     // ------------------------------------------------------------------ signal burst
 
     pub struct Sig;
@@ -381,7 +424,7 @@ mod imp {
 
     library_benchmark_group!(
         name = hot_paths;
-        benchmarks = pipe_chain, pipe_chain_idle, one_event_pass, timer_rearm, signal_burst, wake
+        benchmarks = pipe_chain, pipe_chain_idle, one_event_pass, timer_rearm, timer_expiry, signal_burst, wake
     );
 }
 

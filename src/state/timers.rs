@@ -1,6 +1,6 @@
 //! Timer watchers: registration, arming, and counting expirations against the clocks.
 
-use super::{State, node};
+use super::{State, enqueue, node};
 use crate::backend::Backend;
 use crate::error::{Error, Pool as PoolKind, UsageError};
 use crate::id::WatchId;
@@ -165,6 +165,8 @@ impl State {
         backend: &B,
         wake: &WakeShared,
     ) {
+        let in_batch = self.deferring();
+        let mut queued = false;
         for clock in Clock::ALL {
             let c = clock.index();
             if self.timers[c].len() > 0 {
@@ -173,12 +175,12 @@ impl State {
                     if due > now {
                         break;
                     }
-                    let Some(Watch {
-                        detail: Detail::Timer(t),
-                        ..
-                    }) = self.slots.at_mut(index)
-                    else {
+                    let Some(w) = self.slots.at_mut(index) else {
                         // Unreachable: timers leave the heap when removed.
+                        self.timers[c].remove(index);
+                        continue;
+                    };
+                    let Detail::Timer(t) = &mut w.detail else {
                         self.timers[c].remove(index);
                         continue;
                     };
@@ -191,10 +193,18 @@ impl State {
                         t.expirations = t.expirations.saturating_add(1);
                         self.timers[c].remove(index);
                     }
-                    self.maybe_queue(index, 0, wake);
+                    // It has an expiration to deliver: queue it if enabled and idle (with
+                    // the slot in hand, as `maybe_queue` would).
+                    let half = &mut w.halves[0];
+                    if half.enabled && !half.queued && !half.running && !half.removed {
+                        queued |= enqueue(&mut self.queue, in_batch, half, node(index, 0));
+                    }
                 }
             }
             self.sync_clock(clock, fired[c], backend);
+        }
+        if queued {
+            self.interrupt(wake);
         }
     }
 }
