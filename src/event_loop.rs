@@ -738,14 +738,21 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
     /// bounded by where it began, so nothing it requeues runs again in the same batch, while
     /// other runners may take it at once.
     fn run_shared(&self, limit: usize, mode: Mode, data: &mut H::Data) -> usize {
-        let Enter::Running(epoch) = self.locked(State::enter_call) else {
+        // The call is counted in and takes a free events buffer in one lock section.
+        let (entered, buffer) = self.locked(|s| match s.enter_call() {
+            Enter::Running(epoch) => (Some(epoch), self.take_buffer(s)),
+            Enter::Stopped => (None, None),
+        });
+        let Some(epoch) = entered else {
             return 0;
         };
         let mut call = CallGuard::new(self, epoch);
-        call.buffer = match mode {
+        call.buffer = match (buffer, mode) {
+            (Some(b), _) => Some(b),
             // `poll` never waits for a buffer: without one it runs only what is queued.
-            Mode::Poll => self.locked(|s| self.take_buffer(s)),
-            _ => match self.wait_for_buffer(epoch, mode) {
+            (None, Mode::Poll) => None,
+            // Every buffer is in use: wait for one (`wait_for_buffer` looks once more first).
+            (None, _) => match self.wait_for_buffer(epoch, mode) {
                 Some(b) => Some(b),
                 None => return 0,
             },
