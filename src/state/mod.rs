@@ -175,6 +175,53 @@ fn enqueue(queue: &mut PendingQueue, in_batch: bool, half: &mut Half, node: u32)
     true
 }
 
+/// Take a queued half off the queue (a parked half is queued but off it: nothing to remove
+/// there).
+#[inline]
+fn unqueue(queue: &mut PendingQueue, half: &mut Half, node: u32) {
+    if half.queued {
+        half.queued = false;
+        half.parked = false;
+        queue.remove(node);
+    }
+}
+
+/// Queue half `h` of watcher `w` (slot `index`) if it is enabled, idle, present and has
+/// something to deliver. Returns whether it was queued.
+#[inline(always)]
+fn queue_if_pending(
+    queue: &mut PendingQueue,
+    in_batch: bool,
+    w: &mut Watch,
+    index: u32,
+    h: usize,
+) -> bool {
+    let half = &w.halves[h];
+    if !half.enabled || half.queued || half.running || half.removed || !w.has_pending(h) {
+        return false;
+    }
+    enqueue(queue, in_batch, &mut w.halves[h], node(index, h))
+}
+
+/// Whether a slot's watcher is live for its id's holder: not being removed, not a zombie.
+#[inline]
+fn is_live(w: &Watch) -> bool {
+    !w.remove_pending && !matches!(w.detail, Detail::Zombie(_))
+}
+
+/// [`State::lookup`], handing back the watcher itself (one slot lookup), from the slots
+/// alone so the rest of the state stays free to use.
+#[inline]
+fn live_mut(slots: &mut Pool<Watch>, tag: u32, id: WatchId) -> Result<&mut Watch, UsageError> {
+    if id.loop_tag != tag {
+        return Err(UsageError::Stale);
+    }
+    match slots.get_mut(id.index, id.generation) {
+        Some(w) if is_live(w) => Ok(w),
+        _ => Err(UsageError::Stale),
+    }
+}
+
 impl State {
     pub(crate) fn new(cap: &Capacities, oneshot: bool, threaded: bool, tag: u32) -> Option<Self> {
         let slots = Pool::with_capacity(cap.watchers)?;
@@ -277,7 +324,7 @@ impl State {
             return Err(UsageError::Stale);
         }
         match self.slots.get(id.index, id.generation) {
-            Some(w) if !w.remove_pending && !matches!(w.detail, Detail::Zombie(_)) => Ok(id.index),
+            Some(w) if is_live(w) => Ok(id.index),
             _ => Err(UsageError::Stale),
         }
     }
@@ -309,28 +356,15 @@ impl State {
         self.batch_depth > 0
     }
 
-    /// Queue half `h`: it becomes disabled while queued. Events queued while a batch runs
-    /// wait for the next batch.
+    /// Queue half `h` if it is enabled, idle and has something to deliver.
     #[inline]
-    fn queue_half(&mut self, index: u32, h: usize, wake: &WakeShared) {
+    fn maybe_queue(&mut self, index: u32, h: usize, wake: &WakeShared) {
         let in_batch = self.deferring();
         let Some(w) = self.slots.at_mut(index) else {
             return;
         };
-        if enqueue(&mut self.queue, in_batch, &mut w.halves[h], node(index, h)) {
+        if queue_if_pending(&mut self.queue, in_batch, w, index, h) {
             self.interrupt(wake);
-        }
-    }
-
-    /// Queue half `h` if it is enabled, idle and has something to deliver.
-    #[inline]
-    fn maybe_queue(&mut self, index: u32, h: usize, wake: &WakeShared) {
-        let Some(w) = self.slots.at(index) else {
-            return;
-        };
-        let half = &w.halves[h];
-        if half.enabled && !half.queued && !half.running && !half.removed && w.has_pending(h) {
-            self.queue_half(index, h, wake);
         }
     }
 
@@ -338,13 +372,7 @@ impl State {
         let Some(w) = self.slots.at_mut(index) else {
             return;
         };
-        let half = &mut w.halves[h];
-        if half.queued {
-            half.queued = false;
-            // (A parked half is queued but off the queue: removing it finds nothing.)
-            half.parked = false;
-            self.queue.remove(node(index, h));
-        }
+        unqueue(&mut self.queue, &mut w.halves[h], node(index, h));
     }
 
     #[cold]

@@ -1,6 +1,6 @@
 //! Timer watchers: registration, arming, and counting expirations against the clocks.
 
-use super::{State, enqueue, node};
+use super::{State, live_mut, node, queue_if_pending, unqueue};
 use crate::backend::Backend;
 use crate::error::{Error, Pool as PoolKind, UsageError};
 use crate::id::WatchId;
@@ -41,16 +41,8 @@ impl State {
         interval: u64,
         backend: &B,
     ) -> Result<(), UsageError> {
-        if id.loop_tag != self.tag {
-            return Err(UsageError::Stale);
-        }
         let index = id.index;
-        let Some(w) = self.slots.get_mut(index, id.generation) else {
-            return Err(UsageError::Stale);
-        };
-        if w.remove_pending || matches!(w.detail, Detail::Zombie(_)) {
-            return Err(UsageError::Stale);
-        }
+        let w = live_mut(&mut self.slots, self.tag, id)?;
         let Detail::Timer(t) = &mut w.detail else {
             return Err(UsageError::WrongKind {
                 op: "arm_timer",
@@ -64,12 +56,8 @@ impl State {
         t.expirations = 0;
         let half = &mut w.halves[0];
         half.enabled = true;
-        if half.queued {
-            // A queued expiry of the old arming is dropped.
-            half.queued = false;
-            half.parked = false;
-            self.queue.remove(node(index, 0));
-        }
+        // A queued expiry of the old arming is dropped.
+        unqueue(&mut self.queue, half, node(index, 0));
         let c = clock.index();
         self.timers[c].set(index, deadline);
         // The backend is armed no later than every timer (`sync_clock`): a deadline at or
@@ -193,12 +181,8 @@ impl State {
                         t.expirations = t.expirations.saturating_add(1);
                         self.timers[c].remove(index);
                     }
-                    // It has an expiration to deliver: queue it if enabled and idle (with
-                    // the slot in hand, as `maybe_queue` would).
-                    let half = &mut w.halves[0];
-                    if half.enabled && !half.queued && !half.running && !half.removed {
-                        queued |= enqueue(&mut self.queue, in_batch, half, node(index, 0));
-                    }
+                    // With the slot in hand (`maybe_queue` would look it up again).
+                    queued |= queue_if_pending(&mut self.queue, in_batch, w, index, 0);
                 }
             }
             self.sync_clock(clock, fired[c], backend);

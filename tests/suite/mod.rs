@@ -1082,6 +1082,41 @@ pub fn timers_stop_drops_a_queued_expiry<X: Fixture>() {
     assert_eq!(lp.poll(), 0);
 }
 
+/// Re-arming a timer whose expiry is already queued drops that expiry: the timer fires at
+/// its new deadline, once.
+pub fn timers_rearm_drops_a_queued_expiry<X: Fixture>() {
+    let fx = X::new();
+    let lp = lp(&fx);
+    let u = fx.unit();
+    let fired = Arc::new(AtomicU64::new(0));
+    let target = counter_timer::<X>(&lp, Clock::Monotonic, &fired, Rearm::Rearm);
+    let t0 = lp.now();
+    let rearmer = lp
+        .add_timer(
+            Clock::Monotonic,
+            Priority::HIGH,
+            Probe::new(move |cx, _| {
+                cx.arm_timer(target, Deadline::At(t0 + 4 * u), None)
+                    .unwrap();
+                Rearm::Rearm
+            }),
+        )
+        .unwrap();
+    lp.arm_timer(target, Deadline::At(t0 + u), None).unwrap();
+    lp.arm_timer(rearmer, Deadline::At(t0 + u), None).unwrap();
+    fx.wait_until(&lp, t0 + 2 * u);
+    assert_eq!(lp.poll(), 1, "only the re-armer runs");
+    assert_eq!(lp.poll(), 0, "the old expiry is gone");
+    assert_eq!(fired.load(Ordering::SeqCst), 0);
+    fx.wait_until(&lp, t0 + 4 * u);
+    lp.poll();
+    assert_eq!(
+        fired.load(Ordering::SeqCst),
+        1,
+        "fired at the new deadline, once"
+    );
+}
+
 pub fn timers_system_clock_absolute<X: Fixture>() {
     let fx = X::new();
     let lp = lp(&fx);
@@ -1893,6 +1928,7 @@ macro_rules! behavioural_suite {
             timers_moving_the_head_later_delays_nothing_else,
             timers_edge_deadlines,
             timers_stop_drops_a_queued_expiry,
+            timers_rearm_drops_a_queued_expiry,
             timers_system_clock_absolute,
             timers_arming_a_removed_timer_is_stale,
             timer_operations_on_other_kinds_are_caller_mistakes,
