@@ -160,76 +160,35 @@ impl<E: HeapEntry> IndexedHeap<E> {
     }
 
     // The sifts move a hole: the entry being placed is held aside, each entry passed over
-    // moves one level (its position updated), and the entry lands once. They work on the
-    // slices, whose lengths bound every index (ids are below `pos.len()` by `set`), so the
-    // compiler drops most bounds checks; an index out of range would end the sift early,
-    // never panic.
+    // moves one level (`place`: its position updated), and the entry lands once. The three
+    // share `smallest_child` and `rise`. They work on the slices: every heap index comes
+    // from the slice's length (a parent of an index in range, a child found by `get`), and
+    // an id out of `pos`'s range (which `set` refuses) would only leave a position unset.
 
-    fn sift_up(&mut self, mut i: usize) -> usize {
+    fn sift_up(&mut self, i: usize) -> usize {
         let (heap, pos) = (&mut self.heap[..], &mut self.pos[..]);
         let Some(&e) = heap.get(i) else {
             return i;
         };
-        while i > 0 {
-            let parent = (i - 1) / ARITY;
-            let p = heap[parent];
-            if !e.before(&p) {
-                break;
-            }
-            heap[i] = p;
-            if let Some(slot) = pos.get_mut(p.id() as usize) {
-                *slot = i as u32;
-            }
-            i = parent;
-        }
-        heap[i] = e;
-        if let Some(slot) = pos.get_mut(e.id() as usize) {
-            *slot = i as u32;
-        }
+        let i = rise(heap, pos, e, i, 0);
+        place(heap, pos, e, i);
         i
     }
 
     fn sift_down(&mut self, mut i: usize) {
         let (heap, pos) = (&mut self.heap[..], &mut self.pos[..]);
-        let len = heap.len();
         let Some(&e) = heap.get(i) else {
             return;
         };
-        loop {
-            let first = i * ARITY + 1;
-            // Every child, the last one included, is a candidate.
-            let best = match heap.get(first..) {
-                Some([a, b, c, d, ..]) => {
-                    // A full node (the common case): three comparisons, no loop.
-                    let (i1, k1) = if b.before(a) { (1, b) } else { (0, a) };
-                    let (i2, k2) = if d.before(c) { (3, d) } else { (2, c) };
-                    first + if k2.before(k1) { i2 } else { i1 }
-                }
-                Some(rest) if !rest.is_empty() => {
-                    let mut best = first;
-                    for c in first + 1..len {
-                        if heap[c].before(&heap[best]) {
-                            best = c;
-                        }
-                    }
-                    best
-                }
-                _ => break,
-            };
+        while let Some(best) = smallest_child(heap, i) {
             let b = heap[best];
             if !b.before(&e) {
                 break;
             }
-            heap[i] = b;
-            if let Some(slot) = pos.get_mut(b.id() as usize) {
-                *slot = i as u32;
-            }
+            place(heap, pos, b, i);
             i = best;
         }
-        heap[i] = e;
-        if let Some(slot) = pos.get_mut(e.id() as usize) {
-            *slot = i as u32;
-        }
+        place(heap, pos, e, i);
     }
 
     /// Sift the root down bottom-up (Floyd's): the hole descends along the smaller children
@@ -238,53 +197,17 @@ impl<E: HeapEntry> IndexedHeap<E> {
     /// this saves the per-level comparison with it for a step or two back up.
     fn sift_down_from_root(&mut self) {
         let (heap, pos) = (&mut self.heap[..], &mut self.pos[..]);
-        let len = heap.len();
         let Some(&e) = heap.first() else {
             return;
         };
         let mut i = 0;
-        loop {
-            let first = i * ARITY + 1;
-            let best = match heap.get(first..) {
-                Some([a, b, c, d, ..]) => {
-                    let (i1, k1) = if b.before(a) { (1, b) } else { (0, a) };
-                    let (i2, k2) = if d.before(c) { (3, d) } else { (2, c) };
-                    first + if k2.before(k1) { i2 } else { i1 }
-                }
-                Some(rest) if !rest.is_empty() => {
-                    let mut best = first;
-                    for c in first + 1..len {
-                        if heap[c].before(&heap[best]) {
-                            best = c;
-                        }
-                    }
-                    best
-                }
-                _ => break,
-            };
+        while let Some(best) = smallest_child(heap, i) {
             let b = heap[best];
-            heap[i] = b;
-            if let Some(slot) = pos.get_mut(b.id() as usize) {
-                *slot = i as u32;
-            }
+            place(heap, pos, b, i);
             i = best;
         }
-        while i > 0 {
-            let parent = (i - 1) / ARITY;
-            let p = heap[parent];
-            if !e.before(&p) {
-                break;
-            }
-            heap[i] = p;
-            if let Some(slot) = pos.get_mut(p.id() as usize) {
-                *slot = i as u32;
-            }
-            i = parent;
-        }
-        heap[i] = e;
-        if let Some(slot) = pos.get_mut(e.id() as usize) {
-            *slot = i as u32;
-        }
+        let i = rise(heap, pos, e, i, 0);
+        place(heap, pos, e, i);
     }
 
     /// Check the heap property and the position index (tests).
@@ -298,6 +221,55 @@ impl<E: HeapEntry> IndexedHeap<E> {
         }
         let indexed = self.pos.iter().filter(|p| **p != NONE).count();
         assert_eq!(indexed, self.heap.len());
+    }
+}
+
+/// Put `e` at `i` and record its position.
+#[inline(always)]
+fn place<E: HeapEntry>(heap: &mut [E], pos: &mut [u32], e: E, i: usize) {
+    heap[i] = e;
+    if let Some(slot) = pos.get_mut(e.id() as usize) {
+        *slot = i as u32;
+    }
+}
+
+/// Move the hole at `i` up while `e` comes before the parent (no higher than `top`); each
+/// parent passed over moves down into the hole. Returns where `e` belongs.
+#[inline(always)]
+fn rise<E: HeapEntry>(heap: &mut [E], pos: &mut [u32], e: E, mut i: usize, top: usize) -> usize {
+    while i > top {
+        let parent = (i - 1) / ARITY;
+        let p = heap[parent];
+        if !e.before(&p) {
+            break;
+        }
+        place(heap, pos, p, i);
+        i = parent;
+    }
+    i
+}
+
+/// The smallest child of node `i`, every child (the last one included) a candidate; `None`
+/// for a leaf. A full node (the common case) takes three comparisons and no loop.
+#[inline(always)]
+fn smallest_child<E: HeapEntry>(heap: &[E], i: usize) -> Option<usize> {
+    let first = i * ARITY + 1;
+    match heap.get(first..) {
+        Some([a, b, c, d, ..]) => {
+            let (i1, k1) = if b.before(a) { (1, b) } else { (0, a) };
+            let (i2, k2) = if d.before(c) { (3, d) } else { (2, c) };
+            Some(first + if k2.before(k1) { i2 } else { i1 })
+        }
+        Some(rest) if !rest.is_empty() => {
+            let mut best = first;
+            for c in first + 1..heap.len() {
+                if heap[c].before(&heap[best]) {
+                    best = c;
+                }
+            }
+            Some(best)
+        }
+        _ => None,
     }
 }
 
