@@ -151,14 +151,7 @@ mod imp {
             waits += 1;
             for e in &events {
                 let idx = e.data.u64() as usize;
-                let mut b = [0u8; 1];
-                // One read per event in every variant, as dasynq's handler makes (the
-                // edge-triggered ones too: each write to a pipe is a new edge, and the count
-                // check below catches a lost one). Reading until EAGAIN would add a failing
-                // read per event to these variants alone.
-                if let Ok(1) = rustix::io::read(&pipes.r[idx], &mut b) {
-                    chain.forward(idx);
-                }
+                chain.take(pipes.r[idx].as_fd(), idx);
                 idle.rearm(idx);
                 if trigger == Trigger::OneShot {
                     epoll::modify(&ep, &pipes.r[idx], e.data, flags).expect("re-arm");
@@ -197,11 +190,7 @@ mod imp {
             waits += 1;
             for e in events.iter() {
                 let idx = e.token().0;
-                let mut b = [0u8; 1];
-                // One read per event, as in every variant (see `run_raw_epoll`).
-                if let Ok(1) = rustix::io::read(pipes.r[idx].as_fd(), &mut b) {
-                    chain.forward(idx);
-                }
+                chain.take(pipes.r[idx].as_fd(), idx);
             }
         }
         Outcome {
@@ -236,11 +225,7 @@ mod imp {
             waits += 1;
             for e in events.iter() {
                 let idx = e.key;
-                let mut b = [0u8; 1];
-                // One read per event, as in every variant (see `run_raw_epoll`).
-                if let Ok(1) = rustix::io::read(pipes.r[idx].as_fd(), &mut b) {
-                    chain.forward(idx);
-                }
+                chain.take(pipes.r[idx].as_fd(), idx);
             }
         }
         Outcome {
@@ -261,11 +246,7 @@ mod imp {
                 .insert_source(
                     Generic::new(r, Interest::READ, Mode::Level),
                     move |_, fd, chain: &mut Chain| {
-                        let mut b = [0u8; 1];
-                        // One read per event, as in every variant (see `run_raw_epoll`).
-                        if let Ok(1) = rustix::io::read(fd.as_fd(), &mut b) {
-                            chain.forward(idx);
-                        }
+                        chain.take(fd.as_fd(), idx);
                         Ok(PostAction::Continue)
                     },
                 )
@@ -320,19 +301,7 @@ mod imp {
         } else {
             VARIANTS.to_vec()
         };
-        println!(
-            "\n== {} {}, {} active{}, {} writes, {} rounds",
-            p.pipes,
-            if p.unix { "unix socket pairs" } else { "pipes" },
-            p.active,
-            if p.idle {
-                ", an idle timer re-armed per event"
-            } else {
-                ""
-            },
-            p.writes,
-            rounds
-        );
+        println!("\n== {}, {rounds} rounds", p.describe());
         // Warm up every variant once (page cache, allocator, CPU frequency), and check that
         // they all did the same work: the same read events, in the same number of waits.
         let mut work = Vec::new();

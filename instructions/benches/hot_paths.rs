@@ -11,7 +11,7 @@
 mod imp {
     use std::cell::Cell;
     use std::hint::black_box;
-    use std::os::fd::OwnedFd;
+    use std::os::fd::{BorrowedFd, OwnedFd};
     use std::rc::Rc;
     use std::time::Duration;
 
@@ -46,6 +46,57 @@ mod imp {
         fired: Cell<u64>,
     }
 
+    impl Chain {
+        /// 1000 pipes (libevent's bench.c), their read ends handed back; 10,000 writes to
+        /// come after the first 100 (`start`).
+        fn new() -> (Vec<OwnedFd>, Rc<Chain>) {
+            let (mut rs, mut ws) = (Vec::new(), Vec::new());
+            for _ in 0..1000 {
+                let (r, w) = pipe();
+                rs.push(r);
+                ws.push(w);
+            }
+            let chain = Rc::new(Chain {
+                w: ws,
+                left: Cell::new(10_000),
+                count: Cell::new(0),
+                fired: Cell::new(0),
+            });
+            (rs, chain)
+        }
+
+        /// The first 100 bytes in flight, spread over the pipes.
+        fn start(&self) {
+            for i in 0..100 {
+                let _ = rustix::io::write(&self.w[i * 10], b"e");
+                self.fired.set(self.fired.get() + 1);
+            }
+        }
+
+        /// An event on pipe `idx`: read its byte, and pass one on while writes remain.
+        #[inline(always)]
+        fn take(&self, fd: BorrowedFd<'_>, idx: usize) {
+            let mut b = [0u8; 1];
+            if let Ok(1) = rustix::io::read(fd, &mut b) {
+                self.count.set(self.count.get() + 1);
+                if self.left.get() > 0 {
+                    let next = (idx + 1) % self.w.len();
+                    let _ = rustix::io::write(&self.w[next], b"e");
+                    self.left.set(self.left.get() - 1);
+                    self.fired.set(self.fired.get() + 1);
+                }
+            }
+        }
+
+        /// Run the loop until every byte written was read.
+        fn drain<H: Handler<Data = ()>>(&self, lp: &EventLoop<H>) {
+            while self.count.get() < self.fired.get() {
+                lp.run();
+            }
+            assert_eq!(self.count.get(), PIPE_EVENTS);
+        }
+    }
+
     pub struct Reader {
         idx: usize,
         chain: Rc<Chain>,
@@ -55,17 +106,7 @@ mod imp {
         type Data = ();
         fn on_event(&mut self, _: &Cx<'_, Self>, _: &mut (), ev: Event<'_>) -> Rearm {
             if let Some(fd) = ev.fd() {
-                let mut b = [0u8; 1];
-                if let Ok(1) = rustix::io::read(fd, &mut b) {
-                    let c = &self.chain;
-                    c.count.set(c.count.get() + 1);
-                    if c.left.get() > 0 {
-                        let next = (self.idx + 1) % c.w.len();
-                        let _ = rustix::io::write(&c.w[next], b"e");
-                        c.left.set(c.left.get() - 1);
-                        c.fired.set(c.fired.get() + 1);
-                    }
-                }
+                self.chain.take(fd, self.idx);
             }
             Rearm::Rearm
         }
@@ -83,17 +124,7 @@ mod imp {
         type Data = ();
         fn on_event(&mut self, cx: &Cx<'_, Self>, _: &mut (), ev: Event<'_>) -> Rearm {
             if let Some(fd) = ev.fd() {
-                let mut b = [0u8; 1];
-                if let Ok(1) = rustix::io::read(fd, &mut b) {
-                    let c = &self.chain;
-                    c.count.set(c.count.get() + 1);
-                    if c.left.get() > 0 {
-                        let next = (self.idx + 1) % c.w.len();
-                        let _ = rustix::io::write(&c.w[next], b"e");
-                        c.left.set(c.left.get() - 1);
-                        c.fired.set(c.fired.get() + 1);
-                    }
-                }
+                self.chain.take(fd, self.idx);
                 if let Some(t) = self.timer {
                     cx.arm_timer(t, Deadline::After(IDLE), None)
                         .expect("re-arm");
@@ -106,79 +137,9 @@ mod imp {
     /// The idle timeout of `pipe_chain_idle` (never reached).
     const IDLE: Duration = Duration::from_secs(60);
 
-    /// The pipe chain with an idle timer per pipe, re-armed by each event.
-    pub fn chain_idle_setup() -> (EventLoop<IdleReader>, Rc<Chain>) {
-        let (mut rs, mut ws) = (Vec::new(), Vec::new());
-        for _ in 0..1000 {
-            let (r, w) = pipe();
-            rs.push(r);
-            ws.push(w);
-        }
-        let chain = Rc::new(Chain {
-            w: ws,
-            left: Cell::new(10_000),
-            count: Cell::new(0),
-            fired: Cell::new(0),
-        });
-        let lp = EventLoop::<IdleReader>::builder()
-            .watchers(2000)
-            .timers(1000)
-            .wakers(0)
-            .build()
-            .expect("build");
-        for (idx, r) in rs.into_iter().enumerate() {
-            let h = IdleReader {
-                idx,
-                chain: chain.clone(),
-                timer: None,
-            };
-            let t = lp
-                .add_timer(Clock::Monotonic, Priority::DEFAULT, h)
-                .expect("add timer");
-            lp.arm_timer(t, Deadline::After(IDLE), None).expect("arm");
-            let h = IdleReader {
-                idx,
-                chain: chain.clone(),
-                timer: Some(t),
-            };
-            lp.add_fd(r, Interest::READ, FdOptions::new(), h)
-                .expect("add");
-        }
-        for i in 0..100 {
-            let _ = rustix::io::write(&chain.w[i * 10], b"e");
-            chain.fired.set(chain.fired.get() + 1);
-        }
-        (lp, chain)
-    }
-
-    // The pipe chain, each event also re-arming its pipe's idle timer (`cx.arm_timer`).
-    #[library_benchmark]
-    #[bench::events(setup = chain_idle_setup)]
-    pub fn pipe_chain_idle(
-        s: (EventLoop<IdleReader>, Rc<Chain>),
-    ) -> (EventLoop<IdleReader>, Rc<Chain>) {
-        let (lp, chain) = s;
-        while chain.count.get() < chain.fired.get() {
-            lp.run();
-        }
-        assert_eq!(chain.count.get(), PIPE_EVENTS);
-        (lp, chain)
-    }
-
     /// libevent's bench.c: 1000 pipes, 100 bytes in flight, 10,000 more writes.
     pub fn chain_setup() -> (EventLoop<Reader>, Rc<Chain>) {
-        let (mut rs, mut ws) = (Vec::new(), Vec::new());
-        for _ in 0..1000 {
-            let (r, w) = pipe();
-            rs.push(r);
-            ws.push(w);
-        }
-        let chain = Rc::new(Chain {
-            w: ws,
-            left: Cell::new(10_000),
-            count: Cell::new(0),
-            fired: Cell::new(0),
-        });
+        let (rs, chain) = Chain::new();
         let lp = EventLoop::<Reader>::builder()
             .watchers(1000)
             .timers(0)
@@ -193,22 +154,51 @@ mod imp {
             lp.add_fd(r, Interest::READ, FdOptions::new(), h)
                 .expect("add");
         }
-        for i in 0..100 {
-            let _ = rustix::io::write(&chain.w[i * 10], b"e");
-            chain.fired.set(chain.fired.get() + 1);
+        chain.start();
+        (lp, chain)
+    }
+
+    /// The same, with an idle timer per pipe, re-armed by each event.
+    pub fn chain_idle_setup() -> (EventLoop<IdleReader>, Rc<Chain>) {
+        let (rs, chain) = Chain::new();
+        let lp = EventLoop::<IdleReader>::builder()
+            .watchers(2000)
+            .timers(1000)
+            .wakers(0)
+            .build()
+            .expect("build");
+        for (idx, r) in rs.into_iter().enumerate() {
+            let reader = |timer| IdleReader {
+                idx,
+                chain: chain.clone(),
+                timer,
+            };
+            let t = lp
+                .add_timer(Clock::Monotonic, Priority::DEFAULT, reader(None))
+                .expect("add timer");
+            lp.arm_timer(t, Deadline::After(IDLE), None).expect("arm");
+            lp.add_fd(r, Interest::READ, FdOptions::new(), reader(Some(t)))
+                .expect("add");
         }
+        chain.start();
         (lp, chain)
     }
 
     #[library_benchmark]
     #[bench::events(setup = chain_setup)]
     pub fn pipe_chain(s: (EventLoop<Reader>, Rc<Chain>)) -> (EventLoop<Reader>, Rc<Chain>) {
-        let (lp, chain) = s;
-        while chain.count.get() < chain.fired.get() {
-            lp.run();
-        }
-        assert_eq!(chain.count.get(), PIPE_EVENTS);
-        (lp, chain)
+        s.1.drain(&s.0);
+        s
+    }
+
+    // The pipe chain, each event also re-arming its pipe's idle timer (`cx.arm_timer`).
+    #[library_benchmark]
+    #[bench::events(setup = chain_idle_setup)]
+    pub fn pipe_chain_idle(
+        s: (EventLoop<IdleReader>, Rc<Chain>),
+    ) -> (EventLoop<IdleReader>, Rc<Chain>) {
+        s.1.drain(&s.0);
+        s
     }
 
     // ------------------------------------------------------------------ one event per pass

@@ -74,18 +74,7 @@ fn main() {
         if pick.is_some_and(|want| want != k) {
             continue;
         }
-        println!(
-            "\n== {} pipes, {} active{}, {} writes, {} rounds",
-            p.pipes,
-            p.active,
-            if p.idle {
-                ", an idle timer re-armed per event"
-            } else {
-                ""
-            },
-            p.writes,
-            rounds
-        );
+        println!("\n== {}, {rounds} rounds", p.describe());
         if let Some(which) = &only {
             let o = match which.as_str() {
                 "dasynq" => run_dasynq::<Single>(p),
