@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::backend::{Backend, KernelError};
 use crate::child::Spawned;
-use crate::error::{Rejected, SignalChildError, UsageError};
+use crate::error::{Rejected, SignalChildError, SpawnError, UsageError};
 use crate::event_loop::EventLoop;
 use crate::exec::Exec;
 use crate::handler::Handler;
@@ -457,6 +457,66 @@ operations! {
     fn spawn_exec(&self, exec: Exec, options: SpawnOptions, handler: H)
         -> Result<Spawned, Rejected<H>>;
 
+    /// Start `cmd` as the next child of a reservation (a child watcher from
+    /// [`reserve_child`](Self::reserve_child), or one whose previous child's exit has been
+    /// reported): no slot is taken, so a service's restart cannot fail for capacity. The
+    /// reservation's handler and priority stay; `options.priority` is not used. Allowed from
+    /// the reservation's own handler while it reports the previous child's exit (a restart
+    /// at once; a `Requeue` from that call then delivers nothing again).
+    ///
+    /// Errors, each leaving the reservation as it was (idle, with its handler and slot):
+    /// [`SpawnError::Usage`] with [`UsageError::Stale`] (removed), `WrongKind` (not a child
+    /// watcher) or [`UsageError::Busy`] (its child still runs, its exit is not yet reported,
+    /// or another thread is spawning into it); [`SpawnError::Spawn`] when the process could
+    /// not be started (`ENOENT` for a missing program; the hook's error for a failing
+    /// `pre_exec`). While a spawn into it is under way (another thread),
+    /// [`remove`](Self::remove) of the reservation is `UsageError::Busy`.
+    ///
+    /// The loop's own part allocates nothing; `Command::spawn` itself allocates (std builds
+    /// the argument and environment arrays), as does the `pre_exec` hook that gives the child
+    /// its clean signal state by default. [`spawn_exec_into`](Self::spawn_exec_into) with
+    /// `posix_spawn` builds its C strings.
+    example:
+    /// ```
+    /// use dasynq::{ChildStatus, Event, EventLoop, FnHandler, Priority, Rearm, SpawnOptions};
+    /// use std::process::Command;
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// // One slot, reserved at startup for the service: every restart reuses it.
+    /// let lp = EventLoop::<FnHandler>::builder().watchers(1).build()?;
+    /// let service = lp.reserve_child(Priority::DEFAULT, FnHandler::new(|cx, ev| {
+    ///     if let Event::Child { status, .. } = ev {
+    ///         assert_eq!(status, ChildStatus::Exited(0));
+    ///     }
+    ///     cx.stop();
+    ///     Rearm::Rearm
+    /// }))?;
+    /// for _ in 0..2 {
+    ///     lp.spawn_into(service, Command::new("true"), SpawnOptions::new())?;
+    ///     assert_eq!(lp.run(), 1);
+    /// }
+    /// assert_eq!(lp.usage().watchers, 1);
+    /// # Ok(()) }
+    /// ```
+    fn spawn_into(&self, id: WatchId, cmd: Command, options: SpawnOptions)
+        -> Result<Spawned, SpawnError>;
+
+    /// [`spawn_into`](Self::spawn_into) for an [`Exec`] (started with `posix_spawn`, see
+    /// [`spawn_exec`](Self::spawn_exec)).
+    example:
+    /// ```
+    /// use dasynq::{Errno, EventLoop, Exec, FnHandler, Priority, Rearm, SpawnError, SpawnOptions};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let lp = EventLoop::<FnHandler>::builder().watchers(1).build()?;
+    /// let w = lp.reserve_child(Priority::DEFAULT, FnHandler::new(|_, _| Rearm::Rearm))?;
+    /// let err = lp.spawn_exec_into(w, Exec::new("/nonexistent/program"), SpawnOptions::new());
+    /// assert_eq!(err.unwrap_err(), SpawnError::Spawn { errno: Errno::NOENT });
+    /// // Still idle and still ours: the next try can succeed.
+    /// lp.spawn_exec_into(w, Exec::new("true"), SpawnOptions::new())?;
+    /// # Ok(()) }
+    /// ```
+    fn spawn_exec_into(&self, id: WatchId, exec: Exec, options: SpawnOptions)
+        -> Result<Spawned, SpawnError>;
+
     /// Send `signal` to the child a watcher watches, race-free: through its pidfd (or, in the
     /// fallback, `kill` while the loop guarantees the child is not yet reaped), so a recycled
     /// pid is never hit. [`SignalChildError::Gone`] once the child has exited.
@@ -480,6 +540,42 @@ operations! {
     /// # Ok(()) }
     /// ```
     fn signal_child(&self, id: WatchId, signal: Signal) -> Result<(), SignalChildError>;
+
+    /// Send `signal` to the process group the watched child leads (`kill(-pid, signal)`):
+    /// the child and every process it started that stayed in its group. Start the child
+    /// with [`SpawnOptions::new_process_group`] for it to lead one.
+    ///
+    /// Race-free while the child is unreaped, which the loop guarantees from the check to the
+    /// `kill`: a group's id is its leader's pid, and a pid is not given to another process
+    /// while its process is unreaped (nor while any group or session still has it as its id),
+    /// so no other group can have this id. Once the leader has exited,
+    /// [`SignalChildError::Gone`], even if members of its group live on: the loop reaps the
+    /// leader at once, after which the id could in principle be reused, so it no longer
+    /// sends to it; stop a group's members before (or by) stopping its leader.
+    /// [`SignalChildError::NotGroupLeader`] if the child does not lead a group of its own.
+    example:
+    /// ```
+    /// use dasynq::{Event, EventLoop, FnHandler, Rearm, Signal, SpawnOptions};
+    /// use std::process::Command;
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let lp = EventLoop::<FnHandler>::builder().watchers(2).build()?;
+    /// // A shell with a child of its own: both are in the new group.
+    /// let mut cmd = Command::new("sh");
+    /// cmd.args(["-c", "sleep 60 & wait"]);
+    /// let sh = lp.spawn_child(cmd, SpawnOptions::new().new_process_group(), FnHandler::new(
+    ///     |cx, ev| {
+    ///         if let Event::Child { status, .. } = ev {
+    ///             assert_eq!(status.signal(), Some(Signal::TERM));
+    ///         }
+    ///         cx.stop();
+    ///         Rearm::Remove
+    ///     },
+    /// ))?;
+    /// lp.signal_child_group(sh.id, Signal::TERM)?; // the shell and its sleep
+    /// assert_eq!(lp.run(), 1);
+    /// # Ok(()) }
+    /// ```
+    fn signal_child_group(&self, id: WatchId, signal: Signal) -> Result<(), SignalChildError>;
 
     /// Remove a watcher. If its handler is not running, `on_removed` runs now, on this thread;
     /// if it is running, the removal completes (and `on_removed` runs) when it returns, whatever

@@ -485,6 +485,9 @@ pub enum SignalChildError {
     Gone,
     /// The kernel refused (for example `EPERM`).
     Kernel(Errno),
+    /// [`signal_child_group`](crate::Control::signal_child_group): the child does not lead a
+    /// process group of its own, so there is no group to signal.
+    NotGroupLeader,
 }
 
 impl fmt::Display for SignalChildError {
@@ -492,6 +495,11 @@ impl fmt::Display for SignalChildError {
         match self {
             SignalChildError::Usage(u) => fmt::Display::fmt(u, f),
             SignalChildError::Gone => f.write_str("the child has already exited; nothing was sent"),
+            SignalChildError::NotGroupLeader => f.write_str(
+                "the child does not lead a process group of its own; start it with \
+                 SpawnOptions::new_process_group() (or CommandExt::process_group(0)) to signal \
+                 its group",
+            ),
             SignalChildError::Kernel(e) => write!(f, "the kernel refused to send the signal: {e}"),
         }
     }
@@ -502,6 +510,47 @@ impl std::error::Error for SignalChildError {}
 impl From<UsageError> for SignalChildError {
     fn from(u: UsageError) -> Self {
         SignalChildError::Usage(u)
+    }
+}
+
+/// Why [`Control::spawn_into`](crate::Control::spawn_into) (or
+/// [`spawn_exec_into`](crate::Control::spawn_exec_into)) started nothing. The reservation is
+/// untouched by a failure: it keeps its handler and its slot, idle, ready for the next try.
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub enum SpawnError {
+    /// A caller mistake: a stale id (the reservation was removed), a watcher that is not a
+    /// child watcher, or a reservation still busy with a child ([`UsageError::Busy`]: its
+    /// child runs, its exit is not yet reported, or another thread is spawning into it).
+    Usage(UsageError),
+    /// The process could not be started: `fork`/`exec` failed (a missing program is
+    /// `ENOENT`, no permission `EACCES`...) or the command's `pre_exec` hook returned this
+    /// error.
+    Spawn {
+        /// What the OS (or the hook) answered.
+        errno: Errno,
+    },
+}
+
+impl fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SpawnError::Usage(u) => fmt::Display::fmt(u, f),
+            SpawnError::Spawn { errno } => write!(
+                f,
+                "could not start the process: {errno}; check the program's path and \
+                 permissions and the process's resource limits (the reservation is still \
+                 idle)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for SpawnError {}
+
+impl From<UsageError> for SpawnError {
+    fn from(u: UsageError) -> Self {
+        SpawnError::Usage(u)
     }
 }
 

@@ -13,10 +13,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::backend::{Backend, BackendEvent, ChildCommand, KernelError};
+use crate::backend::{Backend, BackendEvent, ChildCommand, KernelError, SpawnHow};
 use crate::child::Spawned;
 use crate::control::{Cx, KernelFaults, Ops, Usage};
-use crate::error::{BuildError, Error, Rejected, SignalChildError, UsageError};
+use crate::error::{BuildError, Error, Rejected, SignalChildError, SpawnError, UsageError};
 use crate::handler::{Event, Handler, Rearm, Removed};
 use crate::id::{Priority, WatchId};
 use crate::interest::{Half, Interest};
@@ -185,6 +185,7 @@ type Marker<H, B, F> = fn() -> (H, B, F);
 #[derive(Debug)]
 pub struct Builder<H, B, F> {
     use_pidfd: bool,
+    kill_children_on_drop: bool,
     watchers: usize,
     timers: Option<usize>,
     wakers: Option<usize>,
@@ -200,6 +201,17 @@ impl<H: Handler, B: Backend, F: Flavor> Clone for Builder<H, B, F> {
             _p: PhantomData,
             ..*self
         }
+    }
+}
+
+/// What `options` ask of the backend's spawn; `watched`: the signals this loop watches.
+fn spawn_how(options: SpawnOptions, watched: SignalSet) -> SpawnHow {
+    SpawnHow {
+        reset: match options.signals {
+            ChildSignals::Reset => Some(watched),
+            ChildSignals::Inherit => None,
+        },
+        new_group: options.new_group,
     }
 }
 
@@ -242,6 +254,19 @@ impl<H: Handler, B: Backend, F: Flavor> Builder<H, B, F> {
     /// every thread; fallback children are also polled every 100 ms as a safety net.
     pub fn child_watch_fallback(mut self, fallback: bool) -> Self {
         self.use_pidfd = !fallback;
+        self
+    }
+    /// What dropping the loop does with the children it still watches (running, or exited
+    /// and not yet reaped). `false` (the default): it leaves them, closing only its pidfds;
+    /// they are the program's from then on, to `waitpid` (each exited one stays a zombie
+    /// until the program reaps it or itself exits, when init does). `true`: it sends each
+    /// `SIGKILL` (through its pidfd, or under the guarantee `signal_child` gives, so never a
+    /// recycled pid) and reaps it before the drop returns, waiting up to 10 seconds for each
+    /// (a process in uninterruptible sleep dies only when it wakes; one still there after
+    /// that is left to the program as above). Children whose watcher was removed are not the
+    /// loop's any more and are left alone either way.
+    pub fn kill_children_on_drop(mut self, kill: bool) -> Self {
+        self.kill_children_on_drop = kill;
         self
     }
     /// Kernel events fetched per wait (default 256, at most 65536).
@@ -330,6 +355,7 @@ impl<H: Handler, B: Backend, F: Flavor> Builder<H, B, F> {
         let (timers, wakers) = (self.timers_or_default(), self.wakers_or_default());
         let caps = Capacities {
             use_pidfd: self.use_pidfd,
+            kill_children_on_drop: self.kill_children_on_drop,
             watchers: self.watchers,
             timers,
             wakers,
@@ -401,6 +427,7 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
     pub fn builder() -> Builder<H, B, F> {
         Builder {
             use_pidfd: true,
+            kill_children_on_drop: false,
             watchers: 1024,
             timers: None,
             wakers: None,
@@ -951,13 +978,10 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
             watched = s.watched_signals();
             s.reserve_child(options.priority.0).map_err(|e| (e, None))
         })?;
-        let reset = match options.signals {
-            ChildSignals::Reset => Some(watched),
-            ChildSignals::Inherit => None,
-        };
+        let how = spawn_how(options, watched);
         // Spawned unlocked (fork and exec take a while); nothing reaps the child before it is
         // watched: the loop reaps only watched children.
-        let spawned = match self.backend.spawn(cmd, reset) {
+        let spawned = match self.backend.spawn(cmd, how) {
             Ok(p) => p,
             Err(e) => {
                 let handler = self.locked(|s| {
@@ -979,6 +1003,34 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
                 s.child_lost(id.index, spawned.pid, &self.wake);
             }
         });
+        Ok(Spawned {
+            id,
+            pid: spawned.pid,
+            stdin: spawned.stdin,
+            stdout: spawned.stdout,
+            stderr: spawned.stderr,
+        })
+    }
+
+    /// Start `cmd` as the next child of the idle reservation `id`: all or nothing, and no slot
+    /// taken.
+    fn spawn_into_reservation(
+        &self,
+        id: WatchId,
+        cmd: ChildCommand<'_>,
+        options: SpawnOptions,
+    ) -> Result<Spawned, SpawnError> {
+        let (index, watched) = self.locked(|s| -> Result<_, UsageError> {
+            let index = s.lookup(id)?;
+            s.begin_spawn(index)?;
+            Ok((index, s.watched_signals()))
+        })?;
+        // Unlocked, as `spawn`; the reservation is marked busy meanwhile, so neither another
+        // spawn nor a removal can take it.
+        let spawned = self.backend.spawn(cmd, spawn_how(options, watched));
+        let pid = spawned.as_ref().ok().map(|p| p.pid);
+        self.locked(|s| s.end_spawn(index, pid, &self.backend, &self.wake));
+        let spawned = spawned.map_err(|e| SpawnError::Spawn { errno: e.errno })?;
         Ok(Spawned {
             id,
             pid: spawned.pid,
@@ -1237,6 +1289,24 @@ impl<H: Handler, B: Backend, F: Flavor> Ops<H> for EventLoop<H, B, F> {
         self.spawn(ChildCommand::Exec(&mut exec), options, handler)
     }
 
+    fn spawn_into(
+        &self,
+        id: WatchId,
+        mut cmd: std::process::Command,
+        options: SpawnOptions,
+    ) -> Result<Spawned, SpawnError> {
+        self.spawn_into_reservation(id, ChildCommand::Command(&mut cmd), options)
+    }
+
+    fn spawn_exec_into(
+        &self,
+        id: WatchId,
+        mut exec: crate::Exec,
+        options: SpawnOptions,
+    ) -> Result<Spawned, SpawnError> {
+        self.spawn_into_reservation(id, ChildCommand::Exec(&mut exec), options)
+    }
+
     fn signal_child(&self, id: WatchId, signal: Signal) -> Result<(), SignalChildError> {
         self.locked(|s| {
             let index = s.lookup(id)?;
@@ -1244,8 +1314,20 @@ impl<H: Handler, B: Backend, F: Flavor> Ops<H> for EventLoop<H, B, F> {
         })
     }
 
+    fn signal_child_group(&self, id: WatchId, signal: Signal) -> Result<(), SignalChildError> {
+        self.locked(|s| {
+            let index = s.lookup(id)?;
+            s.signal_child_group(index, signal, &self.backend)
+        })
+    }
+
     fn remove(&self, id: WatchId) -> Result<(), UsageError> {
         let removal = self.with_live(id, |s, index| {
+            if s.spawning(index) {
+                // A spawn into this reservation is under way on another thread: its child
+                // would have no watcher.
+                return Err(UsageError::Busy);
+            }
             Ok(s.remove(index, &self.backend, &self.wake).map(|r| {
                 let h = self.take_handler(r.id.index);
                 (r, h)

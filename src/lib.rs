@@ -131,7 +131,7 @@ mod watch;
 pub use child::{ChildStatus, Spawned, SpawnedProcess};
 pub use control::{Control, Cx, KernelFaults, Usage};
 pub use error::{
-    BuildError, Errno, Error, Pool, Rejected, SignalChildError, UsageError, WatchKind,
+    BuildError, Errno, Error, Pool, Rejected, SignalChildError, SpawnError, UsageError, WatchKind,
 };
 pub use event_loop::{Builder, EventLoop, ThreadedLoop};
 pub use exec::{Exec, ExecStdio};
@@ -183,7 +183,7 @@ pub mod sim {
     };
     pub use crate::kernel::sim::{
         EpollSim, EpollTables, KqSimBuffer, KqSimFd, KqueuePlatform, KqueueSim, KqueueTables,
-        SimEventFd, SimFd, SimWorld,
+        SimCommand, SimDisposition, SimEventFd, SimFd, SimWorld,
     };
 }
 

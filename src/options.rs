@@ -133,6 +133,9 @@ pub struct SpawnOptions {
     pub priority: Priority,
     /// The signal state the child starts with.
     pub signals: ChildSignals,
+    /// Start the child as the leader of a new process group (see
+    /// [`new_process_group`](Self::new_process_group)).
+    pub new_group: bool,
 }
 
 impl SpawnOptions {
@@ -141,6 +144,7 @@ impl SpawnOptions {
         SpawnOptions {
             priority: Priority::DEFAULT,
             signals: ChildSignals::Reset,
+            new_group: false,
         }
     }
     /// Set the priority.
@@ -152,6 +156,16 @@ impl SpawnOptions {
     /// dispositions ([`ChildSignals::Inherit`]).
     pub const fn inherit_signals(mut self) -> Self {
         self.signals = ChildSignals::Inherit;
+        self
+    }
+    /// Start the child as the leader of a new process group, whose id is the child's pid
+    /// (`setpgid(0, 0)` in the child, what std's `CommandExt::process_group(0)` does), so
+    /// that [`signal_child_group`](crate::Control::signal_child_group) reaches it and every
+    /// process it starts that stays in its group (a shell's pipeline, a daemon's workers).
+    /// A child in its own group also no longer gets the terminal's `SIGINT` on Ctrl-C: a
+    /// supervisor decides when its services stop.
+    pub const fn new_process_group(mut self) -> Self {
+        self.new_group = true;
         self
     }
 }

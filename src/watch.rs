@@ -101,10 +101,12 @@ pub(crate) struct SignalWatch {
     pub(crate) stalled: bool,
 }
 
-#[derive(Copy, Clone, Debug)]
+#[derive(Debug)]
 pub(crate) struct ChildWatch {
-    /// The child being watched, until it is reaped.
+    /// The child being watched, until it is reaped (the handle owns its pidfd).
     pub(crate) watching: Option<ChildHandle>,
+    /// A spawn into this reservation is under way (unlocked, on some thread): it is busy.
+    pub(crate) spawning: bool,
     /// The pid of the child watched last.
     pub(crate) pid: u32,
     /// Its exit, reaped and not yet reported.

@@ -38,7 +38,10 @@ fn reserved_watch_falls_back_when_the_fd_limit_is_reached() {
     cmd.arg("-c").arg("sleep 0.2; exit 6");
     let pid = lp
         .backend()
-        .spawn(dasynq::backend::ChildCommand::Command(&mut cmd), None)
+        .spawn(
+            dasynq::backend::ChildCommand::Command(&mut cmd),
+            Default::default(),
+        )
         .expect("spawn")
         .pid;
     let old = rustix::process::getrlimit(Resource::Nofile);

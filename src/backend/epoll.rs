@@ -13,12 +13,14 @@
 //! as many records per read as it has room for (at most 16), each to its own handler call. Children: a pidfd per watched child, registered under the watcher's token,
 //! reaped with `waitid(P_PIDFD)`; the fallback is `waitid(P_PID)`.
 
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use super::{Backend, BackendEvent, ChildHandle, FdMode, KernelError, Registration, Token};
+use super::{
+    Backend, BackendEvent, ChildHandle, FdMode, KernelError, Registration, Token, WatchedBy,
+};
 use crate::child::{ChildStatus, SpawnedProcess};
 use crate::error::Errno;
 use crate::interest::Readiness;
@@ -158,31 +160,34 @@ pub trait EpollKernel: Send + Sync + 'static {
     /// `waitid(P_PID, pid, WEXITED | WNOHANG | WNOWAIT)`: `Ok` if `pid` is an unreaped child
     /// of this process (running or not), `ECHILD` otherwise. Reaps nothing.
     fn probe_child(&self, pid: u32) -> Result<(), Errno>;
-    /// `pidfd_open(pid, 0)`; the raw fd stays open until `close_pidfd`.
-    fn pidfd_open(&self, pid: u32) -> Result<RawFd, Errno>;
-    /// Close a pidfd from `pidfd_open`.
-    fn close_pidfd(&self, fd: RawFd);
+    /// `pidfd_open(pid, 0)`.
+    fn pidfd_open(&self, pid: u32) -> Result<OwnedFd, Errno>;
+    /// Close a pidfd from `pidfd_open` (a simulated kernel forgets its simulated pidfd).
+    fn close_pidfd(&self, fd: OwnedFd);
     /// `waitid(P_PIDFD, fd, WEXITED | WNOHANG)`.
-    fn waitid_pidfd(&self, fd: RawFd) -> Result<Option<ChildStatus>, Errno>;
+    fn waitid_pidfd(&self, fd: BorrowedFd<'_>) -> Result<Option<ChildStatus>, Errno>;
     /// `waitid(P_PID, pid, WEXITED | WNOHANG)`.
     fn waitid_pid(&self, pid: u32) -> Result<Option<ChildStatus>, Errno>;
     /// `pidfd_send_signal(fd, signal, NULL, 0)`.
-    fn pidfd_send_signal(&self, fd: RawFd, signal: Signal) -> Result<(), Errno>;
+    fn pidfd_send_signal(&self, fd: BorrowedFd<'_>, signal: Signal) -> Result<(), Errno>;
     /// `kill(pid, signal)`.
     fn kill(&self, pid: u32, signal: Signal) -> Result<(), Errno>;
-    /// Start a process (`Command::spawn` on the real kernel), with the signal state `reset`
-    /// asks for (see [`Backend::spawn`]).
+    /// `kill(-pgid, signal)`: every process in group `pgid`.
+    fn kill_group(&self, pgid: u32, signal: Signal) -> Result<(), Errno>;
+    /// `getpgid(pid)`.
+    fn getpgid(&self, pid: u32) -> Result<u32, Errno>;
+    /// Start a process (`Command::spawn` on the real kernel) as `how` says (see
+    /// [`Backend::spawn`]).
     fn spawn(
         &self,
         cmd: super::ChildCommand<'_>,
-        reset: Option<SignalSet>,
+        how: super::SpawnHow,
     ) -> Result<SpawnedProcess, Errno>;
 }
 
 const TOKEN_CLOCK: [u64; 2] = [Token::RESERVED, Token::RESERVED + 1];
 const TOKEN_WAKE: u64 = Token::RESERVED + 2;
 const TOKEN_SIGNAL: u64 = Token::RESERVED + 3;
-const NO_PIDFD: u64 = u64::MAX;
 
 /// The epoll backend over kernel `K`.
 pub struct Epoll<K: EpollKernel> {
@@ -575,14 +580,8 @@ impl<K: EpollKernel> Backend for Epoll<K> {
             call: "waitid",
             errno,
         })?;
-        let fallback = ChildHandle {
-            pid,
-            token,
-            handle: NO_PIDFD,
-            fallback: true,
-        };
         if !use_pidfd {
-            return Ok(fallback);
+            return Ok(ChildHandle::fallback(pid, token));
         }
         let fd = match self.kernel.pidfd_open(pid) {
             Ok(fd) => fd,
@@ -594,41 +593,45 @@ impl<K: EpollKernel> Backend for Epoll<K> {
                 });
             }
             // ENOSYS (old kernel), EMFILE, ENFILE, ENOMEM: watch it the old way.
-            Err(_) => return Ok(fallback),
+            Err(_) => return Ok(ChildHandle::fallback(pid, token)),
         };
-        match self
-            .kernel
-            .epoll_ctl(&self.ep, CtlOp::Add, fd, self.pidfd_events(), token.0)
-        {
+        match self.kernel.epoll_ctl(
+            &self.ep,
+            CtlOp::Add,
+            fd.as_raw_fd(),
+            self.pidfd_events(),
+            token.0,
+        ) {
             Ok(()) => Ok(ChildHandle {
                 pid,
                 token,
-                handle: fd as u64,
-                fallback: false,
+                by: WatchedBy::Pidfd(fd),
             }),
             Err(_) => {
                 self.kernel.close_pidfd(fd);
-                Ok(fallback)
+                Ok(ChildHandle::fallback(pid, token))
             }
         }
     }
 
-    fn reap_child(&self, child: ChildHandle) -> Result<Option<ChildStatus>, KernelError> {
-        let r = if child.fallback {
-            self.kernel.waitid_pid(child.pid)
-        } else {
-            self.kernel.waitid_pidfd(child.handle as RawFd)
+    fn reap_child(&self, child: &ChildHandle) -> Result<Option<ChildStatus>, KernelError> {
+        let r = match &child.by {
+            WatchedBy::Pidfd(fd) => {
+                let r = self.kernel.waitid_pidfd(fd.as_fd());
+                if !matches!(r, Ok(Some(_)) | Err(Errno::CHILD)) {
+                    // Not reaped (a spurious report, or a failure): a one-shot pidfd must
+                    // report again. (Level-triggered, this changes nothing.)
+                    let _ = self.ctl(
+                        CtlOp::Mod,
+                        fd.as_raw_fd(),
+                        self.pidfd_events(),
+                        child.token.0,
+                    );
+                }
+                r
+            }
+            _ => self.kernel.waitid_pid(child.pid),
         };
-        if !child.fallback && !matches!(r, Ok(Some(_)) | Err(Errno::CHILD)) {
-            // Not reaped (a spurious report, or a failure): a one-shot pidfd must report
-            // again. (Level-triggered, this changes nothing.)
-            let _ = self.ctl(
-                CtlOp::Mod,
-                child.handle as RawFd,
-                self.pidfd_events(),
-                child.token.0,
-            );
-        }
         match r {
             Ok(s) => Ok(s),
             Err(Errno::CHILD) => Ok(Some(ChildStatus::Unknown)),
@@ -640,39 +643,61 @@ impl<K: EpollKernel> Backend for Epoll<K> {
     }
 
     fn unwatch_child(&self, child: ChildHandle) {
-        if !child.fallback && child.handle != NO_PIDFD {
-            let fd = child.handle as RawFd;
+        if let WatchedBy::Pidfd(fd) = child.by {
             // Closing removes it from the epoll set anyway; deleting first keeps a duplicate
             // elsewhere from leaving a stale registration. Errors change nothing here.
-            let _ = self.kernel.epoll_ctl(&self.ep, CtlOp::Del, fd, 0, 0);
+            let _ = self
+                .kernel
+                .epoll_ctl(&self.ep, CtlOp::Del, fd.as_raw_fd(), 0, 0);
             self.kernel.close_pidfd(fd);
         }
     }
 
-    fn signal_child(&self, child: ChildHandle, signal: Signal) -> Result<(), KernelError> {
-        if child.fallback {
-            self.kernel
+    fn signal_child(&self, child: &ChildHandle, signal: Signal) -> Result<(), KernelError> {
+        match &child.by {
+            WatchedBy::Pidfd(fd) => {
+                self.kernel
+                    .pidfd_send_signal(fd.as_fd(), signal)
+                    .map_err(|errno| KernelError {
+                        call: "pidfd_send_signal",
+                        errno,
+                    })
+            }
+            _ => self
+                .kernel
                 .kill(child.pid, signal)
                 .map_err(|errno| KernelError {
                     call: "kill",
                     errno,
-                })
-        } else {
-            self.kernel
-                .pidfd_send_signal(child.handle as RawFd, signal)
-                .map_err(|errno| KernelError {
-                    call: "pidfd_send_signal",
-                    errno,
-                })
+                }),
         }
+    }
+
+    fn signal_child_group(&self, child: &ChildHandle, signal: Signal) -> Result<(), KernelError> {
+        self.kernel
+            .kill_group(child.pid, signal)
+            .map_err(|errno| KernelError {
+                call: "kill(-pgid)",
+                errno,
+            })
+    }
+
+    fn leads_group(&self, child: &ChildHandle) -> Result<bool, KernelError> {
+        self.kernel
+            .getpgid(child.pid)
+            .map(|g| g == child.pid)
+            .map_err(|errno| KernelError {
+                call: "getpgid",
+                errno,
+            })
     }
 
     fn spawn(
         &self,
         cmd: super::ChildCommand<'_>,
-        reset: Option<SignalSet>,
+        how: super::SpawnHow,
     ) -> Result<SpawnedProcess, KernelError> {
-        self.kernel.spawn(cmd, reset).map_err(|errno| KernelError {
+        self.kernel.spawn(cmd, how).map_err(|errno| KernelError {
             call: "spawn",
             errno,
         })

@@ -37,7 +37,9 @@ use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{Backend, BackendEvent, ChildHandle, FdMode, KernelError, Registration, Token};
+use super::{
+    Backend, BackendEvent, ChildHandle, FdMode, KernelError, Registration, Token, WatchedBy,
+};
 use crate::child::{ChildStatus, SpawnedProcess};
 use crate::error::Errno;
 use crate::interest::Readiness;
@@ -227,12 +229,16 @@ pub trait KqueueKernel: Clone + Send + Sync + 'static {
     fn waitpid(&self, pid: u32) -> Result<Option<ChildStatus>, Errno>;
     /// `kill(pid, signal)`.
     fn kill(&self, pid: u32, signal: Signal) -> Result<(), Errno>;
-    /// Start a process (`Command::spawn` on the real kernel), with the signal state `reset`
-    /// asks for (see [`Backend::spawn`]).
+    /// `killpg(pgid, signal)`: every process in group `pgid`.
+    fn kill_group(&self, pgid: u32, signal: Signal) -> Result<(), Errno>;
+    /// `getpgid(pid)`.
+    fn getpgid(&self, pid: u32) -> Result<u32, Errno>;
+    /// Start a process (`Command::spawn` on the real kernel) as `how` says (see
+    /// [`Backend::spawn`]).
     fn spawn(
         &self,
         cmd: super::ChildCommand<'_>,
-        reset: Option<SignalSet>,
+        how: super::SpawnHow,
     ) -> Result<SpawnedProcess, Errno>;
 }
 
@@ -739,14 +745,8 @@ impl<K: KqueueKernel> Backend for Kqueue<K> {
         use_pidfd: bool,
     ) -> Result<ChildHandle, KernelError> {
         self.kernel.probe_child(pid).map_err(kerr("waitid"))?;
-        let fallback = ChildHandle {
-            pid,
-            token,
-            handle: 0,
-            fallback: true,
-        };
         if !use_pidfd {
-            return Ok(fallback);
+            return Ok(ChildHandle::fallback(pid, token));
         }
         let mut c = Kev::new(
             u64::from(pid),
@@ -759,16 +759,15 @@ impl<K: KqueueKernel> Backend for Kqueue<K> {
             Ok(()) => Ok(ChildHandle {
                 pid,
                 token,
-                handle: u64::from(pid),
-                fallback: false,
+                by: WatchedBy::Registered,
             }),
             // Already exited (a zombie): the poll after the next wait reaps it. Any other
             // refusal (resources): watch it the same way.
-            Err(_) => Ok(fallback),
+            Err(_) => Ok(ChildHandle::fallback(pid, token)),
         }
     }
 
-    fn reap_child(&self, child: ChildHandle) -> Result<Option<ChildStatus>, KernelError> {
+    fn reap_child(&self, child: &ChildHandle) -> Result<Option<ChildStatus>, KernelError> {
         match self.kernel.waitpid(child.pid) {
             Ok(s) => Ok(s),
             Err(Errno::CHILD) => Ok(Some(ChildStatus::Unknown)),
@@ -780,24 +779,37 @@ impl<K: KqueueKernel> Backend for Kqueue<K> {
     }
 
     fn unwatch_child(&self, child: ChildHandle) {
-        if !child.fallback {
+        if !child.is_fallback() {
             let del = Kev::new(u64::from(child.pid), Filter::Proc, KevFlags::DELETE, 0);
             // Gone already after its one-shot report: nothing to do then.
             let _ = self.apply(&[del], "kevent(EV_DELETE)", &[Errno::NOENT, Errno::SRCH]);
         }
     }
 
-    fn signal_child(&self, child: ChildHandle, signal: Signal) -> Result<(), KernelError> {
+    fn signal_child(&self, child: &ChildHandle, signal: Signal) -> Result<(), KernelError> {
         // Under the loop's state lock, where reaping also happens: the pid cannot have been
         // reaped and recycled.
         self.kernel.kill(child.pid, signal).map_err(kerr("kill"))
     }
 
+    fn signal_child_group(&self, child: &ChildHandle, signal: Signal) -> Result<(), KernelError> {
+        self.kernel
+            .kill_group(child.pid, signal)
+            .map_err(kerr("killpg"))
+    }
+
+    fn leads_group(&self, child: &ChildHandle) -> Result<bool, KernelError> {
+        self.kernel
+            .getpgid(child.pid)
+            .map(|g| g == child.pid)
+            .map_err(kerr("getpgid"))
+    }
+
     fn spawn(
         &self,
         cmd: super::ChildCommand<'_>,
-        reset: Option<SignalSet>,
+        how: super::SpawnHow,
     ) -> Result<SpawnedProcess, KernelError> {
-        self.kernel.spawn(cmd, reset).map_err(kerr("spawn"))
+        self.kernel.spawn(cmd, how).map_err(kerr("spawn"))
     }
 }

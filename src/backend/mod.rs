@@ -8,7 +8,7 @@
 //! real or simulated) and, with the `sim` feature, `dasynq::sim::Sim` (virtual time,
 //! deterministic).
 
-use std::os::fd::BorrowedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
@@ -114,19 +114,48 @@ pub enum BackendEvent {
     Garbled,
 }
 
-/// A child process a backend watches: by pidfd (its exit is reported as readiness under the
-/// watch's token) or, in the fallback, by `SIGCHLD` plus polling `waitid(P_PID)`.
-#[derive(Copy, Clone, PartialEq, Eq, Hash, Debug)]
+/// A child process a backend watches, and how. It owns what the watch holds in the kernel:
+/// a pidfd is an [`OwnedFd`] inside it, so it is closed exactly once, when the handle goes
+/// (through [`Backend::unwatch_child`], which takes it by value, or by being dropped). Neither
+/// `Copy` nor `Clone`: a second handle to one pidfd cannot exist.
+#[derive(Debug)]
 pub struct ChildHandle {
     /// The child's pid.
     pub pid: u32,
-    /// The backend's handle for it (a pidfd), meaningless in the fallback.
-    pub handle: u64,
     /// The token its exit is reported under (the watch's).
     pub token: Token,
-    /// Watched through `SIGCHLD` and `waitid(P_PID)` instead of a pidfd: the loop polls it
-    /// after every wait.
-    pub fallback: bool,
+    /// How it is watched.
+    pub by: WatchedBy,
+}
+
+impl ChildHandle {
+    /// A child watched the fallback way (`SIGCHLD` plus `waitid(P_PID)`).
+    pub fn fallback(pid: u32, token: Token) -> Self {
+        ChildHandle {
+            pid,
+            token,
+            by: WatchedBy::Fallback,
+        }
+    }
+
+    /// Watched through `SIGCHLD` and polling: the loop polls it after every wait.
+    pub fn is_fallback(&self) -> bool {
+        matches!(self.by, WatchedBy::Fallback)
+    }
+}
+
+/// How a backend watches a child (see [`ChildHandle`]).
+#[derive(Debug)]
+pub enum WatchedBy {
+    /// A pidfd (Linux), registered under the watch's token: its exit is reported as
+    /// readiness. Owned here; on a simulated kernel it is a placeholder fd standing for the
+    /// simulated pidfd.
+    Pidfd(OwnedFd),
+    /// A registration the kernel keys by pid (kqueue's `EVFILT_PROC`, a simulation's), reported
+    /// under the watch's token and removed by [`Backend::unwatch_child`].
+    Registered,
+    /// `SIGCHLD` and `waitid(P_PID)`: nothing is held in the kernel.
+    Fallback,
 }
 
 /// What to start as a child: a `std::process::Command`, or an [`Exec`](crate::Exec) (which the
@@ -269,22 +298,39 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Reap the child if it has exited (`Ok(None)`: still running). A child someone else
     /// reaped gives `Ok(Some(ChildStatus::Unknown))`.
-    fn reap_child(&self, child: ChildHandle) -> Result<Option<ChildStatus>, KernelError>;
+    fn reap_child(&self, child: &ChildHandle) -> Result<Option<ChildStatus>, KernelError>;
 
-    /// Stop watching (close the pidfd); the child itself is not touched.
+    /// Stop watching (take the pidfd out of the kernel's set and close it); the child itself
+    /// is not touched.
     fn unwatch_child(&self, child: ChildHandle);
 
     /// Send `signal` to a watched, unreaped child (`ESRCH`: it has exited).
-    fn signal_child(&self, child: ChildHandle, signal: Signal) -> Result<(), KernelError>;
+    fn signal_child(&self, child: &ChildHandle, signal: Signal) -> Result<(), KernelError>;
 
-    /// Start a process for `cmd` (a real one, or a simulated one on simulated backends).
-    /// `reset: Some(set)`: the child starts with an empty signal mask and the default
-    /// disposition for every signal in `set` and every signal blocked in the calling thread
-    /// (what `posix_spawn`'s `POSIX_SPAWN_SETSIGMASK` and `SETSIGDEF` do); `None`: it inherits
-    /// the calling thread's mask and the dispositions, as `Command::spawn` gives them.
-    fn spawn(
-        &self,
-        cmd: ChildCommand<'_>,
-        reset: Option<SignalSet>,
-    ) -> Result<SpawnedProcess, KernelError>;
+    /// Send `signal` to the process group a watched, unreaped child leads (`kill(-pid)`).
+    /// `ESRCH` if no group has the child's pid as its id (the child does not lead one).
+    /// Called with the loop's state locked, where the child is
+    /// also reaped: while the leader is unreaped its pid, which is the group's id, cannot be
+    /// given to another process, so no other group can have that id.
+    fn signal_child_group(&self, child: &ChildHandle, signal: Signal) -> Result<(), KernelError>;
+
+    /// Whether a watched, unreaped child leads its own process group (`getpgid(pid) == pid`).
+    fn leads_group(&self, child: &ChildHandle) -> Result<bool, KernelError>;
+
+    /// Start a process for `cmd` (a real one, or a simulated one on simulated backends), as
+    /// `how` says.
+    fn spawn(&self, cmd: ChildCommand<'_>, how: SpawnHow) -> Result<SpawnedProcess, KernelError>;
+}
+
+/// How [`Backend::spawn`] starts a child, beyond what its command says.
+#[derive(Copy, Clone, PartialEq, Eq, Debug, Default)]
+pub struct SpawnHow {
+    /// `Some(set)`: the child starts with an empty signal mask and the default disposition
+    /// for every signal in `set` and every signal blocked in the calling thread (what
+    /// `posix_spawn`'s `POSIX_SPAWN_SETSIGMASK` and `SETSIGDEF` do); `None`: it inherits the
+    /// calling thread's mask and the dispositions, as `Command::spawn` gives them.
+    pub reset: Option<SignalSet>,
+    /// The child leads a new process group (its id the child's pid): `setpgid(0, 0)`, what
+    /// std's `CommandExt::process_group(0)` does.
+    pub new_group: bool,
 }

@@ -263,20 +263,28 @@ impl Backend for Model {
         Err(unsupported("model_watch_child (the model has no children)"))
     }
 
-    fn reap_child(&self, _child: ChildHandle) -> Result<Option<ChildStatus>, KernelError> {
+    fn reap_child(&self, _child: &ChildHandle) -> Result<Option<ChildStatus>, KernelError> {
         Err(unsupported("model_reap_child"))
     }
 
     fn unwatch_child(&self, _child: ChildHandle) {}
 
-    fn signal_child(&self, _child: ChildHandle, _signal: Signal) -> Result<(), KernelError> {
+    fn signal_child(&self, _child: &ChildHandle, _signal: Signal) -> Result<(), KernelError> {
         Err(unsupported("model_signal_child"))
+    }
+
+    fn signal_child_group(&self, _child: &ChildHandle, _signal: Signal) -> Result<(), KernelError> {
+        Err(unsupported("model_signal_child_group"))
+    }
+
+    fn leads_group(&self, _child: &ChildHandle) -> Result<bool, KernelError> {
+        Err(unsupported("model_leads_group"))
     }
 
     fn spawn(
         &self,
         _cmd: super::ChildCommand<'_>,
-        _reset: Option<SignalSet>,
+        _how: super::SpawnHow,
     ) -> Result<SpawnedProcess, KernelError> {
         Err(unsupported("model_spawn"))
     }

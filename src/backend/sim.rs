@@ -27,7 +27,9 @@ use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Backend, BackendEvent, ChildHandle, FdMode, KernelError, Registration, Token};
+use super::{
+    Backend, BackendEvent, ChildHandle, FdMode, KernelError, Registration, Token, WatchedBy,
+};
 use crate::child::{ChildStatus, SpawnedProcess};
 use crate::error::Errno;
 use crate::interest::Readiness;
@@ -420,17 +422,8 @@ impl Backend for Sim {
     ) -> Result<ChildHandle, KernelError> {
         self.change(|o, x| {
             o.wait_process(pid, false).map_err(kerr("waitid"))?;
-            let fallback = ChildHandle {
-                pid,
-                token,
-                handle: 0,
-                fallback: true,
-            };
-            if !use_pidfd {
-                return Ok(fallback);
-            }
-            if x.regs.len() == x.regs.capacity() {
-                return Ok(fallback);
+            if !use_pidfd || x.regs.len() == x.regs.capacity() {
+                return Ok(ChildHandle::fallback(pid, token));
             }
             let reg = Registration {
                 interest: crate::interest::Interest::READ,
@@ -447,13 +440,12 @@ impl Backend for Sim {
             Ok(ChildHandle {
                 pid,
                 token,
-                handle: u64::from(pid),
-                fallback: false,
+                by: WatchedBy::Registered,
             })
         })
     }
 
-    fn reap_child(&self, child: ChildHandle) -> Result<Option<ChildStatus>, KernelError> {
+    fn reap_child(&self, child: &ChildHandle) -> Result<Option<ChildStatus>, KernelError> {
         self.change(|o, _| match o.wait_process(child.pid, true) {
             Err(Errno::CHILD) => Ok(Some(ChildStatus::Unknown)),
             r => r.map_err(kerr("waitid")),
@@ -461,24 +453,40 @@ impl Backend for Sim {
     }
 
     fn unwatch_child(&self, child: ChildHandle) {
-        if !child.fallback {
+        if !child.is_fallback() {
             self.change(|_, x| x.regs.retain(|r| r.child != child.pid));
         }
     }
 
-    fn signal_child(&self, child: ChildHandle, signal: Signal) -> Result<(), KernelError> {
+    fn signal_child(&self, child: &ChildHandle, signal: Signal) -> Result<(), KernelError> {
+        let fallback = child.is_fallback();
         self.change(|o, _| {
-            o.signal_process(child.pid, signal, child.fallback)
+            o.signal_process(child.pid, signal, fallback)
                 .map_err(kerr("sim_signal_child"))
+        })
+    }
+
+    fn signal_child_group(&self, child: &ChildHandle, signal: Signal) -> Result<(), KernelError> {
+        self.change(|o, _| {
+            o.signal_group(child.pid, signal)
+                .map_err(kerr("sim_signal_child_group"))
+        })
+    }
+
+    fn leads_group(&self, child: &ChildHandle) -> Result<bool, KernelError> {
+        self.change(|o, _| {
+            o.process_group(child.pid)
+                .map(|g| g == child.pid)
+                .map_err(kerr("sim_getpgid"))
         })
     }
 
     fn spawn(
         &self,
-        _cmd: crate::backend::ChildCommand<'_>,
-        _reset: Option<SignalSet>,
+        cmd: crate::backend::ChildCommand<'_>,
+        how: crate::backend::SpawnHow,
     ) -> Result<SpawnedProcess, KernelError> {
-        let pid = self.change(|o, _| o.spawn_process(true).map_err(kerr("spawn")))?;
+        let pid = self.change(|o, _| o.spawn_command(&cmd, how).map_err(kerr("spawn")))?;
         Ok(SpawnedProcess {
             pid,
             stdin: None,

@@ -307,12 +307,32 @@ impl KqueueKernel for BsdKqueue {
         Ok(())
     }
 
+    fn kill_group(&self, pgid: u32, signal: Signal) -> Result<(), Errno> {
+        let pgid = i32::try_from(pgid).map_err(|_| Errno::SRCH)?;
+        // SAFETY: plain system call; the loop guarantees `pgid` is its unreaped child's pid,
+        // which no other group can have as its id meanwhile.
+        if unsafe { libc::killpg(pgid, signal.raw()) } < 0 {
+            return Err(last_errno());
+        }
+        Ok(())
+    }
+
+    fn getpgid(&self, pid: u32) -> Result<u32, Errno> {
+        let pid = i32::try_from(pid).map_err(|_| Errno::SRCH)?;
+        // SAFETY: plain system call.
+        let g = unsafe { libc::getpgid(pid) };
+        if g < 0 {
+            return Err(last_errno());
+        }
+        Ok(g as u32)
+    }
+
     fn spawn(
         &self,
         cmd: crate::backend::ChildCommand<'_>,
-        reset: Option<SignalSet>,
+        how: crate::backend::SpawnHow,
     ) -> Result<SpawnedProcess, Errno> {
-        super::spawn::spawn(cmd, reset)
+        super::spawn::spawn(cmd, how)
     }
 }
 

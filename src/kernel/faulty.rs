@@ -8,7 +8,7 @@
 //! not call through); a failed wait leaves its buffer reporting nothing, as the real kernels'
 //! wrappers do.
 
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -416,14 +416,14 @@ impl<K: EpollKernel> EpollKernel for Faulty<K> {
         self.plan.check(SimCall::Waitid)?;
         self.inner.probe_child(pid)
     }
-    fn pidfd_open(&self, pid: u32) -> Result<RawFd, Errno> {
+    fn pidfd_open(&self, pid: u32) -> Result<OwnedFd, Errno> {
         self.plan.check(SimCall::PidfdOpen)?;
         self.inner.pidfd_open(pid)
     }
-    fn close_pidfd(&self, fd: RawFd) {
+    fn close_pidfd(&self, fd: OwnedFd) {
         self.inner.close_pidfd(fd)
     }
-    fn waitid_pidfd(&self, fd: RawFd) -> Result<Option<ChildStatus>, Errno> {
+    fn waitid_pidfd(&self, fd: BorrowedFd<'_>) -> Result<Option<ChildStatus>, Errno> {
         self.plan.check(SimCall::Waitid)?;
         self.inner.waitid_pidfd(fd)
     }
@@ -431,7 +431,7 @@ impl<K: EpollKernel> EpollKernel for Faulty<K> {
         self.plan.check(SimCall::Waitid)?;
         self.inner.waitid_pid(pid)
     }
-    fn pidfd_send_signal(&self, fd: RawFd, signal: Signal) -> Result<(), Errno> {
+    fn pidfd_send_signal(&self, fd: BorrowedFd<'_>, signal: Signal) -> Result<(), Errno> {
         self.plan.check(SimCall::SignalChild)?;
         self.inner.pidfd_send_signal(fd, signal)
     }
@@ -439,13 +439,20 @@ impl<K: EpollKernel> EpollKernel for Faulty<K> {
         self.plan.check(SimCall::SignalChild)?;
         self.inner.kill(pid, signal)
     }
+    fn kill_group(&self, pgid: u32, signal: Signal) -> Result<(), Errno> {
+        self.plan.check(SimCall::SignalChild)?;
+        self.inner.kill_group(pgid, signal)
+    }
+    fn getpgid(&self, pid: u32) -> Result<u32, Errno> {
+        self.inner.getpgid(pid)
+    }
     fn spawn(
         &self,
         cmd: crate::backend::ChildCommand<'_>,
-        reset: Option<SignalSet>,
+        how: crate::backend::SpawnHow,
     ) -> Result<SpawnedProcess, Errno> {
         self.plan.check(SimCall::Spawn)?;
-        self.inner.spawn(cmd, reset)
+        self.inner.spawn(cmd, how)
     }
 }
 
@@ -563,13 +570,20 @@ impl<K: KqueueKernel> KqueueKernel for Faulty<K> {
         self.plan.check(SimCall::SignalChild)?;
         self.inner.kill(pid, signal)
     }
+    fn kill_group(&self, pgid: u32, signal: Signal) -> Result<(), Errno> {
+        self.plan.check(SimCall::SignalChild)?;
+        self.inner.kill_group(pgid, signal)
+    }
+    fn getpgid(&self, pid: u32) -> Result<u32, Errno> {
+        self.inner.getpgid(pid)
+    }
     fn spawn(
         &self,
         cmd: crate::backend::ChildCommand<'_>,
-        reset: Option<SignalSet>,
+        how: crate::backend::SpawnHow,
     ) -> Result<SpawnedProcess, Errno> {
         self.plan.check(SimCall::Spawn)?;
-        self.inner.spawn(cmd, reset)
+        self.inner.spawn(cmd, how)
     }
 }
 
@@ -690,25 +704,34 @@ impl<B: Backend> Backend for Faulty<B> {
         let use_pidfd = use_pidfd && self.plan.check(SimCall::PidfdOpen).is_ok();
         self.inner.watch_child(pid, token, use_pidfd)
     }
-    fn reap_child(&self, child: ChildHandle) -> Result<Option<ChildStatus>, KernelError> {
+    fn reap_child(&self, child: &ChildHandle) -> Result<Option<ChildStatus>, KernelError> {
         self.plan.check(SimCall::Waitid).map_err(kerr("waitid"))?;
         self.inner.reap_child(child)
     }
     fn unwatch_child(&self, child: ChildHandle) {
         self.inner.unwatch_child(child)
     }
-    fn signal_child(&self, child: ChildHandle, signal: Signal) -> Result<(), KernelError> {
+    fn signal_child(&self, child: &ChildHandle, signal: Signal) -> Result<(), KernelError> {
         self.plan
             .check(SimCall::SignalChild)
             .map_err(kerr("signal_child"))?;
         self.inner.signal_child(child, signal)
     }
+    fn signal_child_group(&self, child: &ChildHandle, signal: Signal) -> Result<(), KernelError> {
+        self.plan
+            .check(SimCall::SignalChild)
+            .map_err(kerr("signal_child_group"))?;
+        self.inner.signal_child_group(child, signal)
+    }
+    fn leads_group(&self, child: &ChildHandle) -> Result<bool, KernelError> {
+        self.inner.leads_group(child)
+    }
     fn spawn(
         &self,
         cmd: crate::backend::ChildCommand<'_>,
-        reset: Option<SignalSet>,
+        how: crate::backend::SpawnHow,
     ) -> Result<SpawnedProcess, KernelError> {
         self.plan.check(SimCall::Spawn).map_err(kerr("spawn"))?;
-        self.inner.spawn(cmd, reset)
+        self.inner.spawn(cmd, how)
     }
 }

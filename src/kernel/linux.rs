@@ -310,22 +310,15 @@ impl EpollKernel for LinuxEpoll {
         waitid(WaitId::Pid(pid(child)?), WaitIdOptions::NOWAIT).map(|_| ())
     }
 
-    fn pidfd_open(&self, child: u32) -> Result<RawFd, Errno> {
-        use std::os::fd::IntoRawFd;
-        let fd = rustix::process::pidfd_open(pid(child)?, PidfdFlags::empty()).map_err(errno)?;
-        Ok(fd.into_raw_fd())
+    fn pidfd_open(&self, child: u32) -> Result<OwnedFd, Errno> {
+        rustix::process::pidfd_open(pid(child)?, PidfdFlags::empty()).map_err(errno)
     }
 
-    fn close_pidfd(&self, fd: RawFd) {
-        // SAFETY: `fd` came from `pidfd_open` above (which released its ownership) and the
-        // backend closes each one exactly once, in `unwatch_child`.
-        drop(unsafe { OwnedFd::from_raw_fd(fd) });
+    fn close_pidfd(&self, fd: OwnedFd) {
+        drop(fd);
     }
 
-    fn waitid_pidfd(&self, fd: RawFd) -> Result<Option<ChildStatus>, Errno> {
-        // SAFETY: `fd` is a pidfd the backend holds open until `close_pidfd`; the borrow ends
-        // with this call.
-        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    fn waitid_pidfd(&self, fd: BorrowedFd<'_>) -> Result<Option<ChildStatus>, Errno> {
         waitid(WaitId::PidFd(fd), WaitIdOptions::empty())
     }
 
@@ -333,10 +326,18 @@ impl EpollKernel for LinuxEpoll {
         waitid(WaitId::Pid(pid(child)?), WaitIdOptions::empty())
     }
 
-    fn pidfd_send_signal(&self, fd: RawFd, signal: Signal) -> Result<(), Errno> {
-        // SAFETY: as in `waitid_pidfd`.
-        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    fn pidfd_send_signal(&self, fd: BorrowedFd<'_>, signal: Signal) -> Result<(), Errno> {
         rustix::process::pidfd_send_signal(fd, rustix_signal(signal)?).map_err(errno)
+    }
+
+    fn kill_group(&self, pgid: u32, signal: Signal) -> Result<(), Errno> {
+        rustix::process::kill_process_group(pid(pgid)?, rustix_signal(signal)?).map_err(errno)
+    }
+
+    fn getpgid(&self, child: u32) -> Result<u32, Errno> {
+        rustix::process::getpgid(Some(pid(child)?))
+            .map(|g| g.as_raw_nonzero().get() as u32)
+            .map_err(errno)
     }
 
     fn kill(&self, child: u32, signal: Signal) -> Result<(), Errno> {
@@ -346,8 +347,8 @@ impl EpollKernel for LinuxEpoll {
     fn spawn(
         &self,
         cmd: crate::backend::ChildCommand<'_>,
-        reset: Option<SignalSet>,
+        how: crate::backend::SpawnHow,
     ) -> Result<SpawnedProcess, Errno> {
-        super::spawn::spawn(cmd, reset)
+        super::spawn::spawn(cmd, how)
     }
 }

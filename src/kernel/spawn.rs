@@ -8,20 +8,27 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::OnceLock;
 
-use crate::backend::ChildCommand;
+use crate::backend::{ChildCommand, SpawnHow};
 use crate::child::SpawnedProcess;
 use crate::error::Errno;
 use crate::exec::{Exec, ExecStdio};
 use crate::signal::{Signal, SignalSet};
 
-/// Start `cmd`; `reset`: the clean signal state (see `Backend::spawn`).
-pub(crate) fn spawn(
-    cmd: ChildCommand<'_>,
-    reset: Option<SignalSet>,
-) -> Result<SpawnedProcess, Errno> {
+/// Start `cmd` as `how` says (see `Backend::spawn`).
+pub(crate) fn spawn(cmd: ChildCommand<'_>, how: SpawnHow) -> Result<SpawnedProcess, Errno> {
+    let reset = how.reset;
     match cmd {
-        ChildCommand::Command(cmd) => spawn_command(cmd, reset),
+        ChildCommand::Command(cmd) => {
+            if how.new_group {
+                use std::os::unix::process::CommandExt;
+                cmd.process_group(0);
+            }
+            spawn_command(cmd, reset)
+        }
         ChildCommand::Exec(exec) => {
+            if how.new_group {
+                exec.pgroup = Some(0);
+            }
             // posix_spawn must report exec failures (not every system's does: OpenBSD's child
             // just exits 127) and, for a working directory, have `addchdir`.
             let direct =

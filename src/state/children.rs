@@ -20,6 +20,7 @@ impl State {
             [Half::new(priority, true), Half::absent()],
             Detail::Child(ChildWatch {
                 watching: None,
+                spawning: false,
                 pid: 0,
                 status: None,
                 delivered: None,
@@ -40,21 +41,7 @@ impl State {
         backend: &B,
     ) -> Result<(), UsageError> {
         let generation = self.slots.generation(index).unwrap_or(0);
-        let kind = self.kind_of(index);
-        match self.slots.at(index).map(|w| &w.detail) {
-            Some(Detail::Child(cw)) => {
-                if cw.watching.is_some() || cw.status.is_some() || cw.delivered.is_some() {
-                    return Err(UsageError::Busy);
-                }
-            }
-            Some(_) => {
-                return Err(UsageError::WrongKind {
-                    op: "watch_child",
-                    kind,
-                });
-            }
-            None => return Err(UsageError::Stale),
-        }
+        self.idle_child(index, "watch_child")?;
         if pid == 0 || pid > i32::MAX as u32 {
             return Err(UsageError::NotAChild);
         }
@@ -81,14 +68,10 @@ impl State {
                 // The kernel could not even say whether it is our child: watch it the slow way;
                 // if it is not ours, polling reports it as reaped elsewhere.
                 self.fault(e);
-                ChildHandle {
-                    pid,
-                    handle: 0,
-                    token: token(index, self.slots.generation(index).unwrap_or(0)),
-                    fallback: true,
-                }
+                ChildHandle::fallback(pid, token(index, generation))
             }
         };
+        let fallback = handle.is_fallback();
         if let Some(Watch {
             detail: Detail::Child(cw),
             ..
@@ -96,10 +79,13 @@ impl State {
         {
             cw.watching = Some(handle);
             cw.pid = pid;
+            // Watched from the handler reporting the previous child's exit: that exit is
+            // consumed (a `Requeue` then delivers nothing again).
+            cw.delivered = None;
         }
         // Room for every slot, each listed once: no reallocation.
         self.watched_children.push(index);
-        if handle.fallback {
+        if fallback {
             // Room for every slot, each listed once: no reallocation.
             self.fallback_children.push(index);
             self.flush_signals(backend);
@@ -116,7 +102,7 @@ impl State {
         else {
             return;
         };
-        let Some(h) = cw.watching else { return };
+        let Some(h) = &cw.watching else { return };
         match backend.reap_child(h) {
             Ok(Some(status)) => self.child_exited(index, status, backend, wake),
             Ok(None) => {}
@@ -129,17 +115,17 @@ impl State {
         let mut i = 0;
         while i < self.fallback_children.len() {
             let index = self.fallback_children[i];
-            let handle = match self.slots.at(index).map(|w| &w.detail) {
+            let reaped = match self.slots.at(index).map(|w| &w.detail) {
                 Some(Detail::Child(ChildWatch {
                     watching: Some(h), ..
-                })) => *h,
+                })) => backend.reap_child(h),
                 _ => {
                     // Unreachable: entries leave the list with their watch.
                     self.fallback_children.swap_remove(i);
                     continue;
                 }
             };
-            match backend.reap_child(handle) {
+            match reaped {
                 // `child_exited` takes entry `i` out of the list; the next one moves into `i`.
                 Ok(Some(status)) => self.child_exited(index, status, backend, wake),
                 Ok(None) => i += 1,
@@ -181,7 +167,7 @@ impl State {
         if let Some(p) = self.watched_children.iter().position(|&x| x == index) {
             self.watched_children.swap_remove(p);
         }
-        if h.fallback {
+        if h.is_fallback() {
             if let Some(p) = self.fallback_children.iter().position(|&x| x == index) {
                 self.fallback_children.swap_remove(p);
             }
@@ -203,8 +189,8 @@ impl State {
             return Err(UsageError::InvalidArgument(why).into());
         }
         let kind = self.kind_of(index);
-        let handle = match self.slots.at(index).map(|w| &w.detail) {
-            Some(Detail::Child(cw)) => cw.watching,
+        let h = match self.slots.at(index).map(|w| &w.detail) {
+            Some(Detail::Child(cw)) => cw.watching.as_ref(),
             Some(_) => {
                 return Err(UsageError::WrongKind {
                     op: "signal_child",
@@ -214,7 +200,7 @@ impl State {
             }
             None => return Err(UsageError::Stale.into()),
         };
-        let Some(h) = handle else {
+        let Some(h) = h else {
             return Err(SignalChildError::Gone);
         };
         match backend.signal_child(h, signal) {
@@ -224,6 +210,115 @@ impl State {
             }) => Err(SignalChildError::Gone),
             Err(e) => Err(SignalChildError::Kernel(e.errno)),
         }
+    }
+
+    /// Send `signal` to the process group the watched child leads. Under the state lock,
+    /// where the child is also reaped: while it is unreaped its pid (the group's id) belongs
+    /// to it, so no other group can have that id.
+    pub(crate) fn signal_child_group<B: Backend>(
+        &mut self,
+        index: u32,
+        signal: Signal,
+        backend: &B,
+    ) -> Result<(), SignalChildError> {
+        if let Some(why) = signal.unsendable() {
+            return Err(UsageError::InvalidArgument(why).into());
+        }
+        let kind = self.kind_of(index);
+        let h = match self.slots.at(index).map(|w| &w.detail) {
+            Some(Detail::Child(cw)) => cw.watching.as_ref(),
+            Some(_) => {
+                return Err(UsageError::WrongKind {
+                    op: "signal_child_group",
+                    kind,
+                }
+                .into());
+            }
+            None => return Err(UsageError::Stale.into()),
+        };
+        let Some(h) = h else {
+            return Err(SignalChildError::Gone);
+        };
+        match backend.leads_group(h) {
+            Ok(true) => {}
+            Ok(false) => return Err(SignalChildError::NotGroupLeader),
+            Err(KernelError {
+                errno: Errno::SRCH, ..
+            }) => return Err(SignalChildError::Gone),
+            Err(e) => return Err(SignalChildError::Kernel(e.errno)),
+        }
+        match backend.signal_child_group(h, signal) {
+            Ok(()) => Ok(()),
+            Err(KernelError {
+                errno: Errno::SRCH, ..
+            }) => Err(SignalChildError::Gone),
+            Err(e) => Err(SignalChildError::Kernel(e.errno)),
+        }
+    }
+
+    /// Whether the child watcher at `index` can watch a new child: no child watched, no exit
+    /// waiting to be reported, no spawn into it under way (the exit its running handler is
+    /// reporting does not count: a handler may start the next child).
+    fn idle_child(&self, index: u32, op: &'static str) -> Result<(), UsageError> {
+        match self.slots.at(index).map(|w| &w.detail) {
+            Some(Detail::Child(cw)) => {
+                if cw.watching.is_some() || cw.status.is_some() || cw.spawning {
+                    return Err(UsageError::Busy);
+                }
+                Ok(())
+            }
+            Some(_) => Err(UsageError::WrongKind {
+                op,
+                kind: self.kind_of(index),
+            }),
+            None => Err(UsageError::Stale),
+        }
+    }
+
+    /// A spawn into the idle reservation at `index` begins: it is busy until `end_spawn`.
+    pub(crate) fn begin_spawn(&mut self, index: u32) -> Result<(), UsageError> {
+        self.idle_child(index, "spawn_into")?;
+        if let Some(Watch {
+            detail: Detail::Child(cw),
+            ..
+        }) = self.slots.at_mut(index)
+        {
+            cw.spawning = true;
+        }
+        Ok(())
+    }
+
+    /// The spawn `begin_spawn` announced is over: watch the child it started (`Some(pid)`),
+    /// or leave the reservation idle.
+    pub(crate) fn end_spawn<B: Backend>(
+        &mut self,
+        index: u32,
+        pid: Option<u32>,
+        backend: &B,
+        wake: &WakeShared,
+    ) {
+        if let Some(Watch {
+            detail: Detail::Child(cw),
+            ..
+        }) = self.slots.at_mut(index)
+        {
+            cw.spawning = false;
+        }
+        if let Some(pid) = pid {
+            if self.watch_child(index, pid, backend).is_err() {
+                // Reaped already by someone else (a program-wide SIGCHLD handler): report it.
+                self.child_lost(index, pid, wake);
+            }
+        }
+    }
+
+    /// Whether a spawn into the child watcher at `index` is under way (it cannot be removed
+    /// meanwhile: the child would have no watcher).
+    pub(crate) fn spawning(&self, index: u32) -> bool {
+        matches!(
+            self.slots.at(index).map(|w| &w.detail),
+            Some(Detail::Child(ChildWatch { spawning: true, .. }))
+        )
     }
 
     /// A spawned child that could not be watched because someone else already reaped it:
@@ -240,7 +335,9 @@ impl State {
         self.maybe_queue(index, 0, wake);
     }
 
-    /// Close every pidfd the loop still holds (when the loop is dropped).
+    /// Let go of every child the loop still watches (when the loop is dropped): close the
+    /// pidfds; with `kill_children_on_drop`, first `SIGKILL` each child (through its handle,
+    /// so never a recycled pid) and reap it, waiting up to `KILL_REAP_LIMIT` for each.
     pub(crate) fn release_children<B: Backend>(&mut self, backend: &B) {
         for i in 0..self.slots.capacity() as u32 {
             if let Some(Watch {
@@ -249,11 +346,35 @@ impl State {
             }) = self.slots.at_mut(i)
             {
                 if let Some(h) = cw.watching.take() {
-                    if !h.fallback {
-                        backend.unwatch_child(h);
+                    if self.kill_children_on_drop {
+                        kill_and_reap(&h, backend);
                     }
+                    backend.unwatch_child(h);
                 }
             }
+        }
+    }
+}
+
+/// How long a dropped loop waits for a child it killed to be reapable before leaving it to
+/// the program (a process in uninterruptible sleep dies only when it wakes).
+pub(crate) const KILL_REAP_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn kill_and_reap<B: Backend>(h: &ChildHandle, backend: &B) {
+    if backend.signal_child(h, Signal::KILL).is_err() {
+        // Exited already (ESRCH): reap it below all the same.
+    }
+    let start = std::time::Instant::now();
+    let mut pause = std::time::Duration::from_micros(50);
+    loop {
+        match backend.reap_child(h) {
+            Ok(Some(_)) => return,
+            Ok(None) if start.elapsed() < KILL_REAP_LIMIT => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(10));
+            }
+            // Still there after the limit, or the kernel refuses the wait: the program's.
+            _ => return,
         }
     }
 }

@@ -109,6 +109,8 @@ pub(crate) struct Capacities {
     pub(crate) signal_spill: usize,
     /// Watch children through pidfds (else always the fallback).
     pub(crate) use_pidfd: bool,
+    /// Kill and reap the children still watched when the loop is dropped.
+    pub(crate) kill_children_on_drop: bool,
     /// Events buffers: how many run calls may wait in the backend at once.
     pub(crate) runners: usize,
 }
@@ -148,6 +150,7 @@ pub(crate) struct State {
     /// Child watchers watching a child (either way): what `watch_child` checks a pid against.
     watched_children: Vec<u32>,
     use_pidfd: bool,
+    kill_children_on_drop: bool,
 }
 
 fn token(index: u32, generation: u32) -> Token {
@@ -250,6 +253,7 @@ impl State {
             fallback_children,
             watched_children,
             use_pidfd: cap.use_pidfd,
+            kill_children_on_drop: cap.kill_children_on_drop,
             slots,
             queue,
             timers,
@@ -764,10 +768,17 @@ impl State {
         let other_present = !w.halves[1 - h].removed;
         let mut queued = false;
         // The reported exit is consumed, unless the handler asks to see it again.
+        let mut rearm = rearm;
         if let Detail::Child(cw) = &mut w.detail {
             let delivered = cw.delivered.take();
             if rearm == Rearm::Requeue {
-                cw.status = delivered;
+                if delivered.is_some() {
+                    cw.status = delivered;
+                } else {
+                    // The handler watched a new child: the old exit is gone, nothing to
+                    // deliver again.
+                    rearm = Rearm::Rearm;
+                }
             }
         }
         match rearm {
@@ -960,9 +971,13 @@ impl State {
                 let sig = sw.signal;
                 self.release_signal(sig, backend);
             }
-            Some(Detail::Child(cw)) => {
+            Some(Detail::Child(_)) => {
                 // A child still running stays unreaped: the program's to wait for now.
-                if let Some(h) = cw.watching {
+                let h = match self.slots.at_mut(index).map(|w| &mut w.detail) {
+                    Some(Detail::Child(cw)) => cw.watching.take(),
+                    _ => None,
+                };
+                if let Some(h) = h {
                     self.stop_watching(index, h, backend);
                 }
             }

@@ -914,7 +914,10 @@ pub fn children_reservation_survives_every_rearm_code<X: Fixture>(fallback: bool
             // Spawn outside the loop, then watch with the reservation (cannot fail).
             let mut cmd = fx.exit_command(code);
             lp.backend()
-                .spawn(dasynq::backend::ChildCommand::Command(&mut cmd), None)
+                .spawn(
+                    dasynq::backend::ChildCommand::Command(&mut cmd),
+                    dasynq::backend::SpawnHow::default(),
+                )
                 .expect("spawn")
                 .pid
         };
@@ -989,7 +992,7 @@ pub fn children_disarm_then_remove_cycles_release_once<X: Fixture>(fallback: boo
             .backend()
             .spawn(
                 dasynq::backend::ChildCommand::Command(&mut fx.exit_command(0)),
-                None,
+                dasynq::backend::SpawnHow::default(),
             )
             .expect("spawn")
             .pid;
@@ -1064,7 +1067,7 @@ pub fn children_bad_input_is_refused_and_leaks_nothing<X: Fixture>(fallback: boo
         .backend()
         .spawn(
             dasynq::backend::ChildCommand::Command(&mut fx.exit_command(0)),
-            None,
+            dasynq::backend::SpawnHow::default(),
         )
         .expect("spawn")
         .pid;

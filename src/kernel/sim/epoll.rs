@@ -19,7 +19,7 @@
 //!   `pidfd_send_signal` on an exited process fails with `ESRCH`. waitid(2): `ECHILD` for a
 //!   process that is not an unreaped child.
 
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 use super::world::{MAX_PROCESSES, Objects, ProcState, SimWorld, reserved};
@@ -33,7 +33,6 @@ use crate::signal::{SigInfo, Signal, SignalSet};
 use crate::timer::Clock;
 use crate::waker::Notify;
 
-const PIDFD_BASE: RawFd = 0x3000_0000;
 const EPOLL_BASE: RawFd = 0x4000_0000;
 const SIGNALFD_BASE: RawFd = 0x7000_0000;
 const TIMERFD_BASE: RawFd = 0x5000_0000;
@@ -85,9 +84,12 @@ struct SignalFd {
     mask: SignalSet,
 }
 
+/// A simulated pidfd: known by the number of the real placeholder fd the backend holds for
+/// it (an `OwnedFd`, so the backend owns it as it owns a real pidfd).
 #[derive(Copy, Clone, Debug)]
 struct PidFd {
     open: bool,
+    fd: RawFd,
     pid: u32,
 }
 
@@ -190,9 +192,7 @@ impl EpollTables {
             .filter(|e| e.open)
     }
     fn pidfd(&self, fd: RawFd) -> Option<&PidFd> {
-        slot(fd, PIDFD_BASE)
-            .and_then(|i| self.pidfds.get(i))
-            .filter(|e| e.open)
+        self.pidfds.iter().find(|e| e.open && e.fd == fd)
     }
 
     fn close(&mut self, fd: RawFd) {
@@ -229,14 +229,14 @@ impl EpollTables {
             };
             return e.open.then_some((r, objects.seq()));
         }
-        if let Some(p) = slot(fd, PIDFD_BASE).and_then(|i| self.pidfds.get(i)) {
+        if let Some(p) = self.pidfd(fd) {
             let proc = objects.proc(p.pid)?;
             let r = if proc.state == ProcState::Running {
                 0
             } else {
                 EPOLLIN
             };
-            return p.open.then_some((r, proc.changed));
+            return Some((r, proc.changed));
         }
         if slot(fd, EPOLL_BASE).is_some() {
             return None;
@@ -559,39 +559,59 @@ impl EpollKernel for EpollSim {
         self.change(|o, _| o.wait_process(pid, false).map(|_| ()))
     }
 
-    fn pidfd_open(&self, pid: u32) -> Result<RawFd, Errno> {
+    fn pidfd_open(&self, pid: u32) -> Result<OwnedFd, Errno> {
+        // The placeholder: a real fd, so that the backend owns it like a real pidfd; only its
+        // number means anything here.
+        let placeholder = rustix::fs::open(
+            "/dev/null",
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(Errno::from_rustix)?;
+        let n = placeholder.as_raw_fd();
         self.change(|o, x| {
             match o.proc(pid) {
                 Some(p) if p.state != ProcState::Reaped => {}
                 _ => return Err(Errno::SRCH),
             }
-            let entry = PidFd { open: true, pid };
-            let i = match x.pidfds.iter().position(|p| !p.open) {
-                Some(i) => {
-                    x.pidfds[i] = entry;
-                    i
-                }
-                None if x.pidfds.len() < x.pidfds.capacity() => {
-                    x.pidfds.push(entry);
-                    x.pidfds.len() - 1
-                }
-                None => return Err(Errno::MFILE),
+            // A number is one open file: an entry left by a placeholder closed without
+            // `close_pidfd` is not that file.
+            for e in x.pidfds.iter_mut().filter(|e| e.fd == n) {
+                e.open = false;
+            }
+            let entry = PidFd {
+                open: true,
+                fd: n,
+                pid,
             };
-            Ok(PIDFD_BASE + i as RawFd)
-        })
+            match x.pidfds.iter().position(|p| !p.open) {
+                Some(i) => x.pidfds[i] = entry,
+                None if x.pidfds.len() < x.pidfds.capacity() => x.pidfds.push(entry),
+                None => return Err(Errno::MFILE),
+            }
+            Ok(())
+        })?;
+        Ok(placeholder)
     }
 
-    fn close_pidfd(&self, fd: RawFd) {
+    fn close_pidfd(&self, fd: OwnedFd) {
+        let n = fd.as_raw_fd();
         self.change(|_, x| {
-            if let Some(p) = slot(fd, PIDFD_BASE).and_then(|i| x.pidfds.get_mut(i)) {
-                p.open = false;
+            for e in x.pidfds.iter_mut().filter(|e| e.open && e.fd == n) {
+                e.open = false;
+            }
+            // epoll(7): a closed file leaves every interest list.
+            for i in &mut x.instances {
+                i.entries.retain(|e| e.fd != n || e.serial.is_some());
             }
         });
+        drop(fd);
     }
 
-    fn waitid_pidfd(&self, fd: RawFd) -> Result<Option<ChildStatus>, Errno> {
+    fn waitid_pidfd(&self, fd: BorrowedFd<'_>) -> Result<Option<ChildStatus>, Errno> {
+        let n = fd.as_raw_fd();
         self.change(|o, x| {
-            let pid = x.pidfd(fd).ok_or(Errno::BADF)?.pid;
+            let pid = x.pidfd(n).ok_or(Errno::BADF)?.pid;
             o.wait_process(pid, true)
         })
     }
@@ -600,9 +620,10 @@ impl EpollKernel for EpollSim {
         self.change(|o, _| o.wait_process(pid, true))
     }
 
-    fn pidfd_send_signal(&self, fd: RawFd, signal: Signal) -> Result<(), Errno> {
+    fn pidfd_send_signal(&self, fd: BorrowedFd<'_>, signal: Signal) -> Result<(), Errno> {
+        let n = fd.as_raw_fd();
         self.change(|o, x| {
-            let pid = x.pidfd(fd).ok_or(Errno::BADF)?.pid;
+            let pid = x.pidfd(n).ok_or(Errno::BADF)?.pid;
             o.signal_process(pid, signal, false)
         })
     }
@@ -611,12 +632,20 @@ impl EpollKernel for EpollSim {
         self.sys_kill(pid, signal)
     }
 
+    fn kill_group(&self, pgid: u32, signal: Signal) -> Result<(), Errno> {
+        self.sys_kill_group(pgid, signal)
+    }
+
+    fn getpgid(&self, pid: u32) -> Result<u32, Errno> {
+        self.sys_getpgid(pid)
+    }
+
     fn spawn(
         &self,
-        _cmd: crate::backend::ChildCommand<'_>,
-        _reset: Option<SignalSet>,
+        cmd: crate::backend::ChildCommand<'_>,
+        how: crate::backend::SpawnHow,
     ) -> Result<SpawnedProcess, Errno> {
-        self.sys_spawn()
+        self.sys_spawn(&cmd, how)
     }
 
     fn eventfd_read(&self, fd: &SimEventFd) -> Result<u64, Errno> {

@@ -732,12 +732,20 @@ impl KqueueKernel for KqueueSim {
         via(self.platform().abi(), self.sys_kill(pid, signal))
     }
 
+    fn kill_group(&self, pgid: u32, signal: Signal) -> Result<(), Errno> {
+        via(self.platform().abi(), self.sys_kill_group(pgid, signal))
+    }
+
+    fn getpgid(&self, pid: u32) -> Result<u32, Errno> {
+        via(self.platform().abi(), self.sys_getpgid(pid))
+    }
+
     fn spawn(
         &self,
-        _cmd: crate::backend::ChildCommand<'_>,
-        _reset: Option<SignalSet>,
+        cmd: crate::backend::ChildCommand<'_>,
+        how: crate::backend::SpawnHow,
     ) -> Result<SpawnedProcess, Errno> {
-        self.sys_spawn()
+        self.sys_spawn(&cmd, how)
     }
 }
 

@@ -24,5 +24,5 @@ mod world;
 
 pub use epoll::{EpollSim, EpollTables, SimEventFd, SimFd};
 pub use kqueue::{KqSimBuffer, KqSimFd, KqueuePlatform, KqueueSim, KqueueTables};
-pub use world::SimWorld;
 pub(crate) use world::{Kind, Objects, ProcState};
+pub use world::{SimCommand, SimDisposition, SimWorld};

@@ -19,6 +19,7 @@ mod signals;
 pub(crate) use files::PIPE_CAPACITY;
 pub(crate) use files::{Kind, Object};
 pub(crate) use procs::{MAX_PROCESSES, ProcState};
+pub use procs::{SimCommand, SimDisposition};
 
 use procs::{FIRST_PID, Proc};
 use signals::SIGNAL_QUEUE;
@@ -42,6 +43,8 @@ pub struct Objects {
     /// Delivery attempts per signal number, blocked or not (kqueue's `EVFILT_SIGNAL` counts
     /// these).
     attempts: [u64; 128],
+    /// Programs whose spawns fail, with the errno they fail with.
+    failing: [Option<(std::ffi::OsString, Errno)>; 4],
 }
 
 impl Objects {
@@ -58,6 +61,7 @@ impl Objects {
             procs: Vec::with_capacity(MAX_PROCESSES),
             next_pid: FIRST_PID,
             attempts: [0; 128],
+            failing: [None, None, None, None],
         }
     }
 
