@@ -7,9 +7,7 @@ use std::time::{Duration, Instant};
 
 use dasynq::DefaultBackend;
 use dasynq::backend::{Backend, Epoll, Kqueue};
-use dasynq::sim::{
-    EpollSim, Fault, FaultPlan, Faulty, KqueuePlatform, KqueueSim, Sim, SimCall, SimWorld,
-};
+use dasynq::sim::{EpollSim, FaultPlan, Faulty, KqueuePlatform, KqueueSim, Sim, SimWorld};
 use dasynq::{ChildStatus, Control, Errno, EventLoop, Flavor, Handler, SigInfo, Signal};
 
 /// A backend under test plus the means to drive it.
@@ -71,6 +69,33 @@ pub trait Fixture: Clone + Send + Sync + 'static {
     fn program_reap(&self, pid: u32) -> Result<ChildStatus, Errno>;
     /// Arrange for the next spawn to fail as a missing program does, and give that command.
     fn missing_program(&self) -> Command;
+    /// A command whose process starts one more process (in its own process group, whatever
+    /// that is) and runs until killed; [`add_group_member`](Self::add_group_member) makes the
+    /// member on simulations.
+    fn group_leader_command(&self) -> Command;
+    /// Simulations: start a process in group `pgid` (the leader's member); real: nothing (the
+    /// leader's command starts it).
+    fn add_group_member(&self, pgid: u32);
+    /// The processes of group `pgid` that are alive (not zombies).
+    fn group_members_alive(&self, pgid: u32) -> usize;
+    /// Whether process `pid` is alive (running or stopped, not a zombie, not gone).
+    fn alive(&self, pid: u32) -> bool;
+    /// Whether `pid` is a zombie (exited, not reaped).
+    fn zombie(&self, pid: u32) -> bool;
+    /// `kill(pid, signal)`, as another process would.
+    fn kill_pid(&self, pid: u32, signal: Signal);
+}
+
+/// The state letter of `/proc/PID/stat` (`None`: no such process) and its process group.
+fn proc_stat(pid: u32) -> Option<(char, u32)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) S ppid pgrp ...": comm may hold spaces and parentheses; the last ')' ends it.
+    let rest = &s[s.rfind(')')? + 2..];
+    let mut f = rest.split(' ');
+    let state = f.next()?.chars().next()?;
+    let _ppid = f.next()?;
+    let pgrp = f.next()?.parse().ok()?;
+    Some((state, pgrp))
 }
 
 pub fn build<X: Fixture, H: Handler, F: Flavor>(fx: &X) -> EventLoop<H, X::B, F> {
@@ -221,6 +246,32 @@ impl Fixture for Real {
     fn missing_program(&self) -> Command {
         Command::new("/nonexistent/dasynq-no-such-program")
     }
+    fn group_leader_command(&self) -> Command {
+        let mut c = Command::new("/bin/sh");
+        c.arg("-c").arg("/bin/sleep 30 & wait");
+        c
+    }
+    fn add_group_member(&self, _pgid: u32) {}
+    fn group_members_alive(&self, pgid: u32) -> usize {
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return 0;
+        };
+        dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter_map(proc_stat)
+            .filter(|&(st, g)| g == pgid && st != 'Z' && st != 'X')
+            .count()
+    }
+    fn alive(&self, pid: u32) -> bool {
+        proc_stat(pid).is_some_and(|(st, _)| st != 'Z' && st != 'X')
+    }
+    fn zombie(&self, pid: u32) -> bool {
+        proc_stat(pid).is_some_and(|(st, _)| st == 'Z')
+    }
+    fn kill_pid(&self, pid: u32, signal: Signal) {
+        // SAFETY: a plain system call on a child of this test that it has not reaped.
+        let r = unsafe { libc::kill(pid as i32, signal.raw()) };
+        assert_eq!(r, 0, "kill");
+    }
 }
 
 fn tempfile_in(dir: &std::path::Path) -> std::fs::File {
@@ -363,8 +414,29 @@ macro_rules! sim_fixture {
                 self.0.reap(pid)?.ok_or(Errno::AGAIN)
             }
             fn missing_program(&self) -> Command {
-                self.1.inject(SimCall::Spawn, Fault::once(Errno::NOENT));
+                // Every later spawn of this program fails, as exec fails for a missing one.
+                let _ = self
+                    .0
+                    .fail_spawns_of("/nonexistent/dasynq-no-such-program", Errno::NOENT);
                 Command::new("/nonexistent/dasynq-no-such-program")
+            }
+            fn group_leader_command(&self) -> Command {
+                Command::new("simulated")
+            }
+            fn add_group_member(&self, pgid: u32) {
+                self.0.spawn_in_group(pgid).expect("member");
+            }
+            fn group_members_alive(&self, pgid: u32) -> usize {
+                self.0.group_members(pgid).len()
+            }
+            fn alive(&self, pid: u32) -> bool {
+                self.0.is_running(pid)
+            }
+            fn zombie(&self, pid: u32) -> bool {
+                self.0.is_zombie(pid)
+            }
+            fn kill_pid(&self, pid: u32, signal: Signal) {
+                self.0.kill(pid, signal).expect("kill");
             }
         }
     };

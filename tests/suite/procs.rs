@@ -1226,6 +1226,10 @@ macro_rules! process_suite {
             children_self_removal_with_every_code,
             children_removing_a_watcher_of_a_running_child_leaves_it_alone,
             children_a_child_is_watched_by_one_watcher_only,
+            children_spawn_into_a_reservation_at_full_capacity,
+            children_spawn_into_bad_input_is_refused_and_leaks_nothing,
+            children_group_signal_reaches_every_member,
+            children_drop_policy_leaves_or_kills_and_reaps,
         );
     };
     (@signals $fx:ty; $($name:ident),* $(,)?) => {
@@ -1254,6 +1258,297 @@ macro_rules! process_suite {
             )*
         }
     };
+}
+
+// ---------------------------------------------------------------- supervisors
+
+fn small_lp<X: Fixture>(fx: &X, watchers: usize, fallback: bool) -> Lp<X> {
+    EventLoop::<Probe, X::B, Single>::builder()
+        .watchers(watchers)
+        .timers(0)
+        .wakers(0)
+        .child_watch_fallback(fallback)
+        .build_with(fx.backend())
+        .expect("build")
+}
+
+/// A service's restarts reuse its reservation: at full capacity (every slot taken) each
+/// restart still succeeds, from outside and from the exit handler itself.
+pub fn children_spawn_into_a_reservation_at_full_capacity<X: Fixture>(fallback: bool) {
+    let fx = X::new();
+    fx.block(Signal::CHLD);
+    let lp = small_lp(&fx, 2, fallback);
+    let log = Log::default();
+    let a = lp
+        .reserve_child(Priority::DEFAULT, child_logger(&log, Rearm::Rearm))
+        .unwrap();
+    // The second slot: a service that restarts itself from its exit handler, three times.
+    let restarts = Arc::new(AtomicUsize::new(0));
+    let (fx2, log2, r2) = (fx.clone(), log.clone(), restarts.clone());
+    let b = lp
+        .reserve_child(
+            Priority::DEFAULT,
+            Probe::new(move |cx, ev| {
+                let Event::Child { status, .. } = ev else {
+                    panic!("child event expected")
+                };
+                log2.push(format!("b:{status:?}"));
+                if r2.fetch_add(1, Ordering::SeqCst) < 3 {
+                    let sp = cx
+                        .spawn_into(cx.id(), fx2.exit_command(4), SpawnOptions::new())
+                        .expect("a restart into the reservation cannot fail for capacity");
+                    fx2.finish(sp.pid, 4);
+                }
+                Rearm::Rearm
+            }),
+        )
+        .unwrap();
+    assert_eq!(lp.usage().watchers, 2);
+    let full = lp
+        .reserve_child(Priority::DEFAULT, Probe::new(|_, _| Rearm::Rearm))
+        .unwrap_err();
+    assert!(
+        matches!(full.error(), Error::Capacity(_)),
+        "the loop is full"
+    );
+    for code in [0, 7, 9] {
+        let sp = lp
+            .spawn_into(a, fx.exit_command(code), SpawnOptions::new())
+            .expect("restart");
+        assert_eq!(sp.id, a, "the reservation's own id");
+        assert_eq!(
+            lp.spawn_into(a, fx.exit_command(0), SpawnOptions::new())
+                .unwrap_err(),
+            dasynq::SpawnError::Usage(UsageError::Busy),
+            "one child at a time"
+        );
+        fx.finish(sp.pid, code);
+        run_until(&lp, || !log.get().is_empty());
+        assert_eq!(log.take(), vec![format!("{}:Exited({code})", sp.pid)]);
+        assert_eq!(lp.usage().watchers, 2);
+    }
+    let sp = lp
+        .spawn_into(b, fx.exit_command(4), SpawnOptions::new())
+        .unwrap();
+    fx.finish(sp.pid, 4);
+    run_until(&lp, || log.get().len() == 4);
+    assert_eq!(log.take(), vec!["b:Exited(4)".to_string(); 4]);
+    assert_eq!(restarts.load(Ordering::SeqCst), 4);
+    assert_eq!(lp.usage().watchers, 2, "no slot was taken by any restart");
+}
+
+/// Each mistake of a spawn into a reservation is a typed error that leaves the reservation
+/// idle, with its handler and slot; a failed `spawn_child` hands the handler back.
+pub fn children_spawn_into_bad_input_is_refused_and_leaks_nothing<X: Fixture>(fallback: bool) {
+    let fx = X::new();
+    fx.block(Signal::CHLD);
+    let lp = lp(&fx, fallback);
+    let log = Log::default();
+    let id = lp
+        .reserve_child(Priority::DEFAULT, child_logger(&log, Rearm::Rearm))
+        .unwrap();
+    let before = lp.usage();
+    // A program that does not exist.
+    let e = lp
+        .spawn_into(id, fx.missing_program(), SpawnOptions::new())
+        .unwrap_err();
+    assert_eq!(
+        e,
+        dasynq::SpawnError::Spawn {
+            errno: dasynq::Errno::NOENT
+        }
+    );
+    assert!(e.to_string().contains("still idle"), "{e}");
+    assert_eq!(lp.usage(), before, "nothing taken");
+    // A `pre_exec` hook that fails (real kernels run it; simulations do not fork).
+    if !fx.simulated() {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = fx.exit_command(0);
+        // SAFETY: the hook only returns an error (async-signal-safe: no allocation).
+        unsafe { cmd.pre_exec(|| Err(std::io::Error::from_raw_os_error(libc::EPERM))) };
+        assert_eq!(
+            lp.spawn_into(id, cmd, SpawnOptions::new()).unwrap_err(),
+            dasynq::SpawnError::Spawn {
+                errno: dasynq::Errno(libc::EPERM)
+            }
+        );
+        let mut cmd = fx.exit_command(0);
+        // SAFETY: as above.
+        unsafe { cmd.pre_exec(|| Err(std::io::Error::from_raw_os_error(libc::EPERM))) };
+        let e = lp
+            .spawn_child(cmd, SpawnOptions::new(), Probe::new(|_, _| Rearm::Rearm))
+            .unwrap_err();
+        assert_eq!(
+            e.error(),
+            Error::Spawn {
+                errno: dasynq::Errno(libc::EPERM)
+            }
+        );
+        let _handler_back = e.into_handler();
+        assert_eq!(lp.usage(), before, "no slot leaked");
+    }
+    // Still idle and usable after the failures.
+    let sp = lp
+        .spawn_into(id, fx.sleeper_command(), SpawnOptions::new())
+        .expect("the reservation is still idle");
+    // Busy while its child runs.
+    assert_eq!(
+        lp.spawn_into(id, fx.exit_command(0), SpawnOptions::new())
+            .unwrap_err(),
+        dasynq::SpawnError::Usage(UsageError::Busy)
+    );
+    lp.signal_child(sp.id, Signal::KILL).unwrap();
+    run_until(&lp, || !log.get().is_empty());
+    log.take();
+    // Removed: stale.
+    lp.remove(id).unwrap();
+    assert_eq!(
+        lp.spawn_into(id, fx.exit_command(0), SpawnOptions::new())
+            .unwrap_err(),
+        dasynq::SpawnError::Usage(UsageError::Stale)
+    );
+    // Not a child watcher.
+    let t = lp
+        .add_timer(
+            Clock::Monotonic,
+            Priority::DEFAULT,
+            Probe::new(|_, _| Rearm::Rearm),
+        )
+        .unwrap();
+    assert!(matches!(
+        lp.spawn_into(t, fx.exit_command(0), SpawnOptions::new()),
+        Err(dasynq::SpawnError::Usage(UsageError::WrongKind { .. }))
+    ));
+    lp.remove(t).unwrap();
+    assert_eq!(lp.usage().watchers, 0);
+}
+
+/// A child started as a group leader: `signal_child_group` reaches it and the process it
+/// started; a child that leads no group is refused, and so is a group whose leader exited.
+pub fn children_group_signal_reaches_every_member<X: Fixture>(fallback: bool) {
+    let fx = X::new();
+    fx.block(Signal::CHLD);
+    let lp = lp(&fx, fallback);
+    let log = Log::default();
+    let sp = lp
+        .spawn_child(
+            fx.group_leader_command(),
+            SpawnOptions::new().new_process_group(),
+            child_logger(&log, Rearm::Rearm),
+        )
+        .unwrap();
+    fx.add_group_member(sp.pid);
+    let start = std::time::Instant::now();
+    while fx.group_members_alive(sp.pid) < 2 && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(
+        fx.group_members_alive(sp.pid),
+        2,
+        "the leader and its member"
+    );
+    lp.signal_child_group(sp.id, Signal::TERM).unwrap();
+    run_until(&lp, || !log.get().is_empty());
+    assert_eq!(
+        log.take(),
+        vec![format!(
+            "{}:Signaled {{ signal: SIGTERM, core_dumped: false }}",
+            sp.pid
+        )]
+    );
+    let start = std::time::Instant::now();
+    while fx.group_members_alive(sp.pid) > 0 && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(fx.group_members_alive(sp.pid), 0, "the member got it too");
+    assert_eq!(
+        lp.signal_child_group(sp.id, Signal::TERM),
+        Err(SignalChildError::Gone),
+        "the leader is reaped: the group is not signalled any more"
+    );
+    // A child in the program's own group leads none.
+    let other = lp
+        .spawn_child(
+            fx.sleeper_command(),
+            SpawnOptions::new(),
+            child_logger(&log, Rearm::Remove),
+        )
+        .unwrap();
+    assert_eq!(
+        lp.signal_child_group(other.id, Signal::TERM),
+        Err(SignalChildError::NotGroupLeader)
+    );
+    assert!(fx.alive(other.pid), "nothing was sent");
+    assert!(
+        SignalChildError::NotGroupLeader
+            .to_string()
+            .contains("new_process_group")
+    );
+    assert!(matches!(
+        lp.signal_child_group(other.id, Signal::from_raw(0)),
+        Err(SignalChildError::Usage(UsageError::InvalidArgument(_)))
+    ));
+    lp.signal_child(other.id, Signal::KILL).unwrap();
+    run_until(&lp, || !log.get().is_empty());
+}
+
+/// What dropping a loop does with a child it still watches: by default the child is left
+/// running and is the program's to reap; with `kill_children_on_drop` it is killed and
+/// reaped before the drop returns (no zombie, nothing for the program to reap).
+pub fn children_drop_policy_leaves_or_kills_and_reaps<X: Fixture>(fallback: bool) {
+    let fx = X::new();
+    fx.block(Signal::CHLD);
+    // Default: left.
+    let lp = lp(&fx, fallback);
+    let sp = lp
+        .spawn_child(
+            fx.sleeper_command(),
+            SpawnOptions::new(),
+            Probe::new(|_, _| Rearm::Rearm),
+        )
+        .unwrap();
+    drop(lp);
+    assert!(fx.alive(sp.pid), "left running");
+    fx.kill_pid(sp.pid, Signal::KILL);
+    assert_eq!(
+        fx.program_reap(sp.pid),
+        Ok(ChildStatus::Signaled {
+            signal: Signal::KILL,
+            core_dumped: false
+        }),
+        "the program's to reap"
+    );
+    // Killed and reaped, running or already exited (a zombie the loop had not reaped yet).
+    for exited_first in [false, true] {
+        let lp = EventLoop::<Probe, X::B, Single>::builder()
+            .watchers(8)
+            .child_watch_fallback(fallback)
+            .kill_children_on_drop(true)
+            .build_with(fx.backend())
+            .expect("build");
+        let sp = lp
+            .spawn_child(
+                fx.sleeper_command(),
+                SpawnOptions::new(),
+                Probe::new(|_, _| Rearm::Rearm),
+            )
+            .unwrap();
+        if exited_first {
+            fx.kill_pid(sp.pid, Signal::TERM);
+            let start = std::time::Instant::now();
+            while !fx.zombie(sp.pid) && start.elapsed() < Duration::from_secs(10) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        drop(lp);
+        assert!(!fx.alive(sp.pid), "killed");
+        assert!(!fx.zombie(sp.pid), "reaped: no zombie");
+        assert_eq!(
+            fx.program_reap(sp.pid),
+            Err(dasynq::Errno::CHILD),
+            "nothing left to reap"
+        );
+    }
 }
 
 /// The same scenarios as `(name, fn)` pairs, for the harness-less real-kernel runner.
@@ -1295,7 +1590,11 @@ pub fn all<X: Fixture>() -> Vec<(String, Box<dyn Fn()>)> {
         children_bad_input_is_refused_and_leaks_nothing,
         children_self_removal_with_every_code,
         children_removing_a_watcher_of_a_running_child_leaves_it_alone,
-        children_a_child_is_watched_by_one_watcher_only
+        children_a_child_is_watched_by_one_watcher_only,
+        children_spawn_into_a_reservation_at_full_capacity,
+        children_spawn_into_bad_input_is_refused_and_leaks_nothing,
+        children_group_signal_reaches_every_member,
+        children_drop_policy_leaves_or_kills_and_reaps
     );
     v
 }

@@ -464,6 +464,22 @@ impl<X> SimWorld<X> {
         })
     }
 
+    /// The living (running or stopped) processes of group `pgid`.
+    pub fn group_members(&self, pgid: u32) -> Vec<u32> {
+        let g = self.lock();
+        g.0.procs
+            .iter()
+            .filter(|p| p.pgid == pgid && p.state == ProcState::Running)
+            .map(|p| p.pid)
+            .collect()
+    }
+
+    /// `kill(pid, signal)` from another process: delivered as the module's documentation
+    /// says (a zombie takes it without effect; `ESRCH` once reaped).
+    pub fn kill(&self, pid: u32, signal: Signal) -> Result<(), Errno> {
+        self.sys_kill(pid, signal)
+    }
+
     /// End a simulated process with `status` (a child also sends `SIGCHLD`).
     pub fn exit_child(&self, pid: u32, status: ChildStatus) -> Result<(), Errno> {
         self.change(|o, _| o.exit_process(pid, status))
