@@ -715,6 +715,7 @@ fn arm<X: 'static>(
     check!(&mut m, r.is_ok() == ok, "arm_timer(slot {i}) = {r:?}");
     if ok {
         let now = m.world.now_ns(clock.unwrap_or(Clock::Monotonic));
+        log!("  arm slot {i} at {now} after {after} every {every}");
         let s = &mut m.slots[i];
         s.armed = true;
         s.first = now.saturating_add(after);
@@ -1181,7 +1182,11 @@ pub fn run<X: 'static, B: Backend>(
                     );
                 } else {
                     model.borrow_mut().batch_prio = None;
-                    log!("  run mode {}", sub % 3);
+                    log!(
+                        "  run mode {} at {}",
+                        sub % 3,
+                        world.now_ns(Clock::Monotonic)
+                    );
                     let ran = match sub % 3 {
                         0 => lp.poll(),
                         1 => lp.poll_limit(usize::from(sub % 5)),

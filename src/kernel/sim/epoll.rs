@@ -390,8 +390,11 @@ impl EpollKernel for EpollSim {
             if !known {
                 return Err(Errno::BADF);
             }
-            if o.get(fd)
-                .is_some_and(|obj| obj.kind == super::world::Kind::File)
+            // Only an open file: a closed one's number may be a pidfd's now (its placeholder
+            // is a real fd, and real numbers are reused).
+            if x.pidfd(fd).is_none()
+                && o.get(fd)
+                    .is_some_and(|obj| obj.open && obj.kind == super::world::Kind::File)
             {
                 return Err(Errno::PERM);
             }
@@ -696,6 +699,23 @@ mod tests {
             Err(Errno::NOENT)
         );
         assert_eq!(k.epoll_ctl(&ep, CtlOp::Add, n, EPOLLOUT, 8), Ok(()));
+    }
+
+    /// Found by the differential fuzzer: a pidfd's number (a real fd's) that a closed
+    /// simulated regular file had before is the pidfd's alone, so `EPOLL_CTL_ADD` takes it
+    /// (a regular file's `EPERM` made the loop fall back to `SIGCHLD` on this kernel only).
+    #[test]
+    fn a_pidfd_with_a_closed_files_number_is_a_pidfd() {
+        let (k, ep, mut buf) = setup();
+        let pid = k.spawn_child().unwrap();
+        let pidfd = k.pidfd_open(pid).unwrap();
+        let n = pidfd.as_raw_fd();
+        k.closed_file_at_number(n);
+        assert_eq!(k.epoll_ctl(&ep, CtlOp::Add, n, EPOLLIN, 5), Ok(()));
+        assert!(wait0(&k, &ep, &mut buf).is_empty(), "the child runs");
+        k.exit_child(pid, ChildStatus::Exited(0)).unwrap();
+        assert_eq!(wait0(&k, &ep, &mut buf), vec![(EPOLLIN, 5)]);
+        k.close_pidfd(pidfd);
     }
 
     #[test]

@@ -749,6 +749,23 @@ impl<X> SimWorld<X> {
         f
     }
 
+    /// Tests: what a regular file closed with number `n` leaves in the table (a closed object),
+    /// without any fd: as if `n` had been a simulated file's before another fd took it.
+    #[cfg(test)]
+    pub(crate) fn closed_file_at_number(&self, n: RawFd) {
+        self.change(|o, _| {
+            let Ok(i) = usize::try_from(n) else { return };
+            if o.table.len() <= i {
+                o.table.resize(i + 1, None);
+                o.witnesses.resize_with(i + 1, || None);
+            }
+            let s = o.next_seq();
+            let mut obj = Object::new(Kind::File, -1, s);
+            obj.open = false;
+            o.table[i] = Some(obj);
+        });
+    }
+
     /// Tests: a Unix socket pair whose first end has the (freed) number `n`.
     #[cfg(test)]
     pub(crate) fn socketpair_at_number(&self, n: RawFd) -> (OwnedFd, OwnedFd) {
