@@ -640,4 +640,175 @@ mod tests {
             }))
         );
     }
+
+    fn spawn(w: &SimWorld<()>, cmd: &mut std::process::Command, reset: bool) -> u32 {
+        let how = SpawnHow {
+            reset: reset.then(SignalSet::new),
+            new_group: false,
+        };
+        w.sys_spawn(&ChildCommand::Command(cmd), how).unwrap().pid
+    }
+
+    fn signaled(signal: Signal, core_dumped: bool) -> Option<ChildStatus> {
+        Some(ChildStatus::Signaled {
+            signal,
+            core_dumped,
+        })
+    }
+
+    /// signal(7)'s default actions: Term, Core, Ign, Stop (and SIGCONT continuing).
+    #[test]
+    fn default_actions_follow_signal_7() {
+        let w = world();
+        let t = w.spawn_child().unwrap();
+        w.kill(t, Signal::TERM).unwrap();
+        assert_eq!(w.reap(t), Ok(signaled(Signal::TERM, false)));
+        let q = w.spawn_child().unwrap();
+        w.kill(q, Signal::QUIT).unwrap();
+        assert_eq!(w.reap(q), Ok(signaled(Signal::QUIT, true)));
+        let i = w.spawn_child().unwrap();
+        for sig in [Signal::CHLD, Signal::WINCH, Signal::URG, Signal::CONT] {
+            w.kill(i, sig).unwrap();
+        }
+        assert!(w.is_running(i) && !w.is_stopped(i));
+        w.kill(i, Signal::TSTP).unwrap();
+        assert!(w.is_stopped(i) && w.is_running(i), "stopped, not exited");
+        assert_eq!(w.reap(i), Ok(None));
+        w.kill(i, Signal::CONT).unwrap();
+        assert!(!w.is_stopped(i));
+        w.kill(i, Signal::STOP).unwrap();
+        // A fatal signal ends a stopped process (Linux's complete_signal).
+        w.kill(i, Signal::TERM).unwrap();
+        assert_eq!(w.reap(i), Ok(signaled(Signal::TERM, false)));
+        assert_eq!(
+            w.signals_received(i),
+            vec![
+                Signal::CHLD,
+                Signal::WINCH,
+                Signal::URG,
+                Signal::CONT,
+                Signal::TSTP,
+                Signal::CONT,
+                Signal::STOP,
+                Signal::TERM
+            ]
+        );
+    }
+
+    /// Stopping and continuing send SIGCHLD with CLD_STOPPED and CLD_CONTINUED.
+    #[test]
+    fn stop_and_continue_are_reported_with_sigchld() {
+        let w = world();
+        w.block_signal(Signal::CHLD);
+        let c = w.spawn_child().unwrap();
+        let chld = SignalSet::of(&[Signal::CHLD]);
+        w.kill(c, Signal::STOP).unwrap();
+        let info = w.lock().0.take_signal(chld).unwrap();
+        assert_eq!((info.pid(), info.code()), (c as i32, CLD_STOPPED));
+        w.kill(c, Signal::STOP).unwrap();
+        assert!(
+            w.lock().0.take_signal(chld).is_none(),
+            "no change, no report"
+        );
+        w.kill(c, Signal::CONT).unwrap();
+        let info = w.lock().0.take_signal(chld).unwrap();
+        assert_eq!((info.pid(), info.code()), (c as i32, CLD_CONTINUED));
+    }
+
+    /// sigaction(2): SIGKILL and SIGSTOP cannot be caught or ignored; others can, and the
+    /// default comes back.
+    #[test]
+    fn dispositions_ignore_catch_and_default() {
+        let w = world();
+        let c = w.spawn_child().unwrap();
+        for sig in [Signal::KILL, Signal::STOP] {
+            assert_eq!(
+                w.set_disposition(c, sig, SimDisposition::Ignore),
+                Err(Errno::INVAL)
+            );
+        }
+        w.set_disposition(c, Signal::TERM, SimDisposition::Ignore)
+            .unwrap();
+        w.set_disposition(c, Signal::HUP, SimDisposition::Catch)
+            .unwrap();
+        w.kill(c, Signal::TERM).unwrap();
+        w.kill(c, Signal::HUP).unwrap();
+        w.kill(c, Signal::HUP).unwrap();
+        assert!(w.is_running(c));
+        assert_eq!(w.signals_caught(c), 2);
+        w.set_disposition(c, Signal::HUP, SimDisposition::Default)
+            .unwrap();
+        w.kill(c, Signal::HUP).unwrap();
+        assert_eq!(w.reap(c), Ok(signaled(Signal::HUP, false)));
+        assert_eq!(
+            w.set_disposition(c, Signal::TERM, SimDisposition::Ignore),
+            Err(Errno::SRCH),
+            "reaped"
+        );
+        let k = w.spawn_child().unwrap();
+        w.set_disposition(k, Signal::TERM, SimDisposition::Ignore)
+            .unwrap();
+        w.kill(k, Signal::KILL).unwrap();
+        assert_eq!(w.reap(k), Ok(signaled(Signal::KILL, false)));
+    }
+
+    /// kill(2) on a zombie succeeds without effect; once reaped it is ESRCH.
+    #[test]
+    fn a_zombie_takes_kill_and_a_reaped_process_is_gone() {
+        let w = world();
+        let c = w.spawn_child().unwrap();
+        w.exit_child(c, ChildStatus::Exited(0)).unwrap();
+        assert!(w.is_zombie(c));
+        assert_eq!(w.kill(c, Signal::TERM), Ok(()));
+        assert_eq!(
+            w.change(|o, _| o.signal_process(c, Signal::TERM, false)),
+            Err(Errno::SRCH),
+            "pidfd_send_signal on an exited process"
+        );
+        assert_eq!(w.reap(c), Ok(Some(ChildStatus::Exited(0))));
+        assert_eq!(w.kill(c, Signal::TERM), Err(Errno::SRCH));
+    }
+
+    /// A child spawned without a clean signal state inherits the program's mask: a blocked
+    /// signal waits in it and does nothing (what made `signal_child(TERM)` a no-op before
+    /// children got a clean state); a clean child dies of it.
+    #[test]
+    fn an_inherited_mask_keeps_a_signal_pending_in_the_child() {
+        let w = world();
+        w.block_signal(Signal::TERM);
+        let inherit = spawn(&w, std::process::Command::new("svc").arg("-x"), false);
+        let clean = spawn(&w, &mut std::process::Command::new("svc"), true);
+        w.kill(inherit, Signal::TERM).unwrap();
+        w.kill(clean, Signal::TERM).unwrap();
+        assert!(w.is_running(inherit));
+        assert_eq!(
+            w.signals_pending_in(inherit),
+            SignalSet::of(&[Signal::TERM])
+        );
+        assert_eq!(w.reap(clean), Ok(signaled(Signal::TERM, false)));
+        let c = w.child_command(inherit).unwrap();
+        assert_eq!(
+            (c.program.as_os_str(), c.args.len()),
+            (OsStr::new("svc"), 1)
+        );
+        assert!(!c.clean_signals && w.child_command(clean).unwrap().clean_signals);
+    }
+
+    /// The command line is recorded up to 256 bytes, then marked cut short.
+    #[test]
+    fn a_long_command_line_is_truncated_and_says_so() {
+        let w = world();
+        let long = "a".repeat(100);
+        let c = spawn(
+            &w,
+            std::process::Command::new("prog").args([&long, &long, &long]),
+            true,
+        );
+        let cmd = w.child_command(c).unwrap();
+        assert_eq!(cmd.program, OsStr::new("prog"));
+        assert_eq!(cmd.args, vec![OsString::from(&long), OsString::from(&long)]);
+        assert!(cmd.truncated);
+        let d = spawn(&w, std::process::Command::new("prog").arg(&long), true);
+        assert!(!w.child_command(d).unwrap().truncated);
+    }
 }
