@@ -281,7 +281,7 @@ pub fn serve(
     listener: TcpListener,
     capacity: usize,
     idle: Duration,
-    ready: Option<mpsc::Sender<dasynq::Waker>>,
+    ready: Option<mpsc::Sender<(dasynq::Waker, Arc<Shared>)>>,
     runners: usize,
 ) -> Result<ServerReport, Box<dyn std::error::Error>> {
     // Until the shutdown wake watcher has removed itself.
@@ -346,7 +346,7 @@ fn serve_on<F: Flavor>(
     listener: TcpListener,
     capacity: usize,
     idle: Duration,
-    ready: Option<mpsc::Sender<dasynq::Waker>>,
+    ready: Option<mpsc::Sender<(dasynq::Waker, Arc<Shared>)>>,
     runners: usize,
     drive: impl FnOnce(
         &EventLoop<Server, dasynq::DefaultBackend, F>,
@@ -371,7 +371,7 @@ fn serve_on<F: Flavor>(
     let resume = lp.add_timer(Clock::Monotonic, Priority::HIGH, Server::Resume)?;
     let (_id, waker) = lp.add_wake(Priority::HIGH, Server::Shutdown)?;
     if let Some(tx) = ready {
-        tx.send(waker)?;
+        tx.send((waker, shared.clone()))?;
     }
     let new_runner = || {
         Ok(Runner {
@@ -534,13 +534,20 @@ struct ClientReport {
     expected: usize,
 }
 
+/// The two points where the clients and main meet: every connect has returned; the server
+/// holds every connection.
+struct Gates {
+    connected: Arc<Barrier>,
+    go: Arc<Barrier>,
+}
+
 fn client_thread(
     addr: SocketAddr,
     echo_conns: usize,
     silent: usize,
     bytes: usize,
     first_seed: usize,
-    start: Arc<Barrier>,
+    gates: Gates,
     deadline: Duration,
 ) -> Result<ClientReport, String> {
     let lp = EventLoop::<Client>::builder()
@@ -561,8 +568,10 @@ fn client_thread(
         let _ = s.set_nodelay(true);
         streams.push(s);
     }
-    // Every connection is open before any data moves.
-    start.wait();
+    // Every connection is open, and accepted by the server, before any data moves: main
+    // waits between the two barriers until the server has accepted them all.
+    gates.connected.wait();
+    gates.go.wait();
     for (i, s) in streams.into_iter().enumerate() {
         let fd: OwnedFd = s.into();
         let r = if i < echo_conns {
@@ -635,15 +644,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let server = std::thread::spawn(move || {
         serve(listener, capacity, idle, Some(tx), runners).map_err(|e| e.to_string())
     });
-    let shutdown = rx.recv()?;
+    let (shutdown, shared) = rx.recv()?;
 
-    let start = Arc::new(Barrier::new(threads + 1));
+    let connected = Arc::new(Barrier::new(threads + 1));
+    let go = Arc::new(Barrier::new(threads + 1));
     let t0 = Instant::now();
     let clients: Vec<_> = (0..threads)
         .map(|t| {
             let share = conns / threads + usize::from(t < conns % threads);
             let first_seed = t * (conns / threads + 1);
-            let start = start.clone();
+            let gates = Gates {
+                connected: connected.clone(),
+                go: go.clone(),
+            };
             std::thread::spawn(move || {
                 client_thread(
                     addr,
@@ -651,13 +664,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     silent_per_thread,
                     bytes,
                     first_seed,
-                    start,
+                    gates,
                     Duration::from_secs(120),
                 )
             })
         })
         .collect();
-    start.wait();
+    connected.wait();
+    // A connect returns once the kernel has completed the handshake, which may be before the
+    // server has accepted it; the clients send nothing (so nothing closes) until the server
+    // holds every connection, which is what "all open at once" claims.
+    let silent = silent_per_thread * threads;
+    let accept_deadline = Instant::now() + Duration::from_secs(30);
+    while shared.open.load(Ordering::Relaxed) < conns + silent && Instant::now() < accept_deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    go.wait();
     let connected = t0.elapsed();
     let t1 = Instant::now();
     let mut reports = Vec::new();
@@ -679,7 +701,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .filter_map(|r| r.echo_time)
         .max()
         .unwrap_or_default();
-    let silent = silent_per_thread * threads;
     let want = (conns * bytes) as u64;
 
     let server_desc = if runners > 1 {
