@@ -269,7 +269,9 @@ impl<H: Handler, B: Backend, F: Flavor> Builder<H, B, F> {
         self.kill_children_on_drop = kill;
         self
     }
-    /// Kernel events fetched per wait (default 256, at most 65536).
+    /// Kernel events fetched per wait (default 256, at most 65536). A single-threaded loop
+    /// reserves two buffers of this size: one for its outermost run call, which runs
+    /// handlers straight from it, and one for run calls nested inside handlers.
     pub fn events(mut self, n: usize) -> Self {
         self.events = n;
         self
@@ -363,10 +365,13 @@ impl<H: Handler, B: Backend, F: Flavor> Builder<H, B, F> {
             signal_spill: self.signal_instances,
         };
         let state = State::new(&caps, F::ONESHOT, F::THREADED, tag).ok_or(oom("watchers"))?;
+        // Single-threaded: a second buffer for run calls nested inside handlers (the
+        // outermost call's buffer is in use while its handlers run: `take_in_direct`).
+        let buffers = if F::THREADED { caps.runners } else { 2 };
         let mut bufs = Vec::new();
-        bufs.try_reserve_exact(caps.runners)
+        bufs.try_reserve_exact(buffers)
             .map_err(|_| oom("events buffers"))?;
-        for _ in 0..caps.runners {
+        for _ in 0..buffers {
             let events = backend
                 .new_events(self.events)
                 .map_err(|e| BuildError::Kernel {
@@ -593,12 +598,17 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
                 BackendEvent::Clock(c) => fired[c.index()] = true,
                 BackendEvent::Wake => woke = true,
                 BackendEvent::SignalsPending => signals = true,
-                BackendEvent::Garbled => s.fault(KernelError {
-                    call: "wait (an event that names nothing registered)",
-                    errno: crate::error::Errno::INVAL,
-                }),
+                BackendEvent::Garbled => s.fault(garbled()),
             },
         );
+        self.take_in_rest(s, fired, woke, signals);
+        failed
+    }
+
+    /// What `take_in` does after the events themselves: signals, fallback children, timer
+    /// counts, wakes.
+    #[inline(always)]
+    fn take_in_rest(&self, s: &mut State, fired: [bool; 2], woke: bool, signals: bool) {
         if woke {
             // The notifier was drained: a hand-off poke, if one was out, has been taken.
             s.took_wake();
@@ -613,16 +623,136 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
         if woke || self.wake.has_pending() {
             s.process_wakes(&self.wake);
         }
-        failed
+    }
+
+    /// The single-threaded loop's outermost run call: take in what a wait returned, running
+    /// the handlers of plain level-triggered fd events straight from the events buffer as
+    /// they come (`State::claim_direct`), without the ready queue; everything else is taken
+    /// in as `take_in` does, for `run_batch`. Returns whether the wait failed and how many
+    /// handlers ran.
+    ///
+    /// The order is the queue's: an event is claimed only with nothing queued ahead of it
+    /// and no priorities in the loop, and whatever a handler queues waits for the next batch
+    /// (`batch_depth` counts the call while its handler runs). A nested run call waits in the
+    /// other buffer; once one has run, the rest of this buffer may be stale, so its plain
+    /// level-triggered events are left to the kernel, which reports them again. A handler
+    /// that panics leaves the rest of the buffer taken in by `RestGuard`, so that nothing the
+    /// kernel reported once (a one-shot fd, a child's exit) is lost.
+    #[inline(always)]
+    fn take_in_direct(
+        &self,
+        call: &mut CallGuard<'_, H, B, F>,
+        epoch: u64,
+        (buf, nested): (&B::Events, u64),
+        r: Result<(), KernelError>,
+        limit: usize,
+        data: &mut H::Data,
+    ) -> (bool, usize) {
+        let failed = r.is_err();
+        if let Err(e) = r {
+            self.state.with(|s| s.fault(e));
+        }
+        let mut rest = RestGuard {
+            lp: self,
+            buf,
+            seen: 0,
+            fired: [false; 2],
+            woke: false,
+            signals: false,
+            done: false,
+        };
+        let mut ran = 0;
+        let mut finished: Option<((u32, usize), Rearm)> = None;
+        let mut stale = false;
+        // Only fd watchers are claimed here: no signal instance to hand over.
+        let info = SigInfo::new(Signal::from_raw(0));
+        self.backend.for_each_event(
+            buf,
+            #[inline(always)]
+            |ev| {
+                rest.seen += 1;
+                match ev {
+                    BackendEvent::Fd { token, ready } => {
+                        let (removal, d) = self.state.with(|s| {
+                            let removal = finished.take().and_then(|(d, rearm)| {
+                                let r = s.finish_dispatch(d, rearm, &self.backend, &self.wake).map(
+                                    |r| {
+                                        let h = self.take_handler(r.id.index);
+                                        (r, h)
+                                    },
+                                );
+                                s.batch_depth -= 1;
+                                r
+                            });
+                            stale |= s.nested_runs != nested;
+                            if removal.is_some() || ran >= limit || s.stopped(epoch) {
+                                // (`on_removed` runs before anything else is claimed.)
+                                s.on_fd_event(token, ready, &self.backend, &self.wake);
+                                return (removal, None);
+                            }
+                            let d = s.claim_direct(token, ready, stale, &self.backend, &self.wake);
+                            if d.is_some() {
+                                s.batch_depth += 1;
+                            }
+                            (removal, d)
+                        });
+                        call.batch = false;
+                        self.finish_removal(removal);
+                        if let Some(d) = d {
+                            call.batch = true;
+                            call.dispatch = Some(d.claimed());
+                            let rearm = self.call_handler(&d, data, &info);
+                            call.dispatch = None;
+                            ran += 1;
+                            finished = Some((d.claimed(), rearm));
+                        }
+                    }
+                    BackendEvent::Clock(c) => rest.fired[c.index()] = true,
+                    BackendEvent::Wake => rest.woke = true,
+                    BackendEvent::SignalsPending => rest.signals = true,
+                    BackendEvent::Garbled => self.state.with(|s| s.fault(garbled())),
+                }
+            },
+        );
+        rest.done = true;
+        let (fired, woke, signals) = (rest.fired, rest.woke, rest.signals);
+        let removal = self.state.with(|s| {
+            let removal = finished.take().and_then(|(d, rearm)| {
+                let r = s
+                    .finish_dispatch(d, rearm, &self.backend, &self.wake)
+                    .map(|r| {
+                        let h = self.take_handler(r.id.index);
+                        (r, h)
+                    });
+                s.batch_depth -= 1;
+                r
+            });
+            s.in_direct = false;
+            self.take_in_rest(s, fired, woke, signals);
+            removal
+        });
+        call.batch = false;
+        self.finish_removal(removal);
+        (failed, ran)
     }
 
     /// The single-threaded run loop: wait, take in, run a batch (events queued during the
     /// batch wait for the next one, in the deferred FIFO).
     fn run_single(&self, limit: usize, mode: Mode, data: &mut H::Data) -> usize {
-        let Enter::Running(epoch) = self.state.with(State::enter_call) else {
+        // The outermost call (no handler of this loop is running, no call is taking events
+        // in straight from the first buffer) waits in the first buffer and dispatches from
+        // it; a call nested inside a handler waits in the second, through the queue.
+        let (entered, outer) = self.state.with(|s| {
+            let outer = s.batch_depth == 0 && !s.in_direct;
+            if !outer {
+                s.nested_runs = s.nested_runs.wrapping_add(1);
+            }
+            (s.enter_call(), outer)
+        });
+        let Enter::Running(epoch) = entered else {
             return 0;
         };
-        let Some(cell) = self.bufs.first() else {
+        let Some(cell) = self.bufs.get(usize::from(!outer)) else {
             return 0;
         };
         let mut call = CallGuard::new(self, epoch);
@@ -638,16 +768,35 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
                     return None;
                 }
                 s.merge_deferred();
-                Some(self.wait_timeout(s, mode))
+                // From here to the end of `take_in_direct`, a run call is nested.
+                if outer {
+                    s.in_direct = true;
+                }
+                Some((self.wait_timeout(s, mode), s.nested_runs))
             });
-            let Some(timeout) = timeout else { return ran };
+            let Some((timeout, nested)) = timeout else {
+                return ran;
+            };
             // SAFETY: a single-threaded loop is not `Sync`, so only this thread reaches the
-            // buffer, and this borrow ends before any handler runs (a handler's nested run
-            // call is the only other user of the buffer).
+            // buffers. The outermost call alone uses the first (it keeps it borrowed while
+            // its handlers run, and every call made inside one of them is nested, so takes
+            // the second); a nested call's borrow of the second ends before any handler
+            // runs, so the calls nested inside its handlers may take it in turn.
             let buf = unsafe { &mut *cell.0.get() };
             let r = self.backend.wait(buf, timeout);
-            let failed = self.state.with(|s| self.take_in(s, buf, r));
-            let (n, stopped) = self.run_batch(&mut call, epoch, limit - ran, data);
+            let failed = if outer {
+                let (failed, n) =
+                    self.take_in_direct(&mut call, epoch, (buf, nested), r, limit - ran, data);
+                ran += n;
+                failed
+            } else {
+                self.state.with(|s| self.take_in(s, buf, r))
+            };
+            let (n, stopped) = if ran < limit {
+                self.run_batch(&mut call, epoch, limit - ran, data)
+            } else {
+                (0, false)
+            };
             ran += n;
             let expired = match mode {
                 Mode::Until(end) => self.backend.now(Clock::Monotonic) >= end,
@@ -1150,6 +1299,68 @@ impl<H: Handler, B: Backend, F: Flavor> Drop for CallGuard<'_, H, B, F> {
         // A removal requested during a panicking handler: drop it without calling into user
         // code again while unwinding.
         drop(removal);
+    }
+}
+
+/// The error a wait reports for an event that names nothing registered.
+fn garbled() -> KernelError {
+    KernelError {
+        call: "wait (an event that names nothing registered)",
+        errno: crate::error::Errno::INVAL,
+    }
+}
+
+/// What `take_in_direct` collected of the backend's own events, and, if a handler panics
+/// mid-buffer, the taking in of the events after it (as `take_in` would have), so that a
+/// report the kernel makes once is queued, not lost. Ends the direct section either way.
+struct RestGuard<'a, H: Handler, B: Backend, F: Flavor> {
+    lp: &'a EventLoop<H, B, F>,
+    buf: &'a B::Events,
+    /// Events of the buffer handled so far (the panicking handler's included).
+    seen: usize,
+    fired: [bool; 2],
+    woke: bool,
+    signals: bool,
+    /// The buffer was gone through (no panic): the caller takes the rest in itself.
+    done: bool,
+}
+
+impl<H: Handler, B: Backend, F: Flavor> Drop for RestGuard<'_, H, B, F> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        if !self.done {
+            self.take_rest();
+        }
+    }
+}
+
+impl<H: Handler, B: Backend, F: Flavor> RestGuard<'_, H, B, F> {
+    /// A handler panicked: take in the rest of the buffer.
+    #[cold]
+    #[inline(never)]
+    fn take_rest(&mut self) {
+        let lp = self.lp;
+        let (mut fired, mut woke, mut signals) = (self.fired, self.woke, self.signals);
+        let mut skip = self.seen;
+        lp.state.with(|s| {
+            s.in_direct = false;
+            lp.backend.for_each_event(self.buf, |ev| {
+                if skip > 0 {
+                    skip -= 1;
+                    return;
+                }
+                match ev {
+                    BackendEvent::Fd { token, ready } => {
+                        s.on_fd_event(token, ready, &lp.backend, &lp.wake)
+                    }
+                    BackendEvent::Clock(c) => fired[c.index()] = true,
+                    BackendEvent::Wake => woke = true,
+                    BackendEvent::SignalsPending => signals = true,
+                    BackendEvent::Garbled => s.fault(garbled()),
+                }
+            });
+            lp.take_in_rest(s, fired, woke, signals);
+        });
     }
 }
 

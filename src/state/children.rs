@@ -26,6 +26,7 @@ impl State {
                 delivered: None,
             }),
         );
+        self.note_priorities(&w);
         let (index, _) = self
             .slots
             .insert(w)

@@ -248,6 +248,7 @@ impl State {
                 stalled: false,
             }),
         );
+        self.note_priorities(&w);
         let (index, _) = self
             .slots
             .insert(w)

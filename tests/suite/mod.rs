@@ -266,6 +266,117 @@ pub fn fd_requeue_runs_again_next_batch_with_the_same_readiness<X: Fixture>() {
     assert_eq!(v[0], v[1]);
 }
 
+/// Abort the test binary if a blocking run call never returns (an event was lost).
+fn watchdog(what: &'static str) -> std::sync::mpsc::Sender<()> {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if rx.recv_timeout(std::time::Duration::from_secs(30))
+            == Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+        {
+            eprintln!("{what}: a blocking run call never returned (an event was lost)");
+            std::process::abort();
+        }
+    });
+    tx
+}
+
+/// A handler that runs the loop again (a nested blocking `run`) leaves no stale event behind:
+/// the outermost call dispatches straight from its events buffer, which the nested call may
+/// have made stale (here it runs the other watcher, which drains its pipe).
+pub fn fd_nested_run_leaves_no_stale_event<X: Fixture>() {
+    let fx = X::new();
+    let lp = lp(&fx);
+    // The handlers reach the loop through its address: it outlives every call below, and
+    // only this thread runs it.
+    let at = Arc::new(AtomicUsize::new(&lp as *const Lp<X> as usize));
+    let log = Log::default();
+    let nested_ran = Arc::new(AtomicUsize::new(usize::MAX));
+    let mut pipes = Vec::new();
+    for name in ["a", "b"] {
+        let (r, w) = fx.pipe();
+        let (f, log, at, nested_ran) = (fx.clone(), log.clone(), at.clone(), nested_ran.clone());
+        lp.add_fd(
+            r,
+            Interest::READ,
+            FdOptions::new(),
+            Probe::new(move |_, ev| {
+                let fd = ev.fd().expect("fd event");
+                log.push(format!("{name} {}", f.drain(fd)));
+                if nested_ran.load(Ordering::SeqCst) == usize::MAX {
+                    nested_ran.store(0, Ordering::SeqCst);
+                    // SAFETY: `at` is the address of the loop, alive on this thread's stack
+                    // for the whole test; a single-threaded loop's run calls may nest.
+                    let lp = unsafe { &*(at.load(Ordering::SeqCst) as *const Lp<X>) };
+                    nested_ran.store(lp.run(), Ordering::SeqCst);
+                }
+                Rearm::Rearm
+            }),
+        )
+        .unwrap();
+        pipes.push(w);
+    }
+    for w in &pipes {
+        fx.write(w.as_fd(), 1);
+    }
+    let done = watchdog("fd_nested_run_leaves_no_stale_event");
+    let outer = lp.poll();
+    drop(done);
+    assert_eq!(
+        nested_ran.load(Ordering::SeqCst),
+        1,
+        "the nested run ran the other"
+    );
+    let mut got = log.take();
+    got.sort();
+    assert_eq!(got, ["a 1", "b 1"], "each ran once, with a byte to read");
+    assert_eq!(outer, 1, "the outer call counts only its own handler");
+    assert_eq!(lp.poll(), 0);
+}
+
+/// A handler that panics leaves nothing the same wait reported untaken: a wake (whose
+/// notifier reports once) reaches its handler on the next blocking `run`.
+pub fn fd_panicking_handler_loses_no_event_of_its_wait<X: Fixture>() {
+    let fx = X::new();
+    let lp = lp(&fx);
+    let log = Log::default();
+    let (r, w) = fx.pipe();
+    let f = fx.clone();
+    lp.add_fd(
+        r,
+        Interest::READ,
+        FdOptions::new(),
+        Probe::new(move |_, ev| {
+            f.drain(ev.fd().expect("fd event"));
+            panic!("this handler panics (on purpose)")
+        }),
+    )
+    .unwrap();
+    let l = log.clone();
+    let (_id, waker) = lp
+        .add_wake(
+            Priority::DEFAULT,
+            Probe::new(move |_, _| {
+                l.push("woke");
+                Rearm::Rearm
+            }),
+        )
+        .unwrap();
+    fx.write(w.as_fd(), 1);
+    waker.wake();
+    let quiet = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| lp.poll()));
+    std::panic::set_hook(quiet);
+    assert!(r.is_err(), "the fd handler ran and panicked");
+    let done = watchdog("fd_panicking_handler_loses_no_event_of_its_wait");
+    // The wake may have run in the same call, before the panicking handler.
+    if log.get().is_empty() {
+        assert_eq!(lp.run(), 1, "the wake runs");
+    }
+    drop(done);
+    assert_eq!(log.take(), ["woke"]);
+}
+
 pub fn fd_both_directions_in_one_call<X: Fixture>() {
     let fx = X::new();
     let lp = lp(&fx);
@@ -1904,6 +2015,8 @@ macro_rules! behavioural_suite {
             fd_enable_in_handler_then_disarm_stays_disabled,
             fd_noop_keeps_what_the_handler_chose,
             fd_requeue_runs_again_next_batch_with_the_same_readiness,
+            fd_nested_run_leaves_no_stale_event,
+            fd_panicking_handler_loses_no_event_of_its_wait,
             fd_both_directions_in_one_call,
             fd_set_interest_changes_directions,
             fd_error_condition_is_reported,
