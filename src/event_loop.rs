@@ -23,7 +23,7 @@ use crate::interest::{Half, Interest};
 use crate::lock::{Flavor, Single, StateLock, Threaded};
 use crate::options::{BidiOptions, ChildSignals, Emulation, FdOptions, SpawnOptions};
 use crate::signal::{SigInfo, Signal, SignalSet};
-use crate::state::{Capacities, Delivery, Dispatch, Enter, Rearming, Removal, State};
+use crate::state::{Capacities, Delivery, DirectFd, Dispatch, Enter, Rearming, Removal, State};
 use crate::timer::{Clock, Deadline, MonoAnchor, duration_ns, system_ns, system_time};
 use crate::waker::{WakeShared, Waker};
 
@@ -662,33 +662,39 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
             done: false,
         };
         let mut ran = 0;
+        let mut at = 0;
         let mut finished: Option<((u32, usize), Rearm)> = None;
         let mut stale = false;
-        // Only fd watchers are claimed here: no signal instance to hand over.
-        let info = SigInfo::new(Signal::from_raw(0));
+        let mut ran_user = false;
         self.backend.for_each_event(
             buf,
             #[inline(always)]
             |ev| {
-                rest.seen += 1;
+                at += 1;
                 match ev {
                     BackendEvent::Fd { token, ready } => {
                         let (removal, d) = self.state.with(|s| {
-                            let removal = finished.take().and_then(|(d, rearm)| {
-                                let r = s.finish_dispatch(d, rearm, &self.backend, &self.wake).map(
-                                    |r| {
+                            let mut removal = None;
+                            if let Some((d, rearm)) = finished.take() {
+                                removal = s
+                                    .finish_dispatch(d, rearm, &self.backend, &self.wake)
+                                    .map(|r| {
                                         let h = self.take_handler(r.id.index);
                                         (r, h)
-                                    },
-                                );
+                                    });
                                 s.batch_depth -= 1;
-                                r
-                            });
-                            stale |= s.nested_runs != nested;
-                            if removal.is_some() || ran >= limit || s.stopped(epoch) {
-                                // (`on_removed` runs before anything else is claimed.)
-                                s.on_fd_event(token, ready, &self.backend, &self.wake);
-                                return (removal, None);
+                            }
+                            // User code ran since the last event (a handler, `on_removed`):
+                            // it may have stopped the loop or run it (a nested call, which
+                            // may have run what follows in this buffer).
+                            if ran_user {
+                                ran_user = false;
+                                stale |= s.nested_runs != nested;
+                                if removal.is_some() || ran >= limit || s.stopped(epoch) {
+                                    // (`on_removed` runs before anything else is claimed.)
+                                    s.on_fd_event(token, ready, &self.backend, &self.wake);
+                                    return (removal, None);
+                                }
                             }
                             let d = s.claim_direct(token, ready, stale, &self.backend, &self.wake);
                             if d.is_some() {
@@ -696,15 +702,21 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
                             }
                             (removal, d)
                         });
-                        call.batch = false;
-                        self.finish_removal(removal);
+                        if removal.is_some() {
+                            call.batch = false;
+                            self.finish_removal(removal);
+                            ran_user = true;
+                        }
                         if let Some(d) = d {
+                            // For `RestGuard`, should the handler panic.
+                            rest.seen = at;
                             call.batch = true;
-                            call.dispatch = Some(d.claimed());
-                            let rearm = self.call_handler(&d, data, &info);
+                            call.dispatch = Some((d.index, 0));
+                            let rearm = self.call_direct(d, data);
                             call.dispatch = None;
                             ran += 1;
-                            finished = Some((d.claimed(), rearm));
+                            ran_user = true;
+                            finished = Some(((d.index, 0), rearm));
                         }
                     }
                     BackendEvent::Clock(c) => rest.fired[c.index()] = true,
@@ -1077,6 +1089,31 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
                 }
             }
         }
+    }
+
+    /// [`call_handler`](Self::call_handler) for a plain fd watcher claimed by
+    /// `State::claim_direct`.
+    #[inline(always)]
+    fn call_direct(&self, d: DirectFd, data: &mut H::Data) -> Rearm {
+        let Some(cell) = self.handlers.get(d.index as usize) else {
+            return Rearm::Disarm;
+        };
+        // SAFETY: as in `call_handler`: `claim_direct` marked this watcher running under the
+        // state lock, and until `finish_dispatch` clears that mark nothing else touches its
+        // cell.
+        let Some(handler) = (unsafe { &mut *cell.0.get() }).as_mut() else {
+            return Rearm::Disarm;
+        };
+        let cx = self.cx(WatchId {
+            index: d.index,
+            generation: d.generation,
+            loop_tag: self.tag,
+        });
+        // SAFETY: `d.fd` is the open fd the watcher's slot owns (an fd watch always holds an
+        // `OwnedFd`); a running watcher's slot is never freed, and the borrow ends with this
+        // call.
+        let fd = unsafe { BorrowedFd::borrow_raw(d.fd) };
+        handler.on_event(&cx, data, Event::Fd { fd, ready: d.ready })
     }
 
     fn call_handler(&self, d: &Dispatch, data: &mut H::Data, info: &SigInfo) -> Rearm {

@@ -299,6 +299,16 @@ impl State {
     }
 }
 
+/// A plain fd watcher claimed by `claim_direct`: what its handler call needs (a `Dispatch`
+/// of a one-direction fd event, in a third of the size).
+#[derive(Copy, Clone, Debug)]
+pub(crate) struct DirectFd {
+    pub(crate) index: u32,
+    pub(crate) generation: u32,
+    pub(crate) fd: std::os::fd::RawFd,
+    pub(crate) ready: Readiness,
+}
+
 impl State {
     /// The single-threaded loop's outermost run call, its batch not begun: claim a plain
     /// level-triggered fd event for dispatch straight from the events buffer, without the
@@ -319,43 +329,33 @@ impl State {
         stale: bool,
         backend: &B,
         wake: &WakeShared,
-    ) -> Option<super::Dispatch> {
+    ) -> Option<DirectFd> {
         let index = (tok.0 & 0xffff_ffff) as u32;
         let generation = (tok.0 >> 32) as u32;
         let first = self.queue.len() == 0 && !self.prioritized;
         if let Some(w) = self.slots.get_mut(index, generation) {
             if let Detail::Fd(f) = &mut w.detail {
-                let plain = !f.bidi
-                    && !f.kernel.oneshot
-                    && !f.fired
-                    && !f.emulated
-                    && !f.kernel.interest.is_empty()
-                    && (f.interest == Interest::READ || f.interest == Interest::WRITE);
+                // (Non-short-circuit: adjacent flags, tested together.)
+                let plain = !(f.bidi | f.kernel.oneshot | f.fired | f.emulated)
+                    & !f.kernel.interest.is_empty()
+                    & ((f.interest == Interest::READ) | (f.interest == Interest::WRITE));
                 if plain && stale {
                     return None;
                 }
                 let bits = ready & Readiness::mask_for(f.interest);
                 let half = &mut w.halves[0];
-                if plain && first && !w.running && half.enabled && !half.queued && !bits.is_empty()
-                {
+                if plain & first & !w.running & half.enabled & !half.queued & !bits.is_empty() {
                     let ready = half.ready | bits;
                     half.ready = Readiness::EMPTY;
                     half.last = ready;
                     half.enabled = false;
                     half.running = true;
                     w.running = true;
-                    return Some(super::Dispatch {
-                        id: crate::id::WatchId {
-                            index,
-                            generation,
-                            loop_tag: self.tag,
-                        },
-                        half: 0,
-                        delivery: super::Delivery::Fd {
-                            fd: std::os::fd::AsRawFd::as_raw_fd(&f.fd),
-                            ready,
-                            half: None,
-                        },
+                    return Some(DirectFd {
+                        index,
+                        generation,
+                        fd: std::os::fd::AsRawFd::as_raw_fd(&f.fd),
+                        ready,
                     });
                 }
             }

@@ -28,6 +28,7 @@ use crate::watch::{Detail, Half, WakeWatch, Watch};
 
 mod children;
 mod fd;
+pub(crate) use fd::DirectFd;
 mod runners;
 mod signals;
 mod timers;
