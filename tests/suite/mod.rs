@@ -288,7 +288,9 @@ pub fn fd_nested_run_leaves_no_stale_event<X: Fixture>() {
     let lp = lp(&fx);
     // The handlers reach the loop through its address: it outlives every call below, and
     // only this thread runs it.
-    let at = Arc::new(AtomicUsize::new(&lp as *const Lp<X> as usize));
+    let at = Arc::new(std::sync::atomic::AtomicPtr::new(
+        &lp as *const Lp<X> as *mut Lp<X>,
+    ));
     let log = Log::default();
     let nested_ran = Arc::new(AtomicUsize::new(usize::MAX));
     let mut pipes = Vec::new();
@@ -306,7 +308,7 @@ pub fn fd_nested_run_leaves_no_stale_event<X: Fixture>() {
                     nested_ran.store(0, Ordering::SeqCst);
                     // SAFETY: `at` is the address of the loop, alive on this thread's stack
                     // for the whole test; a single-threaded loop's run calls may nest.
-                    let lp = unsafe { &*(at.load(Ordering::SeqCst) as *const Lp<X>) };
+                    let lp = unsafe { &*at.load(Ordering::SeqCst) };
                     nested_ran.store(lp.run(), Ordering::SeqCst);
                 }
                 Rearm::Rearm
