@@ -636,8 +636,8 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
     /// (`batch_depth` counts the call while its handler runs). A nested run call waits in the
     /// other buffer; once one has run, the rest of this buffer may be stale, so its plain
     /// level-triggered events are left to the kernel, which reports them again. A handler
-    /// that panics leaves the rest of the buffer taken in by `RestGuard`, so that nothing the
-    /// kernel reported once (a one-shot fd, a child's exit) is lost.
+    /// that panics leaves the rest of the buffer to `CallGuard::take_rest_of_buffer`, so
+    /// that nothing the kernel reported once (the notifier, a one-shot fd) is lost.
     #[inline(always)]
     fn take_in_direct(
         &self,
@@ -652,15 +652,11 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
         if let Err(e) = r {
             self.state.with(|s| s.fault(e));
         }
-        let mut rest = RestGuard {
-            lp: self,
-            buf,
-            seen: 0,
-            fired: [false; 2],
-            woke: false,
-            signals: false,
-            done: false,
-        };
+        let mut fired = [false; 2];
+        let mut woke = false;
+        let mut signals = false;
+        // Should a handler panic, `CallGuard` takes in the events after it.
+        call.direct_seen = Some(0);
         let mut ran = 0;
         let mut at = 0;
         let mut finished: Option<((u32, usize), Rearm)> = None;
@@ -708,8 +704,7 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
                             ran_user = true;
                         }
                         if let Some(d) = d {
-                            // For `RestGuard`, should the handler panic.
-                            rest.seen = at;
+                            call.direct_seen = Some(at);
                             call.batch = true;
                             call.dispatch = Some((d.index, 0));
                             let rearm = self.call_direct(d, data);
@@ -719,15 +714,14 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
                             finished = Some(((d.index, 0), rearm));
                         }
                     }
-                    BackendEvent::Clock(c) => rest.fired[c.index()] = true,
-                    BackendEvent::Wake => rest.woke = true,
-                    BackendEvent::SignalsPending => rest.signals = true,
+                    BackendEvent::Clock(c) => fired[c.index()] = true,
+                    BackendEvent::Wake => woke = true,
+                    BackendEvent::SignalsPending => signals = true,
                     BackendEvent::Garbled => self.state.with(|s| s.fault(garbled())),
                 }
             },
         );
-        rest.done = true;
-        let (fired, woke, signals) = (rest.fired, rest.woke, rest.signals);
+        call.direct_seen = None;
         let removal = self.state.with(|s| {
             let removal = finished.take().and_then(|(d, rearm)| {
                 let r = s
@@ -1283,6 +1277,9 @@ struct CallGuard<'a, H: Handler, B: Backend, F: Flavor> {
     dispatch: Option<(u32, usize)>,
     /// Inside a single-threaded batch (`batch_depth` counts it).
     batch: bool,
+    /// Inside `take_in_direct`: how many events of the first buffer it has gone through
+    /// (the running handler's included), for `take_rest_of_buffer` should a handler panic.
+    direct_seen: Option<usize>,
 }
 
 impl<'a, H: Handler, B: Backend, F: Flavor> CallGuard<'a, H, B, F> {
@@ -1293,13 +1290,55 @@ impl<'a, H: Handler, B: Backend, F: Flavor> CallGuard<'a, H, B, F> {
             buffer: None,
             dispatch: None,
             batch: false,
+            direct_seen: None,
         }
+    }
+
+    /// A handler run by `take_in_direct` panicked: take in the events of the buffer after
+    /// it as `take_in` would have, so that a report the kernel makes once (the notifier's,
+    /// edge-triggered; a one-shot fd's) is queued, not lost. Fd events before it were
+    /// handled already; the backend's own events anywhere in the buffer (clocks, wakes,
+    /// signals) had only been noted, to be acted on after the buffer, so they are noted
+    /// again and acted on here.
+    #[cold]
+    #[inline(never)]
+    fn take_rest_of_buffer(&self, seen: usize) {
+        let lp = self.lp;
+        let Some(cell) = lp.bufs.first() else {
+            return;
+        };
+        // SAFETY: the first buffer belongs to the outermost run call, this one; the borrow
+        // `take_in_direct` held ended as the panic unwound out of it, and calls nested in
+        // handlers use the second buffer.
+        let buf = unsafe { &*cell.0.get() };
+        let (mut fired, mut woke, mut signals) = ([false; 2], false, false);
+        let mut at = 0;
+        lp.state.with(|s| {
+            s.in_direct = false;
+            lp.backend.for_each_event(buf, |ev| {
+                at += 1;
+                match ev {
+                    BackendEvent::Fd { token, ready } if at > seen => {
+                        s.on_fd_event(token, ready, &lp.backend, &lp.wake)
+                    }
+                    BackendEvent::Fd { .. } => {}
+                    BackendEvent::Clock(c) => fired[c.index()] = true,
+                    BackendEvent::Wake => woke = true,
+                    BackendEvent::SignalsPending => signals = true,
+                    BackendEvent::Garbled => s.fault(garbled()),
+                }
+            });
+            lp.take_in_rest(s, fired, woke, signals);
+        });
     }
 }
 
 impl<H: Handler, B: Backend, F: Flavor> Drop for CallGuard<'_, H, B, F> {
     #[inline]
     fn drop(&mut self) {
+        if let Some(seen) = self.direct_seen.take() {
+            self.take_rest_of_buffer(seen);
+        }
         let lp = self.lp;
         let d = self.dispatch.take();
         let (batch, buffer) = (self.batch, self.buffer.take());
@@ -1344,60 +1383,6 @@ fn garbled() -> KernelError {
     KernelError {
         call: "wait (an event that names nothing registered)",
         errno: crate::error::Errno::INVAL,
-    }
-}
-
-/// What `take_in_direct` collected of the backend's own events, and, if a handler panics
-/// mid-buffer, the taking in of the events after it (as `take_in` would have), so that a
-/// report the kernel makes once is queued, not lost. Ends the direct section either way.
-struct RestGuard<'a, H: Handler, B: Backend, F: Flavor> {
-    lp: &'a EventLoop<H, B, F>,
-    buf: &'a B::Events,
-    /// Events of the buffer handled so far (the panicking handler's included).
-    seen: usize,
-    fired: [bool; 2],
-    woke: bool,
-    signals: bool,
-    /// The buffer was gone through (no panic): the caller takes the rest in itself.
-    done: bool,
-}
-
-impl<H: Handler, B: Backend, F: Flavor> Drop for RestGuard<'_, H, B, F> {
-    #[inline(always)]
-    fn drop(&mut self) {
-        if !self.done {
-            self.take_rest();
-        }
-    }
-}
-
-impl<H: Handler, B: Backend, F: Flavor> RestGuard<'_, H, B, F> {
-    /// A handler panicked: take in the rest of the buffer.
-    #[cold]
-    #[inline(never)]
-    fn take_rest(&mut self) {
-        let lp = self.lp;
-        let (mut fired, mut woke, mut signals) = (self.fired, self.woke, self.signals);
-        let mut skip = self.seen;
-        lp.state.with(|s| {
-            s.in_direct = false;
-            lp.backend.for_each_event(self.buf, |ev| {
-                if skip > 0 {
-                    skip -= 1;
-                    return;
-                }
-                match ev {
-                    BackendEvent::Fd { token, ready } => {
-                        s.on_fd_event(token, ready, &lp.backend, &lp.wake)
-                    }
-                    BackendEvent::Clock(c) => fired[c.index()] = true,
-                    BackendEvent::Wake => woke = true,
-                    BackendEvent::SignalsPending => signals = true,
-                    BackendEvent::Garbled => s.fault(garbled()),
-                }
-            });
-            lp.take_in_rest(s, fired, woke, signals);
-        });
     }
 }
 
