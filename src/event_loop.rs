@@ -628,8 +628,8 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
     /// The single-threaded loop's outermost run call: take in what a wait returned, running
     /// the handlers of plain level-triggered fd events straight from the events buffer as
     /// they come (`State::claim_direct`), without the ready queue; everything else is taken
-    /// in as `take_in` does, for `run_batch`. Returns whether the wait failed and how many
-    /// handlers ran.
+    /// in as `take_in` does, for `run_batch`. Returns whether the wait failed, how many
+    /// handlers ran, and whether anything is queued for `run_batch`.
     ///
     /// The order is the queue's: an event is claimed only with nothing queued ahead of it
     /// and no priorities in the loop, and whatever a handler queues waits for the next batch
@@ -647,7 +647,7 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
         r: Result<(), KernelError>,
         limit: usize,
         data: &mut H::Data,
-    ) -> (bool, usize) {
+    ) -> (bool, usize, bool) {
         let failed = r.is_err();
         if let Err(e) = r {
             self.state.with(|s| s.fault(e));
@@ -659,9 +659,17 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
         call.direct_seen = Some(0);
         let mut ran = 0;
         let mut at = 0;
-        let mut finished: Option<((u32, usize), Rearm)> = None;
+        // The slot of the handler that last returned, and its answer, applied in the next
+        // lock section (`NO_SLOT`: none). Plain locals, not an `Option` of the pair: this
+        // runs once per event.
+        let mut fin_index = NO_SLOT;
+        let mut fin_rearm = Rearm::Noop;
+        // A removal the last answer made (rare): `on_removed` runs before anything else
+        // is claimed.
+        let mut removal: Option<(Removal, Option<H>)> = None;
         let mut stale = false;
         let mut ran_user = false;
+        let mut queued = false;
         self.backend.for_each_event(
             buf,
             #[inline(always)]
@@ -669,15 +677,18 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
                 at += 1;
                 match ev {
                     BackendEvent::Fd { token, ready } => {
-                        let (removal, d) = self.state.with(|s| {
-                            let mut removal = None;
-                            if let Some((d, rearm)) = finished.take() {
-                                removal = s
-                                    .finish_dispatch(d, rearm, &self.backend, &self.wake)
-                                    .map(|r| {
-                                        let h = self.take_handler(r.id.index);
-                                        (r, h)
-                                    });
+                        let d = self.state.with(|s| {
+                            if fin_index != NO_SLOT {
+                                if let Some(r) = s.finish_dispatch(
+                                    (fin_index, 0),
+                                    fin_rearm,
+                                    &self.backend,
+                                    &self.wake,
+                                ) {
+                                    let h = self.take_handler(r.id.index);
+                                    removal = Some((r, h));
+                                }
+                                fin_index = NO_SLOT;
                                 s.batch_depth -= 1;
                             }
                             // User code ran since the last event (a handler, `on_removed`):
@@ -687,20 +698,19 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
                                 ran_user = false;
                                 stale |= s.nested_runs != nested;
                                 if removal.is_some() || ran >= limit || s.stopped(epoch) {
-                                    // (`on_removed` runs before anything else is claimed.)
                                     s.on_fd_event(token, ready, &self.backend, &self.wake);
-                                    return (removal, None);
+                                    return None;
                                 }
                             }
                             let d = s.claim_direct(token, ready, stale, &self.backend, &self.wake);
                             if d.is_some() {
                                 s.batch_depth += 1;
                             }
-                            (removal, d)
+                            d
                         });
                         if removal.is_some() {
                             call.batch = false;
-                            self.finish_removal(removal);
+                            self.finish_removal(removal.take());
                             ran_user = true;
                         }
                         if let Some(d) = d {
@@ -711,7 +721,8 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
                             call.dispatch = None;
                             ran += 1;
                             ran_user = true;
-                            finished = Some(((d.index, 0), rearm));
+                            fin_index = d.index;
+                            fin_rearm = rearm;
                         }
                     }
                     BackendEvent::Clock(c) => fired[c.index()] = true,
@@ -722,24 +733,23 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
             },
         );
         call.direct_seen = None;
-        let removal = self.state.with(|s| {
-            let removal = finished.take().and_then(|(d, rearm)| {
-                let r = s
-                    .finish_dispatch(d, rearm, &self.backend, &self.wake)
-                    .map(|r| {
-                        let h = self.take_handler(r.id.index);
-                        (r, h)
-                    });
+        self.state.with(|s| {
+            if fin_index != NO_SLOT {
+                if let Some(r) =
+                    s.finish_dispatch((fin_index, 0), fin_rearm, &self.backend, &self.wake)
+                {
+                    let h = self.take_handler(r.id.index);
+                    removal = Some((r, h));
+                }
                 s.batch_depth -= 1;
-                r
-            });
+            }
             s.in_direct = false;
             self.take_in_rest(s, fired, woke, signals);
-            removal
+            queued = s.pending_len() > 0;
         });
         call.batch = false;
         self.finish_removal(removal);
-        (failed, ran)
+        (failed, ran, queued)
     }
 
     /// The single-threaded run loop: wait, take in, run a batch (events queued during the
@@ -790,15 +800,17 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
             // runs, so the calls nested inside its handlers may take it in turn.
             let buf = unsafe { &mut *cell.0.get() };
             let r = self.backend.wait(buf, timeout);
-            let failed = if outer {
-                let (failed, n) =
+            let (failed, queued) = if outer {
+                let (failed, n, queued) =
                     self.take_in_direct(&mut call, epoch, (buf, nested), r, limit - ran, data);
                 ran += n;
-                failed
+                (failed, queued)
             } else {
-                self.state.with(|s| self.take_in(s, buf, r))
+                (self.state.with(|s| self.take_in(s, buf, r)), true)
             };
-            let (n, stopped) = if ran < limit {
+            // (Nothing queued: the batch would claim nothing. A stop, made by a handler or
+            // `on_removed` that ran here, ends the call anyway, since one ran.)
+            let (n, stopped) = if queued && ran < limit {
                 self.run_batch(&mut call, epoch, limit - ran, data)
             } else {
                 (0, false)
@@ -1377,6 +1389,9 @@ impl<H: Handler, B: Backend, F: Flavor> Drop for CallGuard<'_, H, B, F> {
         drop(removal);
     }
 }
+
+/// No slot (`take_in_direct`'s "no handler to finish").
+const NO_SLOT: u32 = u32::MAX;
 
 /// The error a wait reports for an event that names nothing registered.
 fn garbled() -> KernelError {
