@@ -23,7 +23,7 @@ use crate::interest::{Half, Interest};
 use crate::lock::{Flavor, Single, StateLock, Threaded};
 use crate::options::{BidiOptions, ChildSignals, Emulation, FdOptions, SpawnOptions};
 use crate::signal::{SigInfo, Signal, SignalSet};
-use crate::state::{Capacities, Delivery, DirectFd, Dispatch, Enter, Rearming, Removal, State};
+use crate::state::{Capacities, Delivery, Dispatch, Enter, Rearming, Removal, State};
 use crate::timer::{Clock, Deadline, MonoAnchor, duration_ns, system_ns, system_time};
 use crate::waker::{WakeShared, Waker};
 
@@ -269,9 +269,7 @@ impl<H: Handler, B: Backend, F: Flavor> Builder<H, B, F> {
         self.kill_children_on_drop = kill;
         self
     }
-    /// Kernel events fetched per wait (default 256, at most 65536). A single-threaded loop
-    /// reserves two buffers of this size: one for its outermost run call, which runs
-    /// handlers straight from it, and one for run calls nested inside handlers.
+    /// Kernel events fetched per wait (default 256, at most 65536).
     pub fn events(mut self, n: usize) -> Self {
         self.events = n;
         self
@@ -365,13 +363,10 @@ impl<H: Handler, B: Backend, F: Flavor> Builder<H, B, F> {
             signal_spill: self.signal_instances,
         };
         let state = State::new(&caps, F::ONESHOT, F::THREADED, tag).ok_or(oom("watchers"))?;
-        // Single-threaded: a second buffer for run calls nested inside handlers (the
-        // outermost call's buffer is in use while its handlers run: `take_in_direct`).
-        let buffers = if F::THREADED { caps.runners } else { 2 };
         let mut bufs = Vec::new();
-        bufs.try_reserve_exact(buffers)
+        bufs.try_reserve_exact(caps.runners)
             .map_err(|_| oom("events buffers"))?;
-        for _ in 0..buffers {
+        for _ in 0..caps.runners {
             let events = backend
                 .new_events(self.events)
                 .map_err(|e| BuildError::Kernel {
@@ -598,17 +593,12 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
                 BackendEvent::Clock(c) => fired[c.index()] = true,
                 BackendEvent::Wake => woke = true,
                 BackendEvent::SignalsPending => signals = true,
-                BackendEvent::Garbled => s.fault(garbled()),
+                BackendEvent::Garbled => s.fault(KernelError {
+                    call: "wait (an event that names nothing registered)",
+                    errno: crate::error::Errno::INVAL,
+                }),
             },
         );
-        self.take_in_rest(s, fired, woke, signals);
-        failed
-    }
-
-    /// What `take_in` does after the events themselves: signals, fallback children, timer
-    /// counts, wakes.
-    #[inline(always)]
-    fn take_in_rest(&self, s: &mut State, fired: [bool; 2], woke: bool, signals: bool) {
         if woke {
             // The notifier was drained: a hand-off poke, if one was out, has been taken.
             s.took_wake();
@@ -623,152 +613,16 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
         if woke || self.wake.has_pending() {
             s.process_wakes(&self.wake);
         }
-    }
-
-    /// The single-threaded loop's outermost run call: take in what a wait returned, running
-    /// the handlers of plain level-triggered fd events straight from the events buffer as
-    /// they come (`State::claim_direct`), without the ready queue; everything else is taken
-    /// in as `take_in` does, for `run_batch`. Returns whether the wait failed, how many
-    /// handlers ran, and whether anything is queued for `run_batch`.
-    ///
-    /// The order is the queue's: an event is claimed only with nothing queued ahead of it
-    /// and no priorities in the loop, and whatever a handler queues waits for the next batch
-    /// (`batch_depth` counts the call while its handler runs). A nested run call waits in the
-    /// other buffer; once one has run, the rest of this buffer may be stale, so its plain
-    /// level-triggered events are left to the kernel, which reports them again. A handler
-    /// that panics leaves the rest of the buffer to `CallGuard::take_rest_of_buffer`, so
-    /// that nothing the kernel reported once (the notifier, a one-shot fd) is lost.
-    #[inline(always)]
-    fn take_in_direct(
-        &self,
-        call: &mut CallGuard<'_, H, B, F>,
-        epoch: u64,
-        (buf, nested): (&B::Events, u64),
-        r: Result<(), KernelError>,
-        limit: usize,
-        data: &mut H::Data,
-    ) -> (bool, usize, bool) {
-        let failed = r.is_err();
-        if let Err(e) = r {
-            self.state.with(|s| s.fault(e));
-        }
-        let mut fired = [false; 2];
-        let mut woke = false;
-        let mut signals = false;
-        // Should a handler panic, `CallGuard` takes in the events after it.
-        call.direct_seen = Some(0);
-        let mut ran = 0;
-        let mut at = 0;
-        // The slot of the handler that last returned, and its answer, applied in the next
-        // lock section (`NO_SLOT`: none). Plain locals, not an `Option` of the pair: this
-        // runs once per event.
-        let mut fin_index = NO_SLOT;
-        let mut fin_rearm = Rearm::Noop;
-        // A removal the last answer made (rare): `on_removed` runs before anything else
-        // is claimed.
-        let mut removal: Option<(Removal, Option<H>)> = None;
-        let mut stale = false;
-        let mut ran_user = false;
-        let mut queued = false;
-        self.backend.for_each_event(
-            buf,
-            #[inline(always)]
-            |ev| {
-                at += 1;
-                match ev {
-                    BackendEvent::Fd { token, ready } => {
-                        let d = self.state.with(|s| {
-                            if fin_index != NO_SLOT {
-                                if let Some(r) = s.finish_dispatch(
-                                    (fin_index, 0),
-                                    fin_rearm,
-                                    &self.backend,
-                                    &self.wake,
-                                ) {
-                                    let h = self.take_handler(r.id.index);
-                                    removal = Some((r, h));
-                                }
-                                fin_index = NO_SLOT;
-                                s.batch_depth -= 1;
-                            }
-                            // User code ran since the last event (a handler, `on_removed`):
-                            // it may have stopped the loop or run it (a nested call, which
-                            // may have run what follows in this buffer).
-                            if ran_user {
-                                ran_user = false;
-                                stale |= s.nested_runs != nested;
-                                if removal.is_some() || ran >= limit || s.stopped(epoch) {
-                                    s.on_fd_event(token, ready, &self.backend, &self.wake);
-                                    return None;
-                                }
-                            }
-                            let d = s.claim_direct(token, ready, stale, &self.backend, &self.wake);
-                            if d.is_some() {
-                                s.batch_depth += 1;
-                            }
-                            d
-                        });
-                        if removal.is_some() {
-                            call.batch = false;
-                            self.finish_removal(removal.take());
-                            ran_user = true;
-                        }
-                        if let Some(d) = d {
-                            call.direct_seen = Some(at);
-                            call.batch = true;
-                            call.dispatch = Some((d.index, 0));
-                            let rearm = self.call_direct(d, data);
-                            call.dispatch = None;
-                            ran += 1;
-                            ran_user = true;
-                            fin_index = d.index;
-                            fin_rearm = rearm;
-                        }
-                    }
-                    BackendEvent::Clock(c) => fired[c.index()] = true,
-                    BackendEvent::Wake => woke = true,
-                    BackendEvent::SignalsPending => signals = true,
-                    BackendEvent::Garbled => self.state.with(|s| s.fault(garbled())),
-                }
-            },
-        );
-        call.direct_seen = None;
-        self.state.with(|s| {
-            if fin_index != NO_SLOT {
-                if let Some(r) =
-                    s.finish_dispatch((fin_index, 0), fin_rearm, &self.backend, &self.wake)
-                {
-                    let h = self.take_handler(r.id.index);
-                    removal = Some((r, h));
-                }
-                s.batch_depth -= 1;
-            }
-            s.in_direct = false;
-            self.take_in_rest(s, fired, woke, signals);
-            queued = s.pending_len() > 0;
-        });
-        call.batch = false;
-        self.finish_removal(removal);
-        (failed, ran, queued)
+        failed
     }
 
     /// The single-threaded run loop: wait, take in, run a batch (events queued during the
     /// batch wait for the next one, in the deferred FIFO).
     fn run_single(&self, limit: usize, mode: Mode, data: &mut H::Data) -> usize {
-        // The outermost call (no handler of this loop is running, no call is taking events
-        // in straight from the first buffer) waits in the first buffer and dispatches from
-        // it; a call nested inside a handler waits in the second, through the queue.
-        let (entered, outer) = self.state.with(|s| {
-            let outer = s.batch_depth == 0 && !s.in_direct;
-            if !outer {
-                s.nested_runs = s.nested_runs.wrapping_add(1);
-            }
-            (s.enter_call(), outer)
-        });
-        let Enter::Running(epoch) = entered else {
+        let Enter::Running(epoch) = self.state.with(State::enter_call) else {
             return 0;
         };
-        let Some(cell) = self.bufs.get(usize::from(!outer)) else {
+        let Some(cell) = self.bufs.first() else {
             return 0;
         };
         let mut call = CallGuard::new(self, epoch);
@@ -784,37 +638,16 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
                     return None;
                 }
                 s.merge_deferred();
-                // From here to the end of `take_in_direct`, a run call is nested.
-                if outer {
-                    s.in_direct = true;
-                }
-                Some((self.wait_timeout(s, mode), s.nested_runs))
+                Some(self.wait_timeout(s, mode))
             });
-            let Some((timeout, nested)) = timeout else {
-                return ran;
-            };
+            let Some(timeout) = timeout else { return ran };
             // SAFETY: a single-threaded loop is not `Sync`, so only this thread reaches the
-            // buffers. The outermost call alone uses the first (it keeps it borrowed while
-            // its handlers run, and every call made inside one of them is nested, so takes
-            // the second); a nested call's borrow of the second ends before any handler
-            // runs, so the calls nested inside its handlers may take it in turn.
+            // buffer, and this borrow ends before any handler runs (a handler's nested run
+            // call is the only other user of the buffer).
             let buf = unsafe { &mut *cell.0.get() };
             let r = self.backend.wait(buf, timeout);
-            let (failed, queued) = if outer {
-                let (failed, n, queued) =
-                    self.take_in_direct(&mut call, epoch, (buf, nested), r, limit - ran, data);
-                ran += n;
-                (failed, queued)
-            } else {
-                (self.state.with(|s| self.take_in(s, buf, r)), true)
-            };
-            // (Nothing queued: the batch would claim nothing. A stop, made by a handler or
-            // `on_removed` that ran here, ends the call anyway, since one ran.)
-            let (n, stopped) = if queued && ran < limit {
-                self.run_batch(&mut call, epoch, limit - ran, data)
-            } else {
-                (0, false)
-            };
+            let failed = self.state.with(|s| self.take_in(s, buf, r));
+            let (n, stopped) = self.run_batch(&mut call, epoch, limit - ran, data);
             ran += n;
             let expired = match mode {
                 Mode::Until(end) => self.backend.now(Clock::Monotonic) >= end,
@@ -1097,31 +930,6 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
         }
     }
 
-    /// [`call_handler`](Self::call_handler) for a plain fd watcher claimed by
-    /// `State::claim_direct`.
-    #[inline(always)]
-    fn call_direct(&self, d: DirectFd, data: &mut H::Data) -> Rearm {
-        let Some(cell) = self.handlers.get(d.index as usize) else {
-            return Rearm::Disarm;
-        };
-        // SAFETY: as in `call_handler`: `claim_direct` marked this watcher running under the
-        // state lock, and until `finish_dispatch` clears that mark nothing else touches its
-        // cell.
-        let Some(handler) = (unsafe { &mut *cell.0.get() }).as_mut() else {
-            return Rearm::Disarm;
-        };
-        let cx = self.cx(WatchId {
-            index: d.index,
-            generation: d.generation,
-            loop_tag: self.tag,
-        });
-        // SAFETY: `d.fd` is the open fd the watcher's slot owns (an fd watch always holds an
-        // `OwnedFd`); a running watcher's slot is never freed, and the borrow ends with this
-        // call.
-        let fd = unsafe { BorrowedFd::borrow_raw(d.fd) };
-        handler.on_event(&cx, data, Event::Fd { fd, ready: d.ready })
-    }
-
     fn call_handler(&self, d: &Dispatch, data: &mut H::Data, info: &SigInfo) -> Rearm {
         let Some(cell) = self.handlers.get(d.id.index as usize) else {
             return Rearm::Disarm;
@@ -1289,9 +1097,6 @@ struct CallGuard<'a, H: Handler, B: Backend, F: Flavor> {
     dispatch: Option<(u32, usize)>,
     /// Inside a single-threaded batch (`batch_depth` counts it).
     batch: bool,
-    /// Inside `take_in_direct`: how many events of the first buffer it has gone through
-    /// (the running handler's included), for `take_rest_of_buffer` should a handler panic.
-    direct_seen: Option<usize>,
 }
 
 impl<'a, H: Handler, B: Backend, F: Flavor> CallGuard<'a, H, B, F> {
@@ -1302,55 +1107,13 @@ impl<'a, H: Handler, B: Backend, F: Flavor> CallGuard<'a, H, B, F> {
             buffer: None,
             dispatch: None,
             batch: false,
-            direct_seen: None,
         }
-    }
-
-    /// A handler run by `take_in_direct` panicked: take in the events of the buffer after
-    /// it as `take_in` would have, so that a report the kernel makes once (the notifier's,
-    /// edge-triggered; a one-shot fd's) is queued, not lost. Fd events before it were
-    /// handled already; the backend's own events anywhere in the buffer (clocks, wakes,
-    /// signals) had only been noted, to be acted on after the buffer, so they are noted
-    /// again and acted on here.
-    #[cold]
-    #[inline(never)]
-    fn take_rest_of_buffer(&self, seen: usize) {
-        let lp = self.lp;
-        let Some(cell) = lp.bufs.first() else {
-            return;
-        };
-        // SAFETY: the first buffer belongs to the outermost run call, this one; the borrow
-        // `take_in_direct` held ended as the panic unwound out of it, and calls nested in
-        // handlers use the second buffer.
-        let buf = unsafe { &*cell.0.get() };
-        let (mut fired, mut woke, mut signals) = ([false; 2], false, false);
-        let mut at = 0;
-        lp.state.with(|s| {
-            s.in_direct = false;
-            lp.backend.for_each_event(buf, |ev| {
-                at += 1;
-                match ev {
-                    BackendEvent::Fd { token, ready } if at > seen => {
-                        s.on_fd_event(token, ready, &lp.backend, &lp.wake)
-                    }
-                    BackendEvent::Fd { .. } => {}
-                    BackendEvent::Clock(c) => fired[c.index()] = true,
-                    BackendEvent::Wake => woke = true,
-                    BackendEvent::SignalsPending => signals = true,
-                    BackendEvent::Garbled => s.fault(garbled()),
-                }
-            });
-            lp.take_in_rest(s, fired, woke, signals);
-        });
     }
 }
 
 impl<H: Handler, B: Backend, F: Flavor> Drop for CallGuard<'_, H, B, F> {
     #[inline]
     fn drop(&mut self) {
-        if let Some(seen) = self.direct_seen.take() {
-            self.take_rest_of_buffer(seen);
-        }
         let lp = self.lp;
         let d = self.dispatch.take();
         let (batch, buffer) = (self.batch, self.buffer.take());
@@ -1387,17 +1150,6 @@ impl<H: Handler, B: Backend, F: Flavor> Drop for CallGuard<'_, H, B, F> {
         // A removal requested during a panicking handler: drop it without calling into user
         // code again while unwinding.
         drop(removal);
-    }
-}
-
-/// No slot (`take_in_direct`'s "no handler to finish").
-const NO_SLOT: u32 = u32::MAX;
-
-/// The error a wait reports for an event that names nothing registered.
-fn garbled() -> KernelError {
-    KernelError {
-        call: "wait (an event that names nothing registered)",
-        errno: crate::error::Errno::INVAL,
     }
 }
 

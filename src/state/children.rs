@@ -26,7 +26,6 @@ impl State {
                 delivered: None,
             }),
         );
-        self.note_priorities(&w);
         let (index, _) = self
             .slots
             .insert(w)

@@ -111,7 +111,6 @@ impl State {
             interest: w.desired_interest(self.oneshot),
             oneshot: self.oneshot,
         };
-        self.note_priorities(&w);
         let (index, generation) = match self.slots.insert(w) {
             Ok(at) => at,
             Err(w) => {
@@ -296,71 +295,5 @@ impl State {
         if self.oneshot || fired {
             self.sync_kernel(index, backend);
         }
-    }
-}
-
-/// A plain fd watcher claimed by `claim_direct`: what its handler call needs (a `Dispatch`
-/// of a one-direction fd event, in a third of the size).
-#[derive(Copy, Clone, Debug)]
-pub(crate) struct DirectFd {
-    pub(crate) index: u32,
-    pub(crate) generation: u32,
-    pub(crate) fd: std::os::fd::RawFd,
-    pub(crate) ready: Readiness,
-}
-
-impl State {
-    /// The single-threaded loop's outermost run call, its batch not begun: claim a plain
-    /// level-triggered fd event for dispatch straight from the events buffer, without the
-    /// ready queue. Only when the order cannot differ from the queue's: nothing is queued
-    /// ahead of it, and no watcher has a priority of its own (`prioritized`). Only for a
-    /// watcher of one direction: a backend may report the two directions of one fd as two
-    /// events (kqueue), which the queue merges into one call.
-    ///
-    /// `None`: not such an event, and it was taken in the usual way (`on_fd_event`), unless
-    /// `stale` (a nested run call waited since the buffer was filled, and may have run this
-    /// watcher already): then a plain level-triggered event is dropped instead, since the
-    /// kernel reports it again while the fd stays ready, and anything else is taken in.
-    #[inline(always)]
-    pub(crate) fn claim_direct<B: Backend>(
-        &mut self,
-        tok: Token,
-        ready: Readiness,
-        stale: bool,
-        backend: &B,
-        wake: &WakeShared,
-    ) -> Option<DirectFd> {
-        let index = (tok.0 & 0xffff_ffff) as u32;
-        let generation = (tok.0 >> 32) as u32;
-        let first = self.queue.len() == 0 && !self.prioritized;
-        if let Some(w) = self.slots.get_mut(index, generation) {
-            if let Detail::Fd(f) = &mut w.detail {
-                // (Non-short-circuit: adjacent flags, tested together.)
-                let plain = !(f.bidi | f.kernel.oneshot | f.fired | f.emulated)
-                    & !f.kernel.interest.is_empty()
-                    & ((f.interest == Interest::READ) | (f.interest == Interest::WRITE));
-                if plain && stale {
-                    return None;
-                }
-                let bits = ready & Readiness::mask_for(f.interest);
-                let half = &mut w.halves[0];
-                if plain & first & !w.running & half.enabled & !half.queued & !bits.is_empty() {
-                    let ready = half.ready | bits;
-                    half.ready = Readiness::EMPTY;
-                    half.last = ready;
-                    half.enabled = false;
-                    half.running = true;
-                    w.running = true;
-                    return Some(DirectFd {
-                        index,
-                        generation,
-                        fd: std::os::fd::AsRawFd::as_raw_fd(&f.fd),
-                        ready,
-                    });
-                }
-            }
-        }
-        self.on_fd_event(tok, ready, backend, wake);
-        None
     }
 }

@@ -28,7 +28,6 @@ use crate::watch::{Detail, Half, WakeWatch, Watch};
 
 mod children;
 mod fd;
-pub(crate) use fd::DirectFd;
 mod runners;
 mod signals;
 mod timers;
@@ -132,16 +131,6 @@ pub(crate) struct State {
     /// Slots whose kernel registration must be retried.
     dirty: VecDeque<u32>,
     pub(crate) batch_depth: u32,
-    /// A watcher with a priority other than the default was ever registered: single-threaded
-    /// events are no longer dispatched straight from the events buffer (`claim_direct`),
-    /// whose order is the buffer's, not the priorities'.
-    prioritized: bool,
-    /// Run calls entered inside a handler (a nested run): a direct dispatch that sees this
-    /// change under it leaves the rest of its buffer (see `EventLoop::take_in_direct`).
-    pub(crate) nested_runs: u64,
-    /// The outermost single-threaded run call is taking events in straight from its buffer
-    /// (`EventLoop::take_in_direct`): a run call made now (from `on_removed`) is nested.
-    pub(crate) in_direct: bool,
     /// Threaded loops: a signal watcher `finish_dispatch` left queued off the queue for the
     /// same runner to claim again in the same lock section (see `claim_rerun`).
     rerun: Option<u32>,
@@ -278,9 +267,6 @@ impl State {
             wakers_cap: cap.wakers,
             dirty,
             batch_depth: 0,
-            prioritized: false,
-            nested_runs: 0,
-            in_direct: false,
             rerun: None,
             embedded: false,
             runners: Runners::new(cap.runners)?,
@@ -290,15 +276,6 @@ impl State {
             threaded,
             tag,
         })
-    }
-
-    /// Every registration passes here before its slot is taken: remember whether any half
-    /// has a priority of its own (see `prioritized`).
-    #[inline]
-    pub(crate) fn note_priorities(&mut self, w: &Watch) {
-        if w.halves.iter().any(|h| h.priority != 0) {
-            self.prioritized = true;
-        }
     }
 
     pub(crate) fn fault(&mut self, e: KernelError) {

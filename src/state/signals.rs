@@ -248,7 +248,6 @@ impl State {
                 stalled: false,
             }),
         );
-        self.note_priorities(&w);
         let (index, _) = self
             .slots
             .insert(w)

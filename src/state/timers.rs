@@ -22,7 +22,6 @@ impl State {
                 expirations: 0,
             }),
         );
-        self.note_priorities(&w);
         let (index, _) = self
             .slots
             .insert(w)

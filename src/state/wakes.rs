@@ -25,7 +25,6 @@ impl State {
                 pending: false,
             }),
         );
-        self.note_priorities(&w);
         let Ok((index, _)) = self.slots.insert(w) else {
             self.wake_free.push(cell);
             return Err(Error::Capacity(PoolKind::Watchers));
