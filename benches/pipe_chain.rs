@@ -374,6 +374,7 @@ mod imp {
             writes,
             unix,
             idle,
+            loop_time: false,
         };
         // `--only N` runs one variant (for profiling).
         let only = args
@@ -408,6 +409,7 @@ mod imp {
                 writes,
                 unix,
                 idle,
+                loop_time: false,
             };
             vec![
                 s(1000, 100, false, false),

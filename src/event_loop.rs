@@ -549,6 +549,8 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
     /// mode leaves, bounded by retries of failed kernel changes.
     #[inline(always)]
     fn wait_timeout(&self, s: &mut State, mode: Mode) -> Option<Duration> {
+        // A wait begins: the clocks read after the last one are no longer the loop's time.
+        s.loop_time = [None, None];
         let bound = s.retry_kernel(&self.backend);
         s.take_missed_signals(&self.backend, &self.wake);
         let mut t = if s.pending_len() > 0 || mode == Mode::Poll {
@@ -1131,6 +1133,8 @@ impl<H: Handler, B: Backend, F: Flavor> Drop for CallGuard<'_, H, B, F> {
                         (r, h)
                     })
             });
+            // Outside run calls, `Deadline::AfterLoopTime` reads the clock afresh.
+            s.loop_time = [None, None];
             let stopped = s.stopped(self.epoch);
             let waiters = s.leave_call(buffer, stopped);
             if buffer.is_some() {
@@ -1379,8 +1383,12 @@ impl<H: Handler, B: Backend, F: Flavor> Ops<H> for EventLoop<H, B, F> {
         deadline: Deadline,
         interval: Option<Duration>,
     ) -> Result<(), UsageError> {
-        let at = |clock| match (deadline, clock) {
+        let at = |clock, loop_time: &mut Option<u64>| match (deadline, clock) {
             (Deadline::After(d), c) => Ok(self.backend.now(c).saturating_add(duration_ns(d))),
+            (Deadline::AfterLoopTime(d), c) => {
+                let now = *loop_time.get_or_insert_with(|| self.backend.now(c));
+                Ok(now.saturating_add(duration_ns(d)))
+            }
             (Deadline::At(t), Clock::Monotonic) => Ok(self.anchor.to_ns(t)),
             (Deadline::AtSystem(t), Clock::System) => Ok(system_ns(t)),
             _ => Err(UsageError::ClockMismatch),

@@ -40,6 +40,27 @@ impl Clock {
 pub enum Deadline {
     /// After this long from now, on the timer's own clock. `Duration::ZERO` expires at once.
     After(Duration),
+    /// After this long from the loop's time: while a run call is in progress (on a
+    /// threaded loop, any thread's), the timer's clock as the loop read it since its latest
+    /// wait began (it reads each clock with a timer pending once after every wait; if it has
+    /// not, the arm reads it and later arms of the same pass reuse that); otherwise now. Re-arming an idle timer on every event then
+    /// costs a clock read per pass instead of one per event (libev's `ev_now`). The deadline
+    /// is early by at most how long the handlers of this pass have run so far: for timeouts
+    /// measured in seconds, not for precise intervals (use [`After`](Self::After)).
+    ///
+    /// ```
+    /// # use dasynq::{Clock, Deadline, EventLoop, FnHandler, Priority, Rearm};
+    /// # use std::time::Duration;
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let lp = EventLoop::<FnHandler>::builder().build()?;
+    /// let idle = lp.add_timer(Clock::Monotonic, Priority::DEFAULT,
+    ///     FnHandler::new(|_, _| Rearm::Remove))?;
+    /// // In a connection's handler, on every read: push its idle timeout back.
+    /// lp.arm_timer(idle, Deadline::AfterLoopTime(Duration::from_secs(60)), None)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    AfterLoopTime(Duration),
     /// At this instant (monotonic timers only). A past instant expires at once.
     At(Instant),
     /// At this wall-clock time (system-clock timers only). A past time expires at once.

@@ -20,6 +20,10 @@ pub struct Params {
     pub unix: bool,
     /// Each pipe has an idle timer, re-armed (`IDLE` from now) on every event it handles.
     pub idle: bool,
+    /// The idle timers count from the loop's time (`Deadline::AfterLoopTime`: a clock read
+    /// per pass, as libev's `ev_timer_again` counts from `ev_now`), not from a clock read
+    /// per re-arm (`Deadline::After`, as the raw epoll variants do).
+    pub loop_time: bool,
 }
 
 impl Params {
@@ -34,10 +38,10 @@ impl Params {
                 "pipes"
             },
             self.active,
-            if self.idle {
-                ", an idle timer re-armed per event"
-            } else {
-                ""
+            match (self.idle, self.loop_time) {
+                (true, false) => ", an idle timer re-armed per event",
+                (true, true) => ", an idle timer re-armed per event from the loop's time",
+                _ => "",
             },
             self.writes,
         )
@@ -137,6 +141,8 @@ pub struct Reader {
     chain: Rc<Chain>,
     /// The pipe's idle timer (idle-timer scenario), re-armed on each event.
     timer: Option<WatchId>,
+    /// How it is re-armed (`Params::loop_time`).
+    idle: Deadline,
 }
 
 impl Handler for Reader {
@@ -147,7 +153,7 @@ impl Handler for Reader {
             Event::Fd { fd, .. } => {
                 self.chain.take(fd, self.idx);
                 if let Some(t) = self.timer {
-                    cx.arm_timer(t, Deadline::After(IDLE), None)
+                    cx.arm_timer(t, self.idle, None)
                         .expect("re-arm the idle timer");
                 }
             }
@@ -170,12 +176,18 @@ pub fn run_dasynq<F: Flavor>(p: Params) -> Outcome {
         .runners(1)
         .build()
         .expect("build");
+    let idle = if p.loop_time {
+        Deadline::AfterLoopTime(IDLE)
+    } else {
+        Deadline::After(IDLE)
+    };
     for (idx, r) in pipes.r.into_iter().enumerate() {
         let timer = if p.idle {
             let reader = Reader {
                 idx,
                 chain: chain.clone(),
                 timer: None,
+                idle,
             };
             let t = lp
                 .add_timer(Clock::Monotonic, Priority::DEFAULT, reader)
@@ -193,6 +205,7 @@ pub fn run_dasynq<F: Flavor>(p: Params) -> Outcome {
                 idx,
                 chain: chain.clone(),
                 timer,
+                idle,
             },
         )
         .expect("register");

@@ -118,6 +118,8 @@ mod imp {
         idx: usize,
         chain: Rc<Chain>,
         timer: Option<WatchId>,
+        /// How the idle timer is re-armed.
+        idle: Deadline,
     }
 
     impl Handler for IdleReader {
@@ -126,8 +128,7 @@ mod imp {
             if let Some(fd) = ev.fd() {
                 self.chain.take(fd, self.idx);
                 if let Some(t) = self.timer {
-                    cx.arm_timer(t, Deadline::After(IDLE), None)
-                        .expect("re-arm");
+                    cx.arm_timer(t, self.idle, None).expect("re-arm");
                 }
             }
             Rearm::Rearm
@@ -158,8 +159,17 @@ mod imp {
         (lp, chain)
     }
 
-    /// The same, with an idle timer per pipe, re-armed by each event.
+    /// The same, with an idle timer per pipe, re-armed by each event (from a clock read).
     pub fn chain_idle_setup() -> (EventLoop<IdleReader>, Rc<Chain>) {
+        idle_setup(Deadline::After(IDLE))
+    }
+
+    /// The same, re-armed from the loop's time (`Deadline::AfterLoopTime`).
+    pub fn chain_idle_loop_time_setup() -> (EventLoop<IdleReader>, Rc<Chain>) {
+        idle_setup(Deadline::AfterLoopTime(IDLE))
+    }
+
+    fn idle_setup(idle: Deadline) -> (EventLoop<IdleReader>, Rc<Chain>) {
         let (rs, chain) = Chain::new();
         let lp = EventLoop::<IdleReader>::builder()
             .watchers(2000)
@@ -172,6 +182,7 @@ mod imp {
                 idx,
                 chain: chain.clone(),
                 timer,
+                idle,
             };
             let t = lp
                 .add_timer(Clock::Monotonic, Priority::DEFAULT, reader(None))
@@ -195,6 +206,17 @@ mod imp {
     #[library_benchmark]
     #[bench::events(setup = chain_idle_setup)]
     pub fn pipe_chain_idle(
+        s: (EventLoop<IdleReader>, Rc<Chain>),
+    ) -> (EventLoop<IdleReader>, Rc<Chain>) {
+        s.1.drain(&s.0);
+        s
+    }
+
+    // The same, the idle timers re-armed from the loop's time (`Deadline::AfterLoopTime`, as
+    // libev's `ev_timer_again` from `ev_now`): a clock read per pass, not per event.
+    #[library_benchmark]
+    #[bench::events(setup = chain_idle_loop_time_setup)]
+    pub fn pipe_chain_idle_loop_time(
         s: (EventLoop<IdleReader>, Rc<Chain>),
     ) -> (EventLoop<IdleReader>, Rc<Chain>) {
         s.1.drain(&s.0);
@@ -414,7 +436,7 @@ mod imp {
 
     library_benchmark_group!(
         name = hot_paths;
-        benchmarks = pipe_chain, pipe_chain_idle, one_event_pass, timer_rearm, timer_expiry, signal_burst, wake
+        benchmarks = pipe_chain, pipe_chain_idle, pipe_chain_idle_loop_time, one_event_pass, timer_rearm, timer_expiry, signal_burst, wake
     );
 }
 

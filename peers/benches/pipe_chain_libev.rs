@@ -1,6 +1,8 @@
 //! The pipe chain (libevent's `bench.c`) for dasynq beside libev (the system's libev 4.33,
 //! built by `build.rs`): 1000 pipes with 100 active, the same with an idle timer per pipe
-//! re-armed by every event (libev's `ev_timer_again`, dasynq's `arm_timer`), and 1000 pipes
+//! re-armed by every event (libev's `ev_timer_again`, dasynq's `arm_timer`: once from a clock
+//! read per re-arm, `Deadline::After`, and once from the loop's time as libev does,
+//! `Deadline::AfterLoopTime`), and 1000 pipes
 //! with 1 active (one event per wait). dasynq's variant is `benches/pipe_chain`'s own
 //! (`benches/common/pipe_chain_dasynq.rs`), libev's is `c/libev_pipe_chain.c`; both read once
 //! per event and make one wait per loop turn, and the bench checks and prints that they
@@ -56,20 +58,29 @@ fn main() {
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1))
         .cloned();
-    // `--scenario K`: only the K-th scenario (0, 1, 2).
+    // `--scenario K`: only the K-th scenario (0 to 3).
     let pick = args
         .iter()
         .position(|a| a == "--scenario")
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse::<usize>().ok());
-    let s = |pipes, active, idle| Params {
+    let s = |pipes, active, idle, loop_time| Params {
         pipes,
         active,
         writes,
         unix: false,
         idle,
+        loop_time,
     };
-    let scenarios = [s(1000, 100, false), s(1000, 100, true), s(1000, 1, false)];
+    // The idle-timer chain twice: dasynq re-arming from a clock read per event
+    // (`Deadline::After`), and from the loop's time as libev's `ev_timer_again` does from
+    // `ev_now` (`Deadline::AfterLoopTime`: the same work as libev's).
+    let scenarios = [
+        s(1000, 100, false, false),
+        s(1000, 100, true, false),
+        s(1000, 100, true, true),
+        s(1000, 1, false, false),
+    ];
     for (k, p) in scenarios.into_iter().enumerate() {
         if pick.is_some_and(|want| want != k) {
             continue;

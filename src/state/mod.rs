@@ -122,6 +122,9 @@ pub(crate) struct State {
     /// The deadline each clock is armed for in the backend.
     armed: [Option<u64>; 2],
     clock_dirty: [bool; 2],
+    /// Each clock as read since the latest wait began (`process_timers`, or an arm for
+    /// `Deadline::AfterLoopTime`), cleared as each wait begins (`wait_timeout`).
+    pub(crate) loop_time: [Option<u64>; 2],
     timers_used: usize,
     timers_cap: usize,
     wake_free: Vec<u32>,
@@ -259,6 +262,7 @@ impl State {
             timers,
             armed: [None, None],
             clock_dirty: [false, false],
+            loop_time: [None, None],
             timers_used: 0,
             timers_cap: cap.timers,
             wake_free,

@@ -37,7 +37,7 @@ impl State {
     pub(crate) fn arm_timer<B: Backend>(
         &mut self,
         id: WatchId,
-        at: impl FnOnce(Clock) -> Result<u64, UsageError>,
+        at: impl FnOnce(Clock, &mut Option<u64>) -> Result<u64, UsageError>,
         interval: u64,
         backend: &B,
     ) -> Result<(), UsageError> {
@@ -50,7 +50,15 @@ impl State {
             });
         };
         let clock = t.clock;
-        let deadline = at(clock)?;
+        // Inside a run call, the loop's time is kept for the rest of the pass; outside, it
+        // is read for this arm alone.
+        let mut fresh = None;
+        let loop_time = if self.runners.active > 0 {
+            &mut self.loop_time[clock.index()]
+        } else {
+            &mut fresh
+        };
+        let deadline = at(clock, loop_time)?;
         t.deadline = deadline;
         t.interval = interval;
         t.expirations = 0;
@@ -159,6 +167,7 @@ impl State {
             let c = clock.index();
             if self.timers[c].len() > 0 {
                 let now = backend.now(clock);
+                self.loop_time[c] = Some(now);
                 while let Some((index, due)) = self.timers[c].peek() {
                     if due > now {
                         break;

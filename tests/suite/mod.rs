@@ -1104,6 +1104,99 @@ pub fn timers_rearm_later_and_earlier<X: Fixture>() {
     assert_eq!(total.load(Ordering::SeqCst), 2, "moved earlier: fired at 3");
 }
 
+/// `AfterLoopTime` counts from the pass's clock reading, not from the arm: a handler that
+/// runs late arms it earlier than `After`; outside run calls it counts from now (a reading
+/// from an earlier pass is not reused).
+pub fn timers_after_loop_time_counts_from_the_pass<X: Fixture>() {
+    let fx = X::new();
+    let lp = lp(&fx);
+    let u = fx.unit();
+    let (far, fa, fb) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    // A far timer keeps one pending, so every wait's end reads the clock.
+    let keep = counter_timer::<X>(&lp, Clock::Monotonic, &far, Rearm::Rearm);
+    lp.arm_timer(keep, Deadline::At(lp.now() + 1000 * u), None)
+        .unwrap();
+    let a = counter_timer::<X>(&lp, Clock::Monotonic, &fa, Rearm::Disarm);
+    let b = counter_timer::<X>(&lp, Clock::Monotonic, &fb, Rearm::Disarm);
+    // The handler reaches the loop through its address (alive on this thread's stack for
+    // the whole test; only this thread runs it).
+    let at = Arc::new(std::sync::atomic::AtomicPtr::new(
+        &lp as *const Lp<X> as *mut Lp<X>,
+    ));
+    let (r, w) = fx.pipe();
+    let f = fx.clone();
+    lp.add_fd(
+        r,
+        Interest::READ,
+        FdOptions::new(),
+        Probe::new(move |cx, ev| {
+            f.drain(ev.fd().expect("fd event"));
+            // SAFETY: as above.
+            let lp = unsafe { &*at.load(Ordering::SeqCst) };
+            // This handler takes a whole unit to run.
+            f.wait_until(lp, lp.now() + u);
+            cx.arm_timer(a, Deadline::AfterLoopTime(2 * u), None)
+                .unwrap();
+            cx.arm_timer(b, Deadline::After(2 * u), None).unwrap();
+            Rearm::Rearm
+        }),
+    )
+    .unwrap();
+    fx.write(w.as_fd(), 1);
+    let before = lp.now();
+    assert_eq!(lp.poll(), 1);
+    let after = lp.now();
+    // `a` is due at the pass's time + 2 units (by `after + u`), `b` a unit later.
+    fx.wait_until(&lp, after + u);
+    lp.poll();
+    assert_eq!(fa.load(Ordering::SeqCst), 1, "counted from the pass");
+    if X::EXACT_TIME || lp.now() < before + 3 * u {
+        assert_eq!(fb.load(Ordering::SeqCst), 0, "After counts from the arm");
+    }
+    fx.wait_until(&lp, after + 3 * u);
+    lp.poll();
+    assert_eq!(fb.load(Ordering::SeqCst), 1);
+    // Long after the last run call, an arm from outside counts from now.
+    fx.wait_until(&lp, lp.now() + 10 * u);
+    let t = lp.now();
+    lp.arm_timer(a, Deadline::AfterLoopTime(2 * u), None)
+        .unwrap();
+    lp.poll();
+    if X::EXACT_TIME || lp.now() < t + 2 * u {
+        assert_eq!(
+            fa.load(Ordering::SeqCst),
+            1,
+            "not counted from an earlier pass"
+        );
+    }
+    fx.wait_until(&lp, lp.now() + 3 * u);
+    lp.poll();
+    assert_eq!(fa.load(Ordering::SeqCst), 2);
+    // Two arms outside run calls, far apart: the second does not reuse the first's reading.
+    lp.arm_timer(a, Deadline::AfterLoopTime(100 * u), None)
+        .unwrap();
+    fx.wait_until(&lp, lp.now() + 10 * u);
+    let t = lp.now();
+    lp.arm_timer(b, Deadline::AfterLoopTime(2 * u), None)
+        .unwrap();
+    lp.poll();
+    if X::EXACT_TIME || lp.now() < t + 2 * u {
+        assert_eq!(
+            fb.load(Ordering::SeqCst),
+            1,
+            "read afresh outside run calls"
+        );
+    }
+    fx.wait_until(&lp, lp.now() + 3 * u);
+    lp.poll();
+    assert_eq!(fb.load(Ordering::SeqCst), 2);
+    assert_eq!(far.load(Ordering::SeqCst), 0);
+}
+
 pub fn timers_moving_the_head_later_delays_nothing_else<X: Fixture>() {
     let fx = X::new();
     let lp = lp(&fx);
@@ -2040,6 +2133,7 @@ macro_rules! behavioural_suite {
             timers_disabled_periodic_keeps_counting,
             timers_hundred_fire_in_order_then_in_reverse,
             timers_rearm_later_and_earlier,
+            timers_after_loop_time_counts_from_the_pass,
             timers_moving_the_head_later_delays_nothing_else,
             timers_edge_deadlines,
             timers_stop_drops_a_queued_expiry,
