@@ -40,10 +40,12 @@ impl Clock {
 pub enum Deadline {
     /// After this long from now, on the timer's own clock. `Duration::ZERO` expires at once.
     After(Duration),
-    /// After this long from the loop's time: while a run call is in progress (on a
-    /// threaded loop, any thread's), the timer's clock as the loop read it since its latest
-    /// wait began (it reads each clock with a timer pending once after every wait; if it has
-    /// not, the arm reads it and later arms of the same pass reuse that); otherwise now. Re-arming an idle timer on every event then
+    /// After this long from the loop's time: inside a run call of a single-threaded loop,
+    /// the timer's clock as the loop read it since its latest wait began (it reads each
+    /// clock with a timer pending once after every wait; if it has not, the arm reads it and
+    /// later arms of the same pass reuse that); otherwise, and always on a `ThreadedLoop`
+    /// (whose runners have no one pass: one may sleep in a wait while another thread arms),
+    /// now, as [`After`](Self::After). Re-arming an idle timer on every event then
     /// costs a clock read per pass instead of one per event (libev's `ev_now`). The deadline
     /// is early by at most how long the handlers of this pass have run so far: for timeouts
     /// measured in seconds, not for precise intervals (use [`After`](Self::After)).

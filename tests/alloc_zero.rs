@@ -236,8 +236,16 @@ impl<I: Io> Handler for W<I> {
             (W::Timer, Event::Timer { .. }) => {
                 count(4);
                 // Re-arm from inside the handler now and then.
-                if EVENTS.load(Ordering::Relaxed) % 7 == 0 {
-                    let _ = cx.arm_timer(cx.id(), Deadline::After(Duration::ZERO), None);
+                match EVENTS.load(Ordering::Relaxed) % 7 {
+                    0 => {
+                        let _ = cx.arm_timer(cx.id(), Deadline::After(Duration::ZERO), None);
+                    }
+                    // From the pass's clock reading (kept in the loop's own state).
+                    3 => {
+                        let _ =
+                            cx.arm_timer(cx.id(), Deadline::AfterLoopTime(Duration::ZERO), None);
+                    }
+                    _ => {}
                 }
                 Rearm::Rearm
             }
@@ -375,6 +383,13 @@ fn scenario<I: Io, B: Backend, F: Flavor>(name: &str, io: I, backend: B, target:
             }
             4 => {
                 let _ = lp.arm_timer(timer, Deadline::After(Duration::from_secs(3600)), None);
+            }
+            10 => {
+                let _ = lp.arm_timer(
+                    timer,
+                    Deadline::AfterLoopTime(Duration::from_secs(3600)),
+                    None,
+                );
             }
             8 => {
                 let _ = lp.stop_timer(timer);

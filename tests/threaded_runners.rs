@@ -302,3 +302,53 @@ fn a_stop_reaches_the_sleeper_even_when_a_later_call_takes_its_poke() {
         assert_eq!(runner.join().unwrap(), 0);
     }
 }
+
+/// `Deadline::AfterLoopTime` from a thread that is not running the loop, while a runner is
+/// blocked in plain `run()` (so no wait begins and no call ends): each arm counts from no
+/// older a reading than the latest wait's start, not from an earlier arm's.
+#[test]
+fn after_loop_time_from_another_thread_beside_a_blocked_runner_counts_from_now() {
+    use dasynq::{Clock, Deadline, Priority};
+    let lp = Arc::new(ThreadedLoop::<Report>::builder().build().unwrap());
+    let (tx, rx) = mpsc::channel();
+    let far = lp
+        .add_timer(
+            Clock::Monotonic,
+            Priority::DEFAULT,
+            Report {
+                tx: tx.clone(),
+                tag: 1,
+            },
+        )
+        .unwrap();
+    let near = lp
+        .add_timer(Clock::Monotonic, Priority::DEFAULT, Report { tx, tag: 2 })
+        .unwrap();
+    let runner = {
+        let lp = lp.clone();
+        std::thread::spawn(move || while lp.run() > 0 {})
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    lp.arm_timer(
+        far,
+        Deadline::AfterLoopTime(Duration::from_secs(3600)),
+        None,
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let armed = Instant::now();
+    lp.arm_timer(
+        near,
+        Deadline::AfterLoopTime(Duration::from_millis(200)),
+        None,
+    )
+    .unwrap();
+    assert_eq!(rx.recv_timeout(WATCHDOG), Ok(2), "the near timer fires");
+    let after = armed.elapsed();
+    assert!(
+        after >= Duration::from_millis(190),
+        "fired {after:?} after its arm: counted from the earlier arm's clock reading"
+    );
+    lp.stop();
+    within("the runner after stop()", move || runner.join().unwrap());
+}

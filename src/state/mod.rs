@@ -123,7 +123,8 @@ pub(crate) struct State {
     armed: [Option<u64>; 2],
     clock_dirty: [bool; 2],
     /// Each clock as read since the latest wait began (`process_timers`, or an arm for
-    /// `Deadline::AfterLoopTime`), cleared as each wait begins (`wait_timeout`).
+    /// `Deadline::AfterLoopTime`), cleared as each wait begins (`wait_timeout`) and as each
+    /// run call ends (`CallGuard`); arms use it in single-threaded loops only.
     pub(crate) loop_time: [Option<u64>; 2],
     timers_used: usize,
     timers_cap: usize,

@@ -50,10 +50,12 @@ impl State {
             });
         };
         let clock = t.clock;
-        // Inside a run call, the loop's time is kept for the rest of the pass; outside, it
-        // is read for this arm alone.
+        // Single-threaded, inside a run call, the loop's time is kept for the rest of the
+        // pass; outside one, it is read for this arm alone. A threaded loop has no one pass
+        // (a runner may sleep in a wait while another thread arms, its reading growing old):
+        // every arm reads the clock.
         let mut fresh = None;
-        let loop_time = if self.runners.active > 0 {
+        let loop_time = if self.runners.active > 0 && !self.threaded {
             &mut self.loop_time[clock.index()]
         } else {
             &mut fresh

@@ -1160,39 +1160,27 @@ pub fn timers_after_loop_time_counts_from_the_pass<X: Fixture>() {
     fx.wait_until(&lp, after + 3 * u);
     lp.poll();
     assert_eq!(fb.load(Ordering::SeqCst), 1);
-    // Long after the last run call, an arm from outside counts from now.
-    fx.wait_until(&lp, lp.now() + 10 * u);
-    let t = lp.now();
-    lp.arm_timer(a, Deadline::AfterLoopTime(2 * u), None)
-        .unwrap();
-    lp.poll();
-    if X::EXACT_TIME || lp.now() < t + 2 * u {
-        assert_eq!(
-            fa.load(Ordering::SeqCst),
-            1,
-            "not counted from an earlier pass"
-        );
-    }
-    fx.wait_until(&lp, lp.now() + 3 * u);
-    lp.poll();
-    assert_eq!(fa.load(Ordering::SeqCst), 2);
-    // Two arms outside run calls, far apart: the second does not reuse the first's reading.
+    // Ten units after `fx.wait_until` began, an arm of `timer` from outside any run call
+    // counts from now: not due on a poll at once, due two units later.
+    let from_now = |timer, fired: &AtomicU64, why: &str| {
+        fx.wait_until(&lp, lp.now() + 10 * u);
+        let (t, before) = (lp.now(), fired.load(Ordering::SeqCst));
+        lp.arm_timer(timer, Deadline::AfterLoopTime(2 * u), None)
+            .unwrap();
+        lp.poll();
+        if X::EXACT_TIME || lp.now() < t + 2 * u {
+            assert_eq!(fired.load(Ordering::SeqCst), before, "{why}");
+        }
+        fx.wait_until(&lp, lp.now() + 3 * u);
+        lp.poll();
+        assert_eq!(fired.load(Ordering::SeqCst), before + 1);
+    };
+    // Long after the last run call (its pass's reading is gone with it).
+    from_now(a, &fa, "not counted from an earlier pass");
+    // Long after another arm from outside (which kept no reading).
     lp.arm_timer(a, Deadline::AfterLoopTime(100 * u), None)
         .unwrap();
-    fx.wait_until(&lp, lp.now() + 10 * u);
-    let t = lp.now();
-    lp.arm_timer(b, Deadline::AfterLoopTime(2 * u), None)
-        .unwrap();
-    lp.poll();
-    if X::EXACT_TIME || lp.now() < t + 2 * u {
-        assert_eq!(
-            fb.load(Ordering::SeqCst),
-            1,
-            "read afresh outside run calls"
-        );
-    }
-    fx.wait_until(&lp, lp.now() + 3 * u);
-    lp.poll();
+    from_now(b, &fb, "read afresh outside run calls");
     assert_eq!(fb.load(Ordering::SeqCst), 2);
     assert_eq!(far.load(Ordering::SeqCst), 0);
 }
