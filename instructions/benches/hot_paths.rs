@@ -13,7 +13,7 @@ mod imp {
     use std::hint::black_box;
     use std::os::fd::{BorrowedFd, OwnedFd};
     use std::rc::Rc;
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
     use dasynq::{
         Clock, Cx, Deadline, Event, EventLoop, FdOptions, Handler, Interest, Priority, Rearm,
@@ -303,6 +303,22 @@ mod imp {
         (lp, ids)
     }
 
+    // The same re-arm with `Deadline::At` from one clock reading (no clock read per arm: the
+    // work libev's `ev_timer_again` does from its cached loop time).
+    #[library_benchmark]
+    #[bench::timers_1k(args = (REARMS_1K), setup = timers_setup)]
+    pub fn timer_rearm_at(s: (EventLoop<Tick>, Vec<WatchId>)) -> (EventLoop<Tick>, Vec<WatchId>) {
+        let (lp, ids) = s;
+        let base = Instant::now();
+        for (i, &id) in ids.iter().enumerate() {
+            let d = Duration::from_secs(3600 + 60)
+                + Duration::from_micros((i as u64 * 7919) % 3_600_000_000);
+            lp.arm_timer(id, Deadline::At(base + d), None)
+                .expect("re-arm");
+        }
+        (lp, ids)
+    }
+
     // ------------------------------------------------------------------ timer expiry
 
     pub struct Expired;
@@ -429,7 +445,7 @@ mod imp {
 
     library_benchmark_group!(
         name = hot_paths;
-        benchmarks = pipe_chain, pipe_chain_idle, one_event_pass, timer_rearm, timer_expiry, signal_burst, wake
+        benchmarks = pipe_chain, pipe_chain_idle, one_event_pass, timer_rearm, timer_rearm_at, timer_expiry, signal_burst, wake
     );
 }
 
