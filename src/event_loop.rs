@@ -261,9 +261,9 @@ impl<H: Handler, B: Backend, F: Flavor> Builder<H, B, F> {
     /// they are the program's from then on, to `waitpid` (each exited one stays a zombie
     /// until the program reaps it or itself exits, when init does). `true`: it sends each
     /// `SIGKILL` (through its pidfd, or under the guarantee `signal_child` gives, so never a
-    /// recycled pid) and reaps it before the drop returns, waiting up to 10 seconds for each
-    /// (a process in uninterruptible sleep dies only when it wakes; one still there after
-    /// that is left to the program as above). Children whose watcher was removed are not the
+    /// recycled pid), all of them first, then reaps them before the drop returns, waiting up
+    /// to 10 seconds in all (a process in uninterruptible sleep dies only when it wakes; one
+    /// still there after that is left to the program as above). Children whose watcher was removed are not the
     /// loop's any more and are left alone either way.
     pub fn kill_children_on_drop(mut self, kill: bool) -> Self {
         self.kill_children_on_drop = kill;

@@ -336,9 +336,29 @@ impl State {
     }
 
     /// Let go of every child the loop still watches (when the loop is dropped): close the
-    /// pidfds; with `kill_children_on_drop`, first `SIGKILL` each child (through its handle,
-    /// so never a recycled pid) and reap it, waiting up to `KILL_REAP_LIMIT` for each.
+    /// pidfds; with `kill_children_on_drop`, first `SIGKILL` every child (through its handle,
+    /// so never a recycled pid), then reap each, all within one `KILL_REAP_LIMIT` counted from
+    /// the last kill (they die together: a drop with many children waits for the slowest, not
+    /// for their sum).
     pub(crate) fn release_children<B: Backend>(&mut self, backend: &B) {
+        let kill = self.kill_children_on_drop;
+        if kill {
+            for i in 0..self.slots.capacity() as u32 {
+                if let Some(Watch {
+                    detail:
+                        Detail::Child(ChildWatch {
+                            watching: Some(h), ..
+                        }),
+                    ..
+                }) = self.slots.at(i)
+                {
+                    // An error is ESRCH (exited already): it is reaped below all the same.
+                    let _ = backend.signal_child(h, Signal::KILL);
+                }
+            }
+        }
+        let now = std::time::Instant::now();
+        let until = now.checked_add(KILL_REAP_LIMIT).unwrap_or(now);
         for i in 0..self.slots.capacity() as u32 {
             if let Some(Watch {
                 detail: Detail::Child(cw),
@@ -346,8 +366,8 @@ impl State {
             }) = self.slots.at_mut(i)
             {
                 if let Some(h) = cw.watching.take() {
-                    if self.kill_children_on_drop {
-                        kill_and_reap(&h, backend);
+                    if kill {
+                        reap_until(&h, backend, until);
                     }
                     backend.unwatch_child(h);
                 }
@@ -360,20 +380,17 @@ impl State {
 /// the program (a process in uninterruptible sleep dies only when it wakes).
 pub(crate) const KILL_REAP_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
-fn kill_and_reap<B: Backend>(h: &ChildHandle, backend: &B) {
-    if backend.signal_child(h, Signal::KILL).is_err() {
-        // Exited already (ESRCH): reap it below all the same.
-    }
-    let start = std::time::Instant::now();
+/// Reap a child that was sent `SIGKILL`, polling with a growing pause until `until`; one
+/// still there then (or that the kernel refuses to wait for) is left to the program.
+fn reap_until<B: Backend>(h: &ChildHandle, backend: &B, until: std::time::Instant) {
     let mut pause = std::time::Duration::from_micros(50);
     loop {
         match backend.reap_child(h) {
             Ok(Some(_)) => return,
-            Ok(None) if start.elapsed() < KILL_REAP_LIMIT => {
+            Ok(None) if std::time::Instant::now() < until => {
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(std::time::Duration::from_millis(10));
             }
-            // Still there after the limit, or the kernel refuses the wait: the program's.
             _ => return,
         }
     }

@@ -1518,7 +1518,8 @@ pub fn children_drop_policy_leaves_or_kills_and_reaps<X: Fixture>(fallback: bool
         }),
         "the program's to reap"
     );
-    // Killed and reaped, running or already exited (a zombie the loop had not reaped yet).
+    // Killed and reaped, running or already exited (a zombie the loop had not reaped yet),
+    // several at once (all are killed before any is reaped).
     for exited_first in [false, true] {
         let lp = EventLoop::<Probe, X::B, Single>::builder()
             .watchers(8)
@@ -1526,28 +1527,34 @@ pub fn children_drop_policy_leaves_or_kills_and_reaps<X: Fixture>(fallback: bool
             .kill_children_on_drop(true)
             .build_with(fx.backend())
             .expect("build");
-        let sp = lp
-            .spawn_child(
-                fx.sleeper_command(),
-                SpawnOptions::new(),
-                Probe::new(|_, _| Rearm::Rearm),
-            )
-            .unwrap();
+        let pids: Vec<u32> = (0..3)
+            .map(|_| {
+                lp.spawn_child(
+                    fx.sleeper_command(),
+                    SpawnOptions::new(),
+                    Probe::new(|_, _| Rearm::Rearm),
+                )
+                .unwrap()
+                .pid
+            })
+            .collect();
         if exited_first {
-            fx.kill_pid(sp.pid, Signal::TERM);
+            fx.kill_pid(pids[1], Signal::TERM);
             let start = std::time::Instant::now();
-            while !fx.zombie(sp.pid) && start.elapsed() < Duration::from_secs(10) {
+            while !fx.zombie(pids[1]) && start.elapsed() < Duration::from_secs(10) {
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
         drop(lp);
-        assert!(!fx.alive(sp.pid), "killed");
-        assert!(!fx.zombie(sp.pid), "reaped: no zombie");
-        assert_eq!(
-            fx.program_reap(sp.pid),
-            Err(dasynq::Errno::CHILD),
-            "nothing left to reap"
-        );
+        for &pid in &pids {
+            assert!(!fx.alive(pid), "killed");
+            assert!(!fx.zombie(pid), "reaped: no zombie");
+            assert_eq!(
+                fx.program_reap(pid),
+                Err(dasynq::Errno::CHILD),
+                "nothing left to reap"
+            );
+        }
     }
 }
 
