@@ -629,7 +629,16 @@ fn nested_op<X: 'static>(model: &Shared<X>, cx: &Cx<'_, H<X>>, me: usize, op: u8
         }
         6 => {
             if let Some((i, id)) = pick(other) {
-                arm(model, cx, i, id, u64::from(op >> 3) * 3, u64::from(op >> 5));
+                let from_loop_time = op & 0x40 != 0;
+                arm(
+                    model,
+                    cx,
+                    i,
+                    id,
+                    u64::from(op >> 3) * 3,
+                    u64::from(op >> 5),
+                    from_loop_time,
+                );
             }
         }
         _ => {
@@ -702,6 +711,7 @@ fn arm<X: 'static>(
     id: WatchId,
     after: u64,
     every: u64,
+    from_loop_time: bool,
 ) {
     let (live, kind, clock) = {
         let m = model.borrow();
@@ -709,7 +719,18 @@ fn arm<X: 'static>(
         (s.live, s.kind, s.clock)
     };
     let interval = (every > 0).then(|| Duration::from_nanos(every));
-    let r = lp.arm_timer(id, Deadline::After(Duration::from_nanos(after)), interval);
+    // `AfterLoopTime` counts from the clock as read after the latest wait, and an arm outside a
+    // run call reads the clock: the simulated clock moves only in waits (virtual time jumps)
+    // and in the program's `advance` between calls, so the model's "now" is right for both.
+    // A reading kept too long (across a wait or a run call) would count from an earlier time
+    // and show as an expiry before the model's deadline.
+    let d = Duration::from_nanos(after);
+    let deadline = if from_loop_time {
+        Deadline::AfterLoopTime(d)
+    } else {
+        Deadline::After(d)
+    };
+    let r = lp.arm_timer(id, deadline, interval);
     let mut m = model.borrow_mut();
     let ok = live && kind == Kind::Timer;
     check!(&mut m, r.is_ok() == ok, "arm_timer(slot {i}) = {r:?}");
@@ -1018,9 +1039,10 @@ pub fn run<X: 'static, B: Backend>(
                 }
             }
             10 => {
-                let (after, every) = (u64::from(input.b()), u64::from(input.b() % 8));
+                let (after, e) = (u64::from(input.b()), input.b());
+                let (every, from_loop_time) = (u64::from(e % 8), e & 8 != 0);
                 if let Some((i, id)) = pick(a) {
-                    arm(&model, lpc, i, id, after, every);
+                    arm(&model, lpc, i, id, after, every, from_loop_time);
                 }
             }
             11 => {

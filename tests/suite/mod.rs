@@ -1185,6 +1185,85 @@ pub fn timers_after_loop_time_counts_from_the_pass<X: Fixture>() {
     assert_eq!(far.load(Ordering::SeqCst), 0);
 }
 
+/// The loop's time is read again after every wait, even when no timer is pending on that
+/// clock to make the pass read it: a handler arms `AfterLoopTime` on the monotonic clock (the
+/// pass keeps that reading), stops the timer, and runs a nested `run()` whose wait only a
+/// system-clock timer ends, two units later; that timer's handler arms `AfterLoopTime(3 units)`
+/// on the monotonic clock, which counts from after the nested wait, not from the outer pass.
+pub fn timers_after_loop_time_is_read_again_after_a_wait_with_no_timer_pending<X: Fixture>() {
+    let fx = X::new();
+    let lp = lp(&fx);
+    let u = fx.unit();
+    let fa = Arc::new(AtomicU64::new(0));
+    let a = counter_timer::<X>(&lp, Clock::Monotonic, &fa, Rearm::Disarm);
+    // When the system-clock timer's handler armed `a` (monotonic time).
+    let armed_at = Arc::new(std::sync::Mutex::new(None::<std::time::Instant>));
+    // The handlers reach the loop through its address (alive on this thread's stack for the
+    // whole test; only this thread runs them).
+    let at = Arc::new(std::sync::atomic::AtomicPtr::new(
+        &lp as *const Lp<X> as *mut Lp<X>,
+    ));
+    let (at2, armed) = (at.clone(), armed_at.clone());
+    let x = lp
+        .add_timer(
+            Clock::System,
+            Priority::DEFAULT,
+            Probe::new(move |cx, _| {
+                // SAFETY: as above.
+                let lp = unsafe { &*at2.load(Ordering::SeqCst) };
+                *armed.lock().unwrap() = Some(lp.now());
+                cx.arm_timer(a, Deadline::AfterLoopTime(3 * u), None)
+                    .unwrap();
+                Rearm::Disarm
+            }),
+        )
+        .unwrap();
+    let (r, w) = fx.pipe();
+    let f = fx.clone();
+    let nested = Arc::new(AtomicU64::new(0));
+    let n = nested.clone();
+    lp.add_fd(
+        r,
+        Interest::READ,
+        FdOptions::new(),
+        Probe::new(move |cx, ev| {
+            f.drain(ev.fd().expect("fd event"));
+            // SAFETY: as above.
+            let lp = unsafe { &*at.load(Ordering::SeqCst) };
+            // This pass's monotonic reading is kept by the arm; then no monotonic timer is
+            // pending.
+            cx.arm_timer(a, Deadline::AfterLoopTime(100 * u), None)
+                .unwrap();
+            cx.stop_timer(a).unwrap();
+            cx.arm_timer(x, Deadline::After(2 * u), None).unwrap();
+            // Only `x` ends this wait.
+            n.store(lp.run() as u64, Ordering::SeqCst);
+            Rearm::Disarm
+        }),
+    )
+    .unwrap();
+    fx.write(w.as_fd(), 1);
+    let outer = lp.now();
+    assert_eq!(lp.run(), 1);
+    assert_eq!(nested.load(Ordering::SeqCst), 1, "the nested run ran x");
+    let t_x = armed_at.lock().unwrap().expect("x ran");
+    assert!(t_x >= outer + 2 * u, "x ran after its two units");
+    // Counted from the outer pass, `a` would be due a unit after `x` ran; it is due three
+    // units after.
+    fx.wait_until(&lp, t_x + 2 * u);
+    lp.poll();
+    if X::EXACT_TIME || lp.now() < t_x + 3 * u {
+        assert_eq!(
+            fa.load(Ordering::SeqCst),
+            0,
+            "counted from after the nested wait, not from the outer pass"
+        );
+    }
+    fx.wait_until(&lp, t_x + 4 * u);
+    lp.poll();
+    assert_eq!(fa.load(Ordering::SeqCst), 1);
+}
+
 pub fn timers_moving_the_head_later_delays_nothing_else<X: Fixture>() {
     let fx = X::new();
     let lp = lp(&fx);
@@ -2122,6 +2201,7 @@ macro_rules! behavioural_suite {
             timers_hundred_fire_in_order_then_in_reverse,
             timers_rearm_later_and_earlier,
             timers_after_loop_time_counts_from_the_pass,
+            timers_after_loop_time_is_read_again_after_a_wait_with_no_timer_pending,
             timers_moving_the_head_later_delays_nothing_else,
             timers_edge_deadlines,
             timers_stop_drops_a_queued_expiry,
