@@ -1,0 +1,177 @@
+//! What `build()` reserves is what the builder's documentation (and the README) says: at
+//! most 200 bytes per watcher slot beyond the handler's own size, 32 per timer, 28 per wake
+//! watcher, 84 per signal instance and the kernel's event record (12 on x86_64 Linux) per event
+//! of a runner's buffer, for both flavours and any handler size. Measured with a counting global allocator
+//! as the difference between two builds (so the fixed part, such as the events buffer, cancels
+//! out). A harness-less binary, so no test-runner thread allocates during a measurement.
+//!
+//! Where the 200 go (x86_64, 197 measured): the watcher slot 88, the pending queue 88 (two
+//! halves, each with its node links and key, 24, and a place in the priority heap reserved,
+//! 16 + 4), each clock's timer-heap position 4 + 4, the dirty list, the fallback and watched
+//! children lists 4 each, the handler's `Option` tag 1.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use dasynq::{Cx, Event, EventLoop, Handler, Rearm, ThreadedLoop};
+
+struct Counting;
+static BYTES: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call is forwarded to `System` unchanged; only the sizes are added up.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        BYTES.fetch_add(l.size(), Ordering::Relaxed);
+        // SAFETY: forwarded with the caller's layout.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        BYTES.fetch_add(l.size(), Ordering::Relaxed);
+        // SAFETY: forwarded with the caller's layout.
+        unsafe { System.alloc_zeroed(l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        BYTES.fetch_add(n.saturating_sub(l.size()), Ordering::Relaxed);
+        // SAFETY: forwarded with the caller's pointer, layout and size.
+        unsafe { System.realloc(p, l, n) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: forwarded with the caller's pointer and layout.
+        unsafe { System.dealloc(p, l) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+/// A handler of `N` bytes.
+struct Sized<const N: usize>([u8; N]);
+
+impl<const N: usize> Handler for Sized<N> {
+    type Data = ();
+    fn on_event(&mut self, _: &Cx<'_, Self>, _: &mut (), _: Event<'_>) -> Rearm {
+        Rearm::Rearm
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Counts {
+    watchers: usize,
+    timers: usize,
+    wakers: usize,
+    signal_instances: usize,
+    events: usize,
+}
+
+fn reserved<const N: usize>(threaded: bool, c: Counts) -> usize {
+    let before = BYTES.load(Ordering::Relaxed);
+    if threaded {
+        let lp = ThreadedLoop::<Sized<N>>::builder()
+            .watchers(c.watchers)
+            .timers(c.timers)
+            .wakers(c.wakers)
+            .signal_instances(c.signal_instances)
+            .events(c.events)
+            .runners(1)
+            .build()
+            .expect("build");
+        let b = BYTES.load(Ordering::Relaxed) - before;
+        drop(lp);
+        b
+    } else {
+        let lp = EventLoop::<Sized<N>>::builder()
+            .watchers(c.watchers)
+            .timers(c.timers)
+            .wakers(c.wakers)
+            .signal_instances(c.signal_instances)
+            .events(c.events)
+            .build()
+            .expect("build");
+        let b = BYTES.load(Ordering::Relaxed) - before;
+        drop(lp);
+        b
+    }
+}
+
+/// Bytes per watcher slot beyond the handler, per timer, per waker, per signal instance held,
+/// per event fetched in a wait.
+fn per_item<const N: usize>(threaded: bool) -> [f64; 5] {
+    const K: usize = 4096;
+    let base = Counts {
+        watchers: K,
+        timers: 0,
+        wakers: 0,
+        signal_instances: 0,
+        events: K,
+    };
+    let per = |extra: Counts| {
+        (reserved::<N>(threaded, extra) as f64 - reserved::<N>(threaded, base) as f64) / K as f64
+    };
+    [
+        per(Counts {
+            watchers: 2 * K,
+            ..base
+        }) - N as f64,
+        per(Counts { timers: K, ..base }),
+        per(Counts { wakers: K, ..base }),
+        per(Counts {
+            signal_instances: K,
+            ..base
+        }),
+        per(Counts {
+            events: 2 * K,
+            ..base
+        }),
+    ]
+}
+
+/// The documented bounds, in bytes.
+const SLOT: f64 = 200.0;
+const TIMER: f64 = 32.0;
+const WAKER: f64 = 28.0;
+const SIGNAL_INSTANCE: f64 = 84.0;
+/// The kernel's own event record, which a runner's buffer holds `events` of.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const EVENT: f64 = core::mem::size_of::<libc::epoll_event>() as f64;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const EVENT: f64 = core::mem::size_of::<libc::kevent>() as f64;
+
+fn main() {
+    let mut failed = false;
+    for threaded in [false, true] {
+        for (n, [slot, timer, waker, instance, event]) in [
+            (0, per_item::<0>(threaded)),
+            (64, per_item::<64>(threaded)),
+            (1024, per_item::<1024>(threaded)),
+        ] {
+            let flavour = if threaded {
+                "ThreadedLoop"
+            } else {
+                "EventLoop"
+            };
+            println!(
+                "{flavour}, {n}-byte handler: {slot:.1} B per watcher slot beyond the handler, \
+                 {timer:.1} B per timer, {waker:.1} B per waker, {instance:.1} B per signal \
+                 instance, {event:.1} B per event of a runner's buffer"
+            );
+            for (what, got, bound) in [
+                ("watcher slot", slot, SLOT),
+                ("timer", timer, TIMER),
+                ("waker", waker, WAKER),
+                ("signal instance", instance, SIGNAL_INSTANCE),
+                ("event", event, EVENT),
+            ] {
+                if got > bound {
+                    eprintln!(
+                        "{flavour}: {got:.1} B per {what}, over the documented {bound} B: \
+                         update the docs (Builder, README) and this bound, or find the growth"
+                    );
+                    failed = true;
+                }
+            }
+        }
+    }
+    if failed {
+        std::process::exit(1);
+    }
+}
