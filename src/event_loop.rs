@@ -165,7 +165,8 @@ type Marker<H, B, F> = fn() -> (H, B, F);
 /// | [`runners`](Self::runners) | 1; threaded: available parallelism, at most 64 | an events buffer per thread that may run the loop at once |
 /// | [`signal_instances`](Self::signal_instances) | 32 | a signal instance taken from the kernel and not yet delivered, beyond the first of each signal watcher |
 ///
-/// Memory is at most 200 bytes per watcher slot plus `size_of::<H>()`, 32 bytes per timer,
+/// Memory is at most 200 bytes per watcher slot plus `size_of::<Option<H>>()` (the handler's
+/// size, or up to its alignment more when no bit pattern of `H` is spare), 32 bytes per timer,
 /// 28 per wake watcher, 84 per signal instance, and per runner an events buffer of the
 /// kernel's records (12 bytes each on x86_64 Linux): a daemon sized for 10,000 connections
 /// with a 1 KiB buffer in each handler and 5,000 timers spends about 12 MB, once
@@ -259,15 +260,15 @@ impl<H: Handler, B: Backend, F: Flavor> Builder<H, B, F> {
         self.use_pidfd = !fallback;
         self
     }
-    /// What dropping the loop does with the children it still watches (running, or exited
-    /// and not yet reaped). `false` (the default): it leaves them, closing only its pidfds;
-    /// they are the program's from then on, to `waitpid` (each exited one stays a zombie
-    /// until the program reaps it or itself exits, when init does). `true`: it sends each
-    /// `SIGKILL` (through its pidfd, or under the guarantee `signal_child` gives, so never a
-    /// recycled pid), all of them first, then reaps them before the drop returns, waiting up
-    /// to 10 seconds in all (a process in uninterruptible sleep dies only when it wakes; one
-    /// still there after that is left to the program as above). Children whose watcher was removed are not the
-    /// loop's any more and are left alone either way.
+    /// What dropping the loop does with the children it still watches (running, or exited and
+    /// not yet reaped). `false` (the default): it leaves them, closing only its pidfds; they
+    /// are the program's from then on, to `waitpid` (each exited one stays a zombie until the
+    /// program reaps it or itself exits, when init does). `true`: it sends each `SIGKILL`
+    /// (through its pidfd, or under the guarantee `signal_child` gives, so never a recycled
+    /// pid), all of them first, then reaps them before the drop returns, waiting up to 10
+    /// seconds in all (a process in uninterruptible sleep dies only when it wakes; one still
+    /// there after that is left to the program as above). Children whose watcher was removed
+    /// are not the loop's any more and are left alone either way.
     pub fn kill_children_on_drop(mut self, kill: bool) -> Self {
         self.kill_children_on_drop = kill;
         self
@@ -304,7 +305,7 @@ impl<H: Handler, B: Backend, F: Flavor> Builder<H, B, F> {
     /// a wait per instance. Instances beyond the room
     /// stay queued in the kernel (where real-time signals keep their order and data, and
     /// standard ones coalesce), as do those of a disabled watcher's signal. Each entry is a
-    /// [`SigInfo`] (about 90 bytes).
+    /// [`SigInfo`] and its link: 84 bytes on 64-bit targets.
     pub fn signal_instances(mut self, n: usize) -> Self {
         self.signal_instances = n;
         self

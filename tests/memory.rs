@@ -1,16 +1,18 @@
 //! What `build()` reserves is what the builder's documentation (and the README) says: at
-//! most 200 bytes per watcher slot beyond the handler's own size, 32 per timer, 28 per wake
-//! watcher, 84 per signal instance and the kernel's event record (12 on x86_64 Linux) per event
-//! of a runner's buffer, for both flavours and any handler size. Measured with a counting global allocator
+//! most 200 bytes per watcher slot beyond the handler (kept as an `Option<H>`), 32 per timer,
+//! 28 per wake watcher, 84 per signal instance and the kernel's event record (12 on x86_64
+//! Linux) per event of a runner's buffer, for both flavours and handlers of several sizes and
+//! alignments. Measured with a counting global allocator
 //! as the difference between two builds (so the fixed part, such as the events buffer, cancels
 //! out). A harness-less binary, so no test-runner thread allocates during a measurement.
 //!
 //! Where the 200 go (x86_64, 197 measured): the watcher slot 88, the pending queue 88 (two
 //! halves, each with its node links and key, 24, and a place in the priority heap reserved,
 //! 16 + 4), each clock's timer-heap position 4 + 4, the dirty list, the fallback and watched
-//! children lists 4 each, the handler's `Option` tag 1.
+//! children lists 4 each.
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::mem::size_of;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use dasynq::{Cx, Event, EventLoop, Handler, Rearm, ThreadedLoop};
@@ -44,15 +46,24 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOC: Counting = Counting;
 
-/// A handler of `N` bytes.
-struct Sized<const N: usize>([u8; N]);
+/// A handler of `N` bytes, aligned to 1, with no spare bit pattern (`Option` adds a byte).
+struct Bytes<const N: usize>([u8; N]);
+/// A handler of `N` words, aligned to 8 (`Option` adds 8 bytes).
+struct Words<const N: usize>([u64; N]);
+/// A handler with a spare bit pattern (`Option` adds nothing).
+struct Boxed(#[allow(dead_code)] Box<u8>);
 
-impl<const N: usize> Handler for Sized<N> {
-    type Data = ();
-    fn on_event(&mut self, _: &Cx<'_, Self>, _: &mut (), _: Event<'_>) -> Rearm {
-        Rearm::Rearm
-    }
+macro_rules! handler {
+    ($($t:ty),*) => {$(
+        impl Handler for $t {
+            type Data = ();
+            fn on_event(&mut self, _: &Cx<'_, Self>, _: &mut (), _: Event<'_>) -> Rearm {
+                Rearm::Rearm
+            }
+        }
+    )*};
 }
+handler!(Bytes<0>, Bytes<64>, Bytes<1024>, Words<1>, Words<8>, Boxed);
 
 #[derive(Clone, Copy)]
 struct Counts {
@@ -63,10 +74,10 @@ struct Counts {
     events: usize,
 }
 
-fn reserved<const N: usize>(threaded: bool, c: Counts) -> usize {
+fn reserved<H: Handler + Send>(threaded: bool, c: Counts) -> usize {
     let before = BYTES.load(Ordering::Relaxed);
     if threaded {
-        let lp = ThreadedLoop::<Sized<N>>::builder()
+        let lp = ThreadedLoop::<H>::builder()
             .watchers(c.watchers)
             .timers(c.timers)
             .wakers(c.wakers)
@@ -79,7 +90,7 @@ fn reserved<const N: usize>(threaded: bool, c: Counts) -> usize {
         drop(lp);
         b
     } else {
-        let lp = EventLoop::<Sized<N>>::builder()
+        let lp = EventLoop::<H>::builder()
             .watchers(c.watchers)
             .timers(c.timers)
             .wakers(c.wakers)
@@ -93,9 +104,9 @@ fn reserved<const N: usize>(threaded: bool, c: Counts) -> usize {
     }
 }
 
-/// Bytes per watcher slot beyond the handler, per timer, per waker, per signal instance held,
-/// per event fetched in a wait.
-fn per_item<const N: usize>(threaded: bool) -> [f64; 5] {
+/// Bytes per watcher slot beyond `size_of::<Option<H>>()`, per timer, per waker, per signal
+/// instance held, per event fetched in a wait.
+fn per_item<H: Handler + Send>(threaded: bool) -> [f64; 5] {
     const K: usize = 4096;
     let base = Counts {
         watchers: K,
@@ -104,14 +115,16 @@ fn per_item<const N: usize>(threaded: bool) -> [f64; 5] {
         signal_instances: 0,
         events: K,
     };
+    // A first build, unmeasured, so nothing done once per process counts.
+    let _ = reserved::<H>(threaded, base);
     let per = |extra: Counts| {
-        (reserved::<N>(threaded, extra) as f64 - reserved::<N>(threaded, base) as f64) / K as f64
+        (reserved::<H>(threaded, extra) as f64 - reserved::<H>(threaded, base) as f64) / K as f64
     };
     [
         per(Counts {
             watchers: 2 * K,
             ..base
-        }) - N as f64,
+        }) - size_of::<Option<H>>() as f64,
         per(Counts { timers: K, ..base }),
         per(Counts { wakers: K, ..base }),
         per(Counts {
@@ -132,17 +145,44 @@ const WAKER: f64 = 28.0;
 const SIGNAL_INSTANCE: f64 = 84.0;
 /// The kernel's own event record, which a runner's buffer holds `events` of.
 #[cfg(any(target_os = "linux", target_os = "android"))]
-const EVENT: f64 = core::mem::size_of::<libc::epoll_event>() as f64;
+const EVENT: f64 = size_of::<libc::epoll_event>() as f64;
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
-const EVENT: f64 = core::mem::size_of::<libc::kevent>() as f64;
+const EVENT: f64 = size_of::<libc::kevent>() as f64;
 
 fn main() {
     let mut failed = false;
     for threaded in [false, true] {
-        for (n, [slot, timer, waker, instance, event]) in [
-            (0, per_item::<0>(threaded)),
-            (64, per_item::<64>(threaded)),
-            (1024, per_item::<1024>(threaded)),
+        for (handler, size, [slot, timer, waker, instance, event]) in [
+            (
+                "[u8; 0]",
+                size_of::<Option<Bytes<0>>>(),
+                per_item::<Bytes<0>>(threaded),
+            ),
+            (
+                "[u8; 64]",
+                size_of::<Option<Bytes<64>>>(),
+                per_item::<Bytes<64>>(threaded),
+            ),
+            (
+                "[u8; 1024]",
+                size_of::<Option<Bytes<1024>>>(),
+                per_item::<Bytes<1024>>(threaded),
+            ),
+            (
+                "[u64; 1]",
+                size_of::<Option<Words<1>>>(),
+                per_item::<Words<1>>(threaded),
+            ),
+            (
+                "[u64; 8]",
+                size_of::<Option<Words<8>>>(),
+                per_item::<Words<8>>(threaded),
+            ),
+            (
+                "Box<u8>",
+                size_of::<Option<Boxed>>(),
+                per_item::<Boxed>(threaded),
+            ),
         ] {
             let flavour = if threaded {
                 "ThreadedLoop"
@@ -150,7 +190,8 @@ fn main() {
                 "EventLoop"
             };
             println!(
-                "{flavour}, {n}-byte handler: {slot:.1} B per watcher slot beyond the handler, \
+                "{flavour}, handler {handler} ({size} B as an Option): {slot:.1} B per watcher \
+                 slot beyond it, \
                  {timer:.1} B per timer, {waker:.1} B per waker, {instance:.1} B per signal \
                  instance, {event:.1} B per event of a runner's buffer"
             );

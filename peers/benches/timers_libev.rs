@@ -7,8 +7,9 @@
 //! libev re-arms with `ev_timer_again` (its idle-timer idiom) from its cached loop time,
 //! while dasynq's `Deadline::After` reads the clock on every arm (a deadline taken from the
 //! time the last wait returned would fire early by however long handlers have run since).
-//! The `insert@` and `rearm@` rows arm dasynq with `Deadline::At` from one clock reading per
-//! phase, the same work as libev's: the heap's cost without the clock's.
+//! The `insert@` and `rearm@` rows insert and re-arm a second time on both sides, after the
+//! expiry phase (libev's heap array grown, dasynq's reserved heap touched), dasynq with
+//! `Deadline::At` from one clock reading per phase: the same work as libev's.
 //!
 //! Run: `ci/peers` (installs libev-dev), or `cargo bench --bench timers_libev` in `peers/`
 //! (options: `--rounds N`, `--max N` for the largest set; `--only libev` runs libev's
@@ -29,6 +30,8 @@ struct CPhases {
     rearm: f64,
     cancel: f64,
     expire: f64,
+    insert2: f64,
+    rearm2: f64,
     ok: i32,
 }
 
@@ -48,10 +51,10 @@ fn libev(n: usize) -> Phases {
     Phases {
         insert: r.insert,
         rearm: r.rearm,
-        // libev's insert and re-arm always count from its cached time: its `At` rows are the
-        // same figures.
-        insert_at: r.insert,
-        rearm_at: r.rearm,
+        // Its second insert and re-arm, into the grown heap, beside dasynq's `At` phases (which
+        // come after the expiry phase too).
+        insert_at: r.insert2,
+        rearm_at: r.rearm2,
         cancel: r.cancel,
         expire: r.expire,
     }
@@ -118,9 +121,10 @@ fn main() {
         }
     }
     println!(
-        "insert@ / rearm@: dasynq arms with Deadline::At from one clock reading per phase, as \
-         libev counts from its cached loop time (libev's figures are its one insert and \
-         re-arm); insert / rearm: Deadline::After, one clock read per arm"
+        "insert@ / rearm@: both insert and re-arm a second time, after the expiry phase (libev's \
+         heap grown, dasynq's touched), dasynq with Deadline::At from one clock reading per \
+         phase as libev counts from its cached loop time; insert / rearm: the first phases, \
+         dasynq with Deadline::After, one clock read per arm"
     );
     // SAFETY: returns a constant (`sizeof(ev_timer)`).
     let watcher = unsafe { peers_libev_timer_size() };

@@ -352,7 +352,8 @@ impl State {
                     ..
                 }) = self.slots.at(i)
                 {
-                    // An error is ESRCH (exited already): it is reaped below all the same.
+                    // A refusal (ESRCH: exited already; EPERM: it changed credentials) leaves
+                    // it to be reaped below all the same.
                     let _ = backend.signal_child(h, Signal::KILL);
                 }
             }

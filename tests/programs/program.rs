@@ -629,7 +629,9 @@ fn nested_op<X: 'static>(model: &Shared<X>, cx: &Cx<'_, H<X>>, me: usize, op: u8
         }
         6 => {
             if let Some((i, id)) = pick(other) {
-                let from_loop_time = op & 0x40 != 0;
+                // Every bit of a nested op (at most 51) has its use: the handler's own slot
+                // and the target together pick the deadline's kind.
+                let from_loop_time = (me + i) % 2 == 1;
                 arm(
                     model,
                     cx,
