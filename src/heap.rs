@@ -63,6 +63,7 @@ impl<E: HeapEntry> IndexedHeap<E> {
 
     /// Insert `e`, or move its id's entry to `e` if present. Returns false if the id is out
     /// of range or the heap is full.
+    #[inline]
     pub(crate) fn set(&mut self, e: E) -> bool {
         let Some(&p) = self.pos.get(e.id() as usize) else {
             return false;

@@ -182,6 +182,7 @@ impl TimerHeap {
 
     /// Insert `id` or move it to `deadline`. Returns false if the id is out of range or the
     /// heap is full (the loop reserves a place per timer at registration, so it never is).
+    #[inline]
     pub(crate) fn set(&mut self, id: u32, deadline: u64) -> bool {
         if self.next_seq == u32::MAX {
             // The sequence would wrap (after 4 billion arms): number the armed timers again
