@@ -98,6 +98,7 @@ pub(crate) struct MonoAnchor {
 
 impl MonoAnchor {
     /// Nanoseconds on the backend's scale for `t`; saturates at both ends.
+    #[inline]
     pub(crate) fn to_ns(self, t: Instant) -> u64 {
         match t.checked_duration_since(self.instant) {
             Some(after) => self.ns.saturating_add(duration_ns(after)),
