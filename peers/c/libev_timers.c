@@ -4,7 +4,8 @@
  *   rearm   each timer pushed back a minute with ev_timer_again (repeat = the new delay:
  *           libev's documented idle-timer pattern, one heap adjustment);
  *   cancel  ev_timer_stop;
- *   expiry  every timer started due now, then ev_run(EVRUN_NOWAIT) until each callback ran;
+ *   expiry  every timer started already due (distinct deadlines in arm order, as dasynq's),
+ *           then ev_run(EVRUN_NOWAIT) until each callback ran;
  *   insert2, rearm2  insert and re-arm once more, into the heap the first phases grew (libev
  *           grows its heap array on demand; dasynq's is reserved at build): the work of
  *           dasynq's insert@ and rearm@ rows, which arm from one clock reading.
@@ -69,8 +70,12 @@ struct peers_phases peers_libev_timer_phases(size_t n) {
     for (size_t i = 0; i < n; i++) ev_timer_stop(loop, &ws[i]);
     r.cancel = (now_ns() - t) / (double)n;
 
+    /* Every timer due at once, with distinct deadlines in arm order, as dasynq's (each of its
+     * After(0) arms reads the clock): a microsecond apart, all already past. With one deadline
+     * for all (0.), each of libev's pops would stop at the root (it sifts only past a strictly
+     * earlier child), while dasynq's sift the whole depth: not the same work. */
     for (size_t i = 0; i < n; i++) {
-        ev_timer_set(&ws[i], 0., 0.);
+        ev_timer_set(&ws[i], -2.0 + (double)i * 1e-6, 0.);
         ev_timer_start(loop, &ws[i]);
     }
     fired = 0;
