@@ -280,6 +280,15 @@ fn watchdog(what: &'static str) -> std::sync::mpsc::Sender<()> {
     tx
 }
 
+/// The loop's address, for handlers that reach the loop itself (a nested `run`, `lp.now()`):
+/// each scenario that uses it keeps the loop on its own stack for the whole test and runs it
+/// on that thread only, which is what the handlers' dereference relies on.
+fn loop_address<X: Fixture>(lp: &Lp<X>) -> Arc<std::sync::atomic::AtomicPtr<Lp<X>>> {
+    Arc::new(std::sync::atomic::AtomicPtr::new(
+        lp as *const Lp<X> as *mut Lp<X>,
+    ))
+}
+
 /// A handler that runs the loop again (a nested blocking `run`) leaves no stale event behind:
 /// the outermost call dispatches straight from its events buffer, which the nested call may
 /// have made stale (here it runs the other watcher, which drains its pipe).
@@ -288,9 +297,7 @@ pub fn fd_nested_run_leaves_no_stale_event<X: Fixture>() {
     let lp = lp(&fx);
     // The handlers reach the loop through its address: it outlives every call below, and
     // only this thread runs it.
-    let at = Arc::new(std::sync::atomic::AtomicPtr::new(
-        &lp as *const Lp<X> as *mut Lp<X>,
-    ));
+    let at = loop_address::<X>(&lp);
     let log = Log::default();
     let nested_ran = Arc::new(AtomicUsize::new(usize::MAX));
     let mut pipes = Vec::new();
@@ -1124,9 +1131,7 @@ pub fn timers_after_loop_time_counts_from_the_pass<X: Fixture>() {
     let b = counter_timer::<X>(&lp, Clock::Monotonic, &fb, Rearm::Disarm);
     // The handler reaches the loop through its address (alive on this thread's stack for
     // the whole test; only this thread runs it).
-    let at = Arc::new(std::sync::atomic::AtomicPtr::new(
-        &lp as *const Lp<X> as *mut Lp<X>,
-    ));
+    let at = loop_address::<X>(&lp);
     let (r, w) = fx.pipe();
     let f = fx.clone();
     lp.add_fd(
@@ -1200,9 +1205,7 @@ pub fn timers_after_loop_time_is_read_again_after_a_wait_with_no_timer_pending<X
     let armed_at = Arc::new(std::sync::Mutex::new(None::<std::time::Instant>));
     // The handlers reach the loop through its address (alive on this thread's stack for the
     // whole test; only this thread runs them).
-    let at = Arc::new(std::sync::atomic::AtomicPtr::new(
-        &lp as *const Lp<X> as *mut Lp<X>,
-    ));
+    let at = loop_address::<X>(&lp);
     let (at2, armed) = (at.clone(), armed_at.clone());
     let x = lp
         .add_timer(
