@@ -17,7 +17,11 @@
 //!   attributed to it and no pending event is drained.
 //! - **Timers**: one relative `EVFILT_TIMER` per clock, re-armed to the clock's deadline.
 //!   kqueue has no portable absolute timer, so system-clock deadlines are re-checked at least
-//!   every second: a wall-clock step is followed within a second (on Linux, at once).
+//!   every second: a wall-clock step is followed within a second (on Linux, at once). A
+//!   deadline already due when it is set ends the next wait at once (the clock is reported
+//!   fired without blocking, as a timerfd set to a past time is on Linux); the kernel timer
+//!   is still armed, for its shortest time (NetBSD's `filt_timerattach` refuses `data = 0` with
+//!   `EINVAL`, in the sources read), so that a wait another thread is already in ends too.
 //! - **Wake**: `EVFILT_USER` triggered with `NOTE_TRIGGER`; a pipe where the kernel refuses
 //!   the filter.
 //! - **Signals**: `EVFILT_SIGNAL` for each armed signal (it records delivery attempts even for
@@ -34,6 +38,7 @@
 #[cfg(dasynq_kqueue)]
 pub use crate::kernel::{BsdKqueue, KqueueBuffer};
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -278,6 +283,13 @@ pub struct Kqueue<K: KqueueKernel> {
     /// `(read end, write end)` of the wake pipe, where the kernel refuses `EVFILT_USER`.
     wake_pipe: Option<(K::Fd, Arc<K::Fd>)>,
     signals: Mutex<SignalState>,
+    /// Per clock: the deadline last set was already due. The next wait does not block and
+    /// reports the clock as fired, as a timerfd set to a past time does on Linux: the
+    /// kernel timer armed for it (the shortest the kernel takes: 1 ns, or 1 ms where
+    /// timers count milliseconds, which OpenBSD and DragonFly round up to a clock tick)
+    /// would end the wait later. The timer is armed all the same, to end a wait that began
+    /// on another thread before the deadline was set.
+    due: [AtomicBool; 2],
 }
 
 struct UserNotify<K: KqueueKernel> {
@@ -364,6 +376,7 @@ impl<K: KqueueKernel> Kqueue<K> {
                 recheck: false,
                 lingering: SignalSet::new(),
             }),
+            due: [AtomicBool::new(false), AtomicBool::new(false)],
         })
     }
 
@@ -575,6 +588,7 @@ impl<K: KqueueKernel> Backend for Kqueue<K> {
     fn set_deadline(&self, clock: Clock, deadline: Option<u64>) -> Result<(), KernelError> {
         let ident = clock.index() as u64;
         let Some(deadline) = deadline else {
+            self.due[clock.index()].store(false, Ordering::Release);
             let del = Kev::new(
                 ident,
                 Filter::Timer,
@@ -584,6 +598,7 @@ impl<K: KqueueKernel> Backend for Kqueue<K> {
             return self.apply(&[del], "kevent(EVFILT_TIMER)", &[Errno::NOENT]);
         };
         let mut ns = deadline.saturating_sub(self.kernel.clock_now(clock));
+        self.due[clock.index()].store(ns == 0, Ordering::Release);
         let mut t = Kev::new(
             ident,
             Filter::Timer,
@@ -614,7 +629,8 @@ impl<K: KqueueKernel> Backend for Kqueue<K> {
 
     fn wait(&self, events: &mut K::Buffer, timeout: Option<Duration>) -> Result<(), KernelError> {
         let recheck = self.signals.lock().map(|s| s.recheck).unwrap_or(false);
-        let timeout = if recheck {
+        let due = self.due[0].load(Ordering::Acquire) | self.due[1].load(Ordering::Acquire);
+        let timeout = if recheck || due {
             Some(Duration::ZERO)
         } else {
             timeout
@@ -654,6 +670,13 @@ impl<K: KqueueKernel> Backend for Kqueue<K> {
         }
         if let Ok(s) = self.signals.lock() {
             signals |= s.recheck;
+        }
+        // A due deadline's clock, reported once (also when its kernel timer fired: the
+        // core takes a clock reported twice as fired once).
+        for clock in Clock::ALL {
+            if self.due[clock.index()].swap(false, Ordering::AcqRel) {
+                f(BackendEvent::Clock(clock));
+            }
         }
         if signals {
             f(BackendEvent::SignalsPending);

@@ -1333,6 +1333,37 @@ pub fn timers_edge_deadlines<X: Fixture>() {
     assert_eq!(never.load(Ordering::SeqCst), 0);
 }
 
+/// A deadline already due when it is set ends the next wait at once, on every backend, as a
+/// timerfd set to a past time does: the timer is counted with the clock where it was. (kqueue's
+/// shortest kernel timer, 1 ns or, where timers count milliseconds, 1 ms, would end the wait
+/// later, and a periodic timer would count the expirations of that time too.)
+pub fn timers_due_deadline_ends_the_wait_at_once<X: Fixture>() {
+    let fx = X::new();
+    let lp = lp(&fx);
+    let tick = fx.tick();
+    let count = Arc::new(AtomicU64::new(0));
+    let t = counter_timer::<X>(&lp, Clock::Monotonic, &count, Rearm::Disarm);
+    for round in 0..3 {
+        let t0 = lp.now();
+        lp.arm_timer(t, Deadline::At(t0), Some(tick)).unwrap();
+        assert_eq!(lp.run(), 1, "round {round}: the due timer ran");
+        let got = count.swap(0, Ordering::SeqCst);
+        if X::EXACT_TIME {
+            assert_eq!(
+                lp.now(),
+                t0,
+                "round {round}: the wait blocked for a due deadline"
+            );
+            assert_eq!(
+                got, 1,
+                "round {round}: counted past the deadline's own expiration"
+            );
+        } else {
+            assert!(got >= 1, "round {round}: {got} expirations");
+        }
+    }
+}
+
 pub fn timers_stop_drops_a_queued_expiry<X: Fixture>() {
     let fx = X::new();
     let lp = lp(&fx);
@@ -1968,7 +1999,22 @@ pub fn threaded_enable_and_arm_from_another_thread<X: Fixture>() {
     });
     assert_eq!(lp.run(), 1);
     t.join().unwrap();
-    assert_eq!(log.take(), s(&["fd", "timer"]));
+    // A deadline already due, set while the runner is blocked: its kernel timer must end that
+    // wait (kqueue's due-deadline shortcut only helps a wait that begins after it).
+    let tm = lp
+        .add_timer(
+            Clock::Monotonic,
+            Priority::DEFAULT,
+            logger(&fx, &log, "due timer", Rearm::Remove),
+        )
+        .unwrap();
+    let l2 = lp.clone();
+    let t = after(30, move || {
+        l2.arm_timer(tm, Deadline::At(l2.now()), None).unwrap()
+    });
+    assert_eq!(lp.run(), 1);
+    t.join().unwrap();
+    assert_eq!(log.take(), s(&["fd", "timer", "due timer"]));
 }
 
 pub fn threaded_removal_from_another_thread<X: Fixture>() {
@@ -2207,6 +2253,7 @@ macro_rules! behavioural_suite {
             timers_after_loop_time_is_read_again_after_a_wait_with_no_timer_pending,
             timers_moving_the_head_later_delays_nothing_else,
             timers_edge_deadlines,
+            timers_due_deadline_ends_the_wait_at_once,
             timers_stop_drops_a_queued_expiry,
             timers_rearm_drops_a_queued_expiry,
             timers_system_clock_absolute,
