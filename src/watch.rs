@@ -189,6 +189,7 @@ impl Watch {
     /// (single-threaded) registrations stay armed while a half is queued or running, so a
     /// handler that re-arms costs no system call; one-shot (threaded) registrations are armed
     /// only for halves waiting for an event.
+    #[inline]
     pub(crate) fn desired_interest(&self, oneshot: bool) -> Interest {
         let mut m = Interest::NONE;
         for (h, half) in self.halves.iter().enumerate() {

@@ -16,8 +16,8 @@ mod imp {
     use std::time::{Duration, Instant};
 
     use dasynq::{
-        Clock, Cx, Deadline, Event, EventLoop, FdOptions, Handler, Interest, Priority, Rearm,
-        Signal, SignalSet, Waker, WatchId,
+        Clock, Cx, Deadline, DefaultBackend, Event, EventLoop, FdOptions, Flavor, Handler,
+        Interest, Priority, Rearm, Signal, SignalSet, Single, Threaded, Waker, WatchId,
     };
     use gungraun::{library_benchmark, library_benchmark_group};
 
@@ -89,7 +89,7 @@ mod imp {
         }
 
         /// Run the loop until every byte written was read.
-        fn drain<H: Handler<Data = ()>>(&self, lp: &EventLoop<H>) {
+        fn drain<H: Handler<Data = ()>, F: Flavor>(&self, lp: &EventLoop<H, DefaultBackend, F>) {
             while self.count.get() < self.fired.get() {
                 lp.run();
             }
@@ -140,11 +140,24 @@ mod imp {
 
     /// libevent's bench.c: 1000 pipes, 100 bytes in flight, 10,000 more writes.
     pub fn chain_setup() -> (EventLoop<Reader>, Rc<Chain>) {
+        chain_setup_in::<Single>()
+    }
+
+    /// The same on a threaded loop run by one thread (one-shot registrations, re-armed by
+    /// the dispatching thread after each handler).
+    pub fn chain_threaded_setup() -> (ThreadedChainLoop, Rc<Chain>) {
+        chain_setup_in::<Threaded>()
+    }
+
+    pub type ThreadedChainLoop = EventLoop<Reader, DefaultBackend, Threaded>;
+
+    fn chain_setup_in<F: Flavor>() -> (EventLoop<Reader, DefaultBackend, F>, Rc<Chain>) {
         let (rs, chain) = Chain::new();
-        let lp = EventLoop::<Reader>::builder()
+        let lp = EventLoop::<Reader, DefaultBackend, F>::builder()
             .watchers(1000)
             .timers(0)
             .wakers(0)
+            .runners(1)
             .build()
             .expect("build");
         for (idx, r) in rs.into_iter().enumerate() {
@@ -198,6 +211,15 @@ mod imp {
     #[library_benchmark]
     #[bench::events(setup = chain_setup)]
     pub fn pipe_chain(s: (EventLoop<Reader>, Rc<Chain>)) -> (EventLoop<Reader>, Rc<Chain>) {
+        s.1.drain(&s.0);
+        s
+    }
+
+    #[library_benchmark]
+    #[bench::events(setup = chain_threaded_setup)]
+    pub fn pipe_chain_threaded(
+        s: (ThreadedChainLoop, Rc<Chain>),
+    ) -> (ThreadedChainLoop, Rc<Chain>) {
         s.1.drain(&s.0);
         s
     }
@@ -445,7 +467,7 @@ mod imp {
 
     library_benchmark_group!(
         name = hot_paths;
-        benchmarks = pipe_chain, pipe_chain_idle, one_event_pass, timer_rearm, timer_rearm_at, timer_expiry, signal_burst, wake
+        benchmarks = pipe_chain, pipe_chain_threaded, pipe_chain_idle, one_event_pass, timer_rearm, timer_rearm_at, timer_expiry, signal_burst, wake
     );
 }
 

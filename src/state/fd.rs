@@ -265,7 +265,7 @@ impl State {
                 f.late = true;
             }
         }
-        let (fired, bidi, interest) = (f.fired, f.bidi, f.interest);
+        let (fired, bidi, interest, unsure) = (f.fired, f.bidi, f.interest, f.unsure);
         let mut queued = false;
         let halves = if bidi { 2 } else { 1 };
         for (h, half) in w.halves.iter_mut().enumerate().take(halves) {
@@ -287,12 +287,19 @@ impl State {
                 half.ready |= bits & Readiness::STICKY;
             }
         }
+        // One-shot, a plain fd whose half is now queued, running or disabled: the kernel's
+        // registration is to stay disarmed, as it is (`sync_kernel` arms only a half waiting
+        // for an event), so there is nothing to change: the threaded steady state.
+        let stays_disarmed = self.oneshot && !bidi && !unsure && {
+            let half = &w.halves[0];
+            !half.enabled || half.queued || half.running
+        };
         if queued {
             self.interrupt(wake);
         }
         // A level-triggered registration stays armed while a half is queued: nothing to
         // change unless the kernel disarmed it (one-shot) or the loop is one-shot.
-        if self.oneshot || fired {
+        if (self.oneshot || fired) && !stays_disarmed {
             self.sync_kernel(index, backend);
         }
     }

@@ -740,13 +740,25 @@ impl State {
         let w = self.slots.at_mut(index)?;
         w.running = false;
         w.halves[h].running = false;
-        // Fast path: a level-triggered fd re-armed with nothing pending. Its registration
-        // stayed armed while it ran, so only the flag changes.
-        if rearm == Rearm::Rearm && !oneshot && !w.remove_pending {
+        // Fast path: an fd re-armed with nothing pending whose registration is already what
+        // `sync_kernel` would want. Level-triggered, it stayed armed while the handler ran;
+        // one-shot (threaded), a plain fd's dispatching thread re-armed it itself
+        // (`record_premod`) and no report has disarmed it since. Only the flag changes.
+        if rearm == Rearm::Rearm && !w.remove_pending {
             if let Detail::Fd(f) = &w.detail {
                 if !f.emulated && !f.fired && w.halves[h].ready.is_empty() {
-                    w.halves[h].enabled = true;
-                    return None;
+                    let armed = !oneshot
+                        || (!f.bidi
+                            && !f.unsure
+                            && f.kernel
+                                == (Registration {
+                                    interest: f.interest,
+                                    oneshot: true,
+                                }));
+                    if armed {
+                        w.halves[h].enabled = true;
+                        return None;
+                    }
                 }
             }
         }

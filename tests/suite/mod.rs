@@ -2017,6 +2017,43 @@ pub fn threaded_enable_and_arm_from_another_thread<X: Fixture>() {
     assert_eq!(log.take(), s(&["fd", "timer", "due timer"]));
 }
 
+/// Threaded (one-shot registrations, re-armed by the dispatching thread): a handler that
+/// changes its own directions and re-arms gets the new ones from the kernel. The dispatching
+/// thread's re-arm, planned when the watcher was claimed, still holds the old directions, so
+/// the loop must bring the registration in line when the handler returns.
+pub fn threaded_handler_changes_its_own_interest<X: Fixture>() {
+    let fx = X::new();
+    let lp = tlp(&fx);
+    let (a, b) = fx.socketpair();
+    let log = Log::default();
+    let (f, l) = (fx.clone(), log.clone());
+    lp.add_fd(
+        a,
+        Interest::READ,
+        FdOptions::new(),
+        Probe::new(move |cx, ev| {
+            let Event::Fd { fd, ready } = ev else {
+                panic!()
+            };
+            f.drain(fd);
+            l.push(format!("{ready:?}"));
+            if ready.is_readable() {
+                cx.set_interest(cx.id(), Interest::WRITE).unwrap();
+            }
+            Rearm::Rearm
+        }),
+    )
+    .unwrap();
+    fx.write(b.as_fd(), 1);
+    assert_eq!(lp.run(), 1);
+    assert_eq!(log.take(), s(&["READABLE"]));
+    // Blocks until the kernel reports the socket writable (it is at once).
+    let done = watchdog("threaded_handler_changes_its_own_interest");
+    assert_eq!(lp.run(), 1);
+    drop(done);
+    assert_eq!(log.take(), s(&["WRITABLE"]));
+}
+
 pub fn threaded_removal_from_another_thread<X: Fixture>() {
     let fx = X::new();
     let lp = tlp(&fx);
@@ -2270,6 +2307,7 @@ macro_rules! behavioural_suite {
             wake_from_another_thread_while_blocked,
             threaded_registration_from_another_thread_wakes_the_loop,
             threaded_enable_and_arm_from_another_thread,
+            threaded_handler_changes_its_own_interest,
             threaded_removal_from_another_thread,
             threaded_stop_from_another_thread,
             two_runners_registration_from_another_thread,
