@@ -239,6 +239,20 @@ impl State {
                 return;
             }
         }
+        // The threaded steady state: a plain fd, one-shot, enabled and idle. The report
+        // disarmed the registration, which is to stay so while the half is queued (what
+        // `sync_kernel` would want); queue it.
+        if !f.bidi && f.kernel.oneshot && self.oneshot && !f.unsure {
+            let bits = ready & Readiness::mask_for(f.interest);
+            let half = &mut w.halves[0];
+            if half.enabled && !half.queued && !half.running && !bits.is_empty() {
+                f.fired = true;
+                half.ready |= bits;
+                enqueue(&mut self.queue, in_batch, half, node(index, 0));
+                self.interrupt(wake);
+                return;
+            }
+        }
         self.on_fd_event_slow(index, ready, in_batch, backend, wake);
     }
 
