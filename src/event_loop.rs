@@ -824,7 +824,10 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
                     if let Some((plan, r)) = premod {
                         s.record_premod(d.id.index, plan, r);
                     }
-                    s.unpark_sibling(d.id.index, d.half, &self.wake);
+                    // Only a bidirectional watcher's half can have been parked.
+                    if matches!(d.delivery, Delivery::Fd { half: Some(_), .. }) {
+                        s.unpark_sibling(d.id.index, d.half, &self.wake);
+                    }
                     let removal = s.finish_dispatch(d.claimed(), rearm, &self.backend, &self.wake);
                     if let Some(r) = removal {
                         let h = self.take_handler(r.id.index);
