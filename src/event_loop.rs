@@ -802,6 +802,8 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
         let mut info = SigInfo::new(Signal::from_raw(0));
         // A wait's result, taken in by the next lock section.
         let mut waited: Option<(Result<(), KernelError>, bool)> = None;
+        // What the lock section claimed for `Step::Run`.
+        let mut claimed: Option<(Dispatch, Option<Rearming>)> = None;
         loop {
             let mut release_aside = false;
             let step = self.locked(|s| {
@@ -843,7 +845,8 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
                 // `finish_dispatch`).
                 if let Some(d) = s.claim_rerun(&mut info) {
                     let plan = s.rearm_plan(&d);
-                    return Step::Run(d, plan);
+                    claimed = Some((d, plan));
+                    return Step::Run;
                 }
                 if let Some(b) = bound {
                     if let Some(d) = s.next_dispatch_before(b, &mut info) {
@@ -852,7 +855,8 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
                             s.hand_off();
                         }
                         let plan = s.rearm_plan(&d);
-                        return Step::Run(d, plan);
+                        claimed = Some((d, plan));
+                        return Step::Run;
                     }
                     bound = None;
                     let expired = match mode {
@@ -905,7 +909,10 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
                         .with(|s| s.runners.aside = s.runners.aside.saturating_sub(1));
                 }
                 Step::Removed(r, h) => self.finish_removal(Some((r, h))),
-                Step::Run(d, plan) => {
+                Step::Run => {
+                    let Some((d, plan)) = claimed.take() else {
+                        continue;
+                    };
                     call.dispatch = Some(d.claimed());
                     let rearm = self.call_handler(&d, data, &info);
                     call.dispatch = None;
@@ -1079,8 +1086,10 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
 
 /// What a threaded run call does next, decided under the lock.
 enum Step<H> {
-    /// Run this claimed handler (and, if it answers `Rearm`, make this re-arm unlocked).
-    Run(Dispatch, Option<Rearming>),
+    /// Run the handler claimed (left in the call's `claimed`, with the re-arm to make
+    /// unlocked if it answers `Rearm`: moved through the lock section's result, the record
+    /// cost a copy more per event).
+    Run,
     /// Call `on_removed` for a registration that ended when its handler returned.
     Removed(Removal, Option<H>),
     /// Wait in the backend (with this timeout; `true`: counted as a runner that may block).
