@@ -240,8 +240,10 @@ impl State {
             }
         }
         // The threaded steady state: a plain fd, one-shot, enabled and idle. The report
-        // disarmed the registration, which is to stay so while the half is queued (what
-        // `sync_kernel` would want); queue it.
+        // disarmed the registration (on kqueue, the reported filter; the other one of a
+        // two-direction watcher stays armed, and its report merges into the queued half), and
+        // nothing is to be armed while the half is queued (what `sync_kernel` would want);
+        // queue it.
         if !f.bidi && f.kernel.oneshot && self.oneshot && !f.unsure {
             let bits = ready & Readiness::mask_for(f.interest);
             let half = &mut w.halves[0];

@@ -2012,7 +2012,9 @@ pub fn threaded_enable_and_arm_from_another_thread<X: Fixture>() {
     let t = after(30, move || {
         l2.arm_timer(tm, Deadline::At(l2.now()), None).unwrap()
     });
+    let done = watchdog("threaded_enable_and_arm_from_another_thread (due deadline)");
     assert_eq!(lp.run(), 1);
+    drop(done);
     t.join().unwrap();
     assert_eq!(log.take(), s(&["fd", "timer", "due timer"]));
 }
