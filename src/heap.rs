@@ -1,4 +1,4 @@
-//! An indexed 4-ary min-heap: the structure under the pending queue and the timer heaps.
+//! An indexed 4-ary min-heap: the structure under the timer heaps.
 //!
 //! Entries (`HeapEntry`) carry a small id (`u32`, below a bound fixed at construction) and their
 //! key inline, so the four children a sift compares are next to each other (a timer's entry is
@@ -47,10 +47,6 @@ impl<E: HeapEntry> IndexedHeap<E> {
         self.heap.len()
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.heap.is_empty()
-    }
-
     #[cfg(test)]
     pub(crate) fn contains(&self, id: u32) -> bool {
         self.pos.get(id as usize).is_some_and(|p| *p != NONE)
@@ -93,7 +89,8 @@ impl<E: HeapEntry> IndexedHeap<E> {
         true
     }
 
-    /// Take the smallest entry out.
+    /// Take the smallest entry out (tests; the timer heaps take entries out by id).
+    #[cfg(test)]
     pub(crate) fn pop(&mut self) -> Option<E> {
         let top = self.peek()?;
         self.remove_at(0);

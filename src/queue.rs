@@ -7,6 +7,11 @@
 //! event of another priority moves the FIFO into the heap (keeping each event's sequence
 //! number, so the order is unchanged); once the heap is empty the FIFO takes over again.
 //!
+//! The heap holds node ids only (4 bytes a place); a node's key and its heap position live in
+//! its `NodeInfo`, which the FIFO needs anyway, so a sift compares through it. The heap is the
+//! rare path (it is only used while priorities differ), and keeping keys inline, as the timer
+//! heaps do, would cost 16 bytes a node more, reserved for every watcher half.
+//!
 //! Queue nodes are watcher halves (`index * 2 + half`); each node is queued at most once, so the
 //! queue, sized for every node at build time, can never overflow. A node's position is tracked
 //! so that disabling or removing a watcher dequeues it in O(log n). Events queued while a batch
@@ -14,34 +19,17 @@
 //! and join the heap when the next batch starts, so a batch only runs what was pending when it
 //! began and a watcher that keeps requeueing itself cannot starve the backend.
 
-use crate::heap::{HeapEntry, IndexedHeap};
-
-/// A node's place in the heap: ordered by priority, then arrival sequence.
-#[derive(Copy, Clone, Debug)]
-struct QueueEntry {
-    seq: u64,
-    priority: i32,
-    node: u32,
-}
-
-impl HeapEntry for QueueEntry {
-    #[inline(always)]
-    fn id(&self) -> u32 {
-        self.node
-    }
-    #[inline(always)]
-    fn before(&self, other: &Self) -> bool {
-        (self.priority, self.seq) < (other.priority, other.seq)
-    }
-}
-
-/// Where a node is (`NodeInfo::pos`).
+/// Where a node is (`NodeInfo::pos`): one of these markers, or below `FIFO` its place in
+/// the heap.
 const NONE: u32 = u32::MAX;
 const DEFERRED: u32 = u32::MAX - 1;
 const FIFO: u32 = u32::MAX - 2;
-const HEAP: u32 = u32::MAX - 3;
 
-/// Per-node bookkeeping: where the node is, its key, and its list links.
+/// The heap's arity.
+const ARITY: usize = 4;
+
+/// Per-node bookkeeping: where the node is (a list marker or its heap position), its key,
+/// and its list links.
 #[derive(Copy, Clone, Debug)]
 struct NodeInfo {
     pos: u32,
@@ -76,7 +64,10 @@ const LIST_MARKER: [u32; 2] = [FIFO, DEFERRED];
 /// A fixed-capacity stable priority queue of node ids.
 #[derive(Debug)]
 pub(crate) struct PendingQueue {
-    heap: IndexedHeap<QueueEntry>,
+    /// The heap's node ids (room for every node), the first `heap_len` in use, ordered by
+    /// their `NodeInfo` keys.
+    heap: Box<[u32]>,
+    heap_len: usize,
     nodes: Box<[NodeInfo]>,
     /// `lists[READY_LIST]` holds ready events while they all share `fifo_priority` (it is never
     /// non-empty together with `heap`); `lists[DEFERRED_LIST]` holds events for the next batch.
@@ -86,9 +77,15 @@ pub(crate) struct PendingQueue {
 }
 
 impl PendingQueue {
-    /// A queue for node ids `0..nodes`. Returns `None` if memory is short.
+    /// A queue for node ids `0..nodes`. Returns `None` if memory is short (or `nodes` reaches
+    /// the position markers, past any pool a machine can hold).
     pub(crate) fn with_nodes(nodes: usize) -> Option<Self> {
-        let heap = IndexedHeap::new(nodes, nodes)?;
+        if nodes >= FIFO as usize {
+            return None;
+        }
+        let mut heap = Vec::new();
+        heap.try_reserve_exact(nodes).ok()?;
+        heap.resize(nodes, NONE);
         let mut info = Vec::new();
         info.try_reserve_exact(nodes).ok()?;
         info.resize(
@@ -102,7 +99,8 @@ impl PendingQueue {
             },
         );
         Some(PendingQueue {
-            heap,
+            heap: heap.into_boxed_slice(),
+            heap_len: 0,
             nodes: info.into_boxed_slice(),
             lists: [List::EMPTY, List::EMPTY],
             fifo_priority: 0,
@@ -113,7 +111,7 @@ impl PendingQueue {
     /// Events ready to run in this batch.
     #[inline]
     pub(crate) fn len(&self) -> usize {
-        self.heap.len() + self.lists[READY_LIST].len
+        self.heap_len + self.lists[READY_LIST].len
     }
 
     /// Events waiting for the next batch.
@@ -156,7 +154,7 @@ impl PendingQueue {
     #[inline(always)]
     fn insert(&mut self, node: u32, priority: i32, seq: u64) {
         let fifo = &self.lists[READY_LIST];
-        if self.heap.is_empty() && (fifo.len == 0 || self.fifo_priority == priority) {
+        if self.heap_len == 0 && (fifo.len == 0 || self.fifo_priority == priority) {
             self.fifo_priority = priority;
             self.link_tail(READY_LIST, node, priority, seq);
         } else {
@@ -180,20 +178,122 @@ impl PendingQueue {
     }
 
     fn heap_insert(&mut self, node: u32, priority: i32, seq: u64) {
-        // Room for every node, each in at most once: this cannot fail.
-        self.heap.set(QueueEntry {
-            seq,
+        let i = self.heap_len;
+        // Room for every node, each in at most once (callers checked `node` is in range and
+        // free): `i` is in range.
+        if i >= self.heap.len() || node as usize >= self.nodes.len() {
+            return;
+        }
+        self.nodes[node as usize] = NodeInfo {
+            pos: i as u32,
+            prev: NONE,
+            next: NONE,
             priority,
-            node,
-        });
-        if let Some(n) = self.nodes.get_mut(node as usize) {
-            *n = NodeInfo {
-                pos: HEAP,
-                prev: NONE,
-                next: NONE,
-                priority,
-                seq,
-            };
+            seq,
+        };
+        self.heap_len += 1;
+        self.sift_up(i, node);
+    }
+
+    // The heap's sifts move a hole: the node being placed is held aside, each node passed
+    // over moves one level (`place`: its position updated), and the node lands once. Heap
+    // indices stay below `heap_len` (at most the node count), and every id in the heap was
+    // range-checked before it went in, so the indexing here cannot fail.
+
+    /// The order key of `node`.
+    #[inline(always)]
+    fn key(&self, node: u32) -> (i32, u64) {
+        let n = &self.nodes[node as usize];
+        (n.priority, n.seq)
+    }
+
+    /// Put `node` at heap index `i` and record its position.
+    #[inline(always)]
+    fn place(&mut self, node: u32, i: usize) {
+        self.heap[i] = node;
+        self.nodes[node as usize].pos = i as u32;
+    }
+
+    /// Move `node` (whose place is the hole at `i`) up to where it belongs. Returns where.
+    fn sift_up(&mut self, mut i: usize, node: u32) -> usize {
+        let k = self.key(node);
+        while i > 0 {
+            let parent = (i - 1) / ARITY;
+            let p = self.heap[parent];
+            if k >= self.key(p) {
+                break;
+            }
+            self.place(p, i);
+            i = parent;
+        }
+        self.place(node, i);
+        i
+    }
+
+    /// The child of heap index `i` with the smallest key, and that key; `None` for a leaf.
+    #[inline(always)]
+    fn smallest_child(&self, i: usize) -> Option<(usize, (i32, u64))> {
+        let first = i * ARITY + 1;
+        let kids = self.heap.get(first..self.heap_len)?;
+        let mut kids = kids.iter().take(ARITY);
+        let mut best = (first, self.key(*kids.next()?));
+        for (c, &n) in (first + 1..).zip(kids) {
+            let k = self.key(n);
+            if k < best.1 {
+                best = (c, k);
+            }
+        }
+        Some(best)
+    }
+
+    /// Move `node` (whose place is the hole at `i`) down to where it belongs.
+    fn sift_down(&mut self, mut i: usize, node: u32) {
+        let k = self.key(node);
+        while let Some((best, best_key)) = self.smallest_child(i) {
+            if best_key >= k {
+                break;
+            }
+            self.place(self.heap[best], i);
+            i = best;
+        }
+        self.place(node, i);
+    }
+
+    /// Place `node` in the hole at the root, bottom-up (Floyd's): the hole descends along the
+    /// smallest children to a leaf without comparing them with `node`, which then rises from
+    /// there. After a pop `node` is the last leaf, which belongs near the bottom, so this saves
+    /// a comparison per level for a step or two back up.
+    fn sift_down_from_root(&mut self, node: u32) {
+        let mut i = 0;
+        while let Some((best, _)) = self.smallest_child(i) {
+            self.place(self.heap[best], i);
+            i = best;
+        }
+        self.sift_up(i, node);
+    }
+
+    /// Take the node at heap index `i` out, marking it unqueued; the last node fills the hole
+    /// and moves up or down to its place. (Never inlined: callers' hot
+    /// paths, such as a timer's re-arm dequeueing its old expiry, seldom come here.)
+    #[inline(never)]
+    fn heap_remove_at(&mut self, i: usize) {
+        let Some(last) = self.heap_len.checked_sub(1) else {
+            return;
+        };
+        let Some(&removed) = self.heap.get(i).filter(|_| i <= last) else {
+            return;
+        };
+        if let Some(n) = self.nodes.get_mut(removed as usize) {
+            n.pos = NONE;
+        }
+        self.heap_len = last;
+        if i < last {
+            let moved = self.heap[last];
+            if i == 0 {
+                self.sift_down_from_root(moved);
+            } else if self.sift_up(i, moved) == i {
+                self.sift_down(i, moved);
+            }
         }
     }
 
@@ -266,7 +366,7 @@ impl PendingQueue {
         while cur != NONE {
             let n = self.nodes[cur as usize];
             self.nodes[cur as usize].pos = NONE;
-            let fifo_mode = self.heap.is_empty()
+            let fifo_mode = self.heap_len == 0
                 && (self.lists[READY_LIST].len == 0 || self.fifo_priority == n.priority);
             if fifo_mode {
                 while at != NONE && self.nodes[at as usize].seq < n.seq {
@@ -320,7 +420,8 @@ impl PendingQueue {
             let head = self.lists[READY_LIST].head;
             self.nodes.get(head as usize)?.seq
         } else {
-            self.heap.peek()?.seq
+            let top = *self.heap.get(..self.heap_len)?.first()?;
+            self.nodes.get(top as usize)?.seq
         };
         if top_seq >= bound {
             return None;
@@ -337,13 +438,15 @@ impl PendingQueue {
             return Some(head);
         }
         // The end of every batch finds the queue empty: answer that without a call.
-        if self.heap.is_empty() {
+        if self.heap_len == 0 {
             return None;
         }
-        let top = self.heap.pop()?.node;
-        if let Some(n) = self.nodes.get_mut(top as usize) {
-            n.pos = NONE;
-        }
+        self.pop_heap()
+    }
+
+    fn pop_heap(&mut self) -> Option<u32> {
+        let top = *self.heap.first()?;
+        self.heap_remove_at(0);
         Some(top)
     }
 
@@ -362,9 +465,8 @@ impl PendingQueue {
                 self.unlink(READY_LIST, node);
                 true
             }
-            _ => {
-                self.heap.remove(node);
-                self.nodes[node as usize].pos = NONE;
+            i => {
+                self.heap_remove_at(i as usize);
                 true
             }
         }
@@ -372,10 +474,15 @@ impl PendingQueue {
 
     #[cfg(test)]
     fn check(&self) {
-        self.heap.check();
-        for (node, n) in self.nodes.iter().enumerate() {
-            assert_eq!(n.pos == HEAP, self.heap.contains(node as u32));
+        for (i, &node) in self.heap[..self.heap_len].iter().enumerate() {
+            assert_eq!(self.nodes[node as usize].pos as usize, i);
+            if i > 0 {
+                let parent = self.heap[(i - 1) / ARITY];
+                assert!(self.key(node) > self.key(parent));
+            }
         }
+        let in_heap = self.nodes.iter().filter(|n| n.pos < FIFO).count();
+        assert_eq!(in_heap, self.heap_len);
     }
 }
 
@@ -589,6 +696,7 @@ mod properties {
                 Op::Pop => assert_eq!(q.pop(), m.pop()),
                 Op::Remove(n) => assert_eq!(q.remove(n), m.remove(n)),
             }
+            q.check();
             assert_eq!(q.len(), m.ready.len());
             assert_eq!(q.deferred_len(), m.deferred.len());
             for n in 0..NODES {
