@@ -140,18 +140,26 @@ mod imp {
 
     /// libevent's bench.c: 1000 pipes, 100 bytes in flight, 10,000 more writes.
     pub fn chain_setup() -> (EventLoop<Reader>, Rc<Chain>) {
-        chain_setup_in::<Single>()
+        chain_setup_in::<Single>(|_| Priority::DEFAULT)
+    }
+
+    /// The same with the pipes in three priorities (in turn), so every batch of mixed
+    /// events is ordered by the pending queue's heap instead of its FIFO.
+    pub fn chain_priorities_setup() -> (EventLoop<Reader>, Rc<Chain>) {
+        chain_setup_in::<Single>(|idx| Priority(idx as i32 % 3))
     }
 
     /// The same on a threaded loop run by one thread (one-shot registrations, re-armed by
     /// the dispatching thread after each handler).
     pub fn chain_threaded_setup() -> (ThreadedChainLoop, Rc<Chain>) {
-        chain_setup_in::<Threaded>()
+        chain_setup_in::<Threaded>(|_| Priority::DEFAULT)
     }
 
     pub type ThreadedChainLoop = EventLoop<Reader, DefaultBackend, Threaded>;
 
-    fn chain_setup_in<F: Flavor>() -> (EventLoop<Reader, DefaultBackend, F>, Rc<Chain>) {
+    fn chain_setup_in<F: Flavor>(
+        priority: impl Fn(usize) -> Priority,
+    ) -> (EventLoop<Reader, DefaultBackend, F>, Rc<Chain>) {
         let (rs, chain) = Chain::new();
         let lp = EventLoop::<Reader, DefaultBackend, F>::builder()
             .watchers(1000)
@@ -165,8 +173,8 @@ mod imp {
                 idx,
                 chain: chain.clone(),
             };
-            lp.add_fd(r, Interest::READ, FdOptions::new(), h)
-                .expect("add");
+            let options = FdOptions::new().priority(priority(idx));
+            lp.add_fd(r, Interest::READ, options, h).expect("add");
         }
         chain.start();
         (lp, chain)
@@ -210,6 +218,7 @@ mod imp {
 
     #[library_benchmark]
     #[bench::events(setup = chain_setup)]
+    #[bench::priorities(setup = chain_priorities_setup)]
     pub fn pipe_chain(s: (EventLoop<Reader>, Rc<Chain>)) -> (EventLoop<Reader>, Rc<Chain>) {
         s.1.drain(&s.0);
         s
