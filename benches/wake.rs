@@ -7,7 +7,13 @@
 //! Variants run interleaved over rounds (order rotating); figures are medians, ratios the
 //! median of per-round ratios.
 //!
-//! Run: `cargo bench --bench wake` (options: `--rounds N`, `--trips N`).
+//! A cross-thread round trip is mostly the scheduler's (two thread wake-ups), so its ratios
+//! move widely on a busy machine. A second part times the loop's share alone, on one
+//! thread: a wake, then the wait that takes it and its handler, 200,000 times, for the same
+//! three variants (each makes one eventfd write and one `epoll_wait` per wake, no read;
+//! the wakes handled are checked and printed).
+//!
+//! Run: `cargo bench --bench wake` (options: `--rounds N`, `--trips N`, `--passes N`).
 
 #[cfg(dasynq_epoll)]
 mod common;
@@ -182,6 +188,114 @@ mod imp {
         got
     }
 
+    /// Counts the wakes it handled (one thread: no other side to wake).
+    struct Count(Rc<Cell<u64>>);
+
+    impl Handler for Count {
+        type Data = ();
+        fn on_event(&mut self, _: &Cx<'_, Self>, _: &mut (), ev: Event<'_>) -> Rearm {
+            assert!(matches!(ev, Event::Wake));
+            self.0.set(self.0.get() + 1);
+            Rearm::Rearm
+        }
+    }
+
+    /// One thread, dasynq: `n` times a wake and the `run` call that handles it. Returns the
+    /// time per wake and the wakes handled.
+    fn dasynq_local(n: u64) -> (f64, u64) {
+        let lp = EventLoop::<Count>::builder()
+            .watchers(2)
+            .wakers(1)
+            .build()
+            .expect("build");
+        let got = Rc::new(Cell::new(0));
+        let (_id, w) = lp
+            .add_wake(Priority::DEFAULT, Count(got.clone()))
+            .expect("wake");
+        let t = Instant::now();
+        for _ in 0..n {
+            w.wake();
+            lp.run();
+        }
+        (t.elapsed().as_nanos() as f64 / n as f64, got.get())
+    }
+
+    /// One thread, mio: `n` times `Waker::wake` and the `poll` that reports it.
+    fn mio_local(n: u64) -> (f64, u64) {
+        use mio::{Events, Poll, Token, Waker};
+        let mut poll = Poll::new().expect("poll");
+        let w = Waker::new(poll.registry(), Token(0)).expect("waker");
+        let mut events = Events::with_capacity(8);
+        let mut got = 0;
+        let t = Instant::now();
+        for _ in 0..n {
+            w.wake().expect("wake");
+            poll.poll(&mut events, None).expect("poll");
+            got += events.iter().count() as u64;
+        }
+        (t.elapsed().as_nanos() as f64 / n as f64, got)
+    }
+
+    /// One thread, the floor: an eventfd write and the edge-triggered `epoll_wait` that
+    /// reports it (no read).
+    fn raw_local(n: u64) -> (f64, u64) {
+        use rustix::event::{EventfdFlags, epoll, eventfd};
+        let ep = epoll::create(epoll::CreateFlags::CLOEXEC).expect("epoll");
+        let efd = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK).expect("eventfd");
+        epoll::add(
+            &ep,
+            &efd,
+            epoll::EventData::new_u64(0),
+            epoll::EventFlags::IN | epoll::EventFlags::ET,
+        )
+        .expect("add");
+        let mut events = Vec::with_capacity(8);
+        let mut got = 0;
+        let t = Instant::now();
+        for _ in 0..n {
+            let _ = rustix::io::write(&efd, &1u64.to_ne_bytes());
+            events.clear();
+            epoll::wait(&ep, rustix::buffer::spare_capacity(&mut events), None).expect("wait");
+            got += events.len() as u64;
+        }
+        (t.elapsed().as_nanos() as f64 / n as f64, got)
+    }
+
+    /// The one-thread part (see the module's docs).
+    fn local(rounds: usize, passes: u64) {
+        type V = (&'static str, fn(u64) -> (f64, u64));
+        let variants: [V; 3] = [
+            ("dasynq EventLoop + Waker", dasynq_local),
+            ("mio Poll + Waker", mio_local),
+            ("raw epoll + eventfd (ET)", raw_local),
+        ];
+        println!();
+        println!("wake and the wait that takes it, one thread: {passes} per run, {rounds} rounds");
+        println!("work per variant (wakes handled):");
+        for (name, f) in &variants {
+            let (_, got) = f(passes);
+            println!("  {name:<28} {got:>8}");
+            assert_eq!(got, passes, "{name} did a different amount of work");
+        }
+        let mut ns: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+        for round in 0..rounds {
+            for k in 0..variants.len() {
+                let i = (k + round) % variants.len();
+                let (t, got) = (variants[i].1)(passes);
+                assert_eq!(got, passes, "{}: work", variants[i].0);
+                ns[i].push(t);
+            }
+        }
+        for (i, (name, _)) in variants.iter().enumerate() {
+            let mut v = ns[i].clone();
+            println!("{name:<28} median {:>8.1} ns per wake", median(&mut v));
+        }
+        let ratio = |a: usize, b: usize| median_ratio(&ns[a], &ns[b]);
+        println!("median ratio dasynq / mio:   {:.3}", ratio(0, 1));
+        println!("median ratio dasynq / floor: {:.3}", ratio(0, 2));
+        println!("median ratio mio / floor:    {:.3}", ratio(1, 2));
+    }
+
     pub fn main() {
         let args: Vec<String> = std::env::args().collect();
         let rounds = arg(&args, "--rounds", 7).max(3) as usize;
@@ -221,6 +335,7 @@ mod imp {
         println!("median ratio dasynq / mio:   {:.3}", ratio(0, 1));
         println!("median ratio dasynq / floor: {:.3}", ratio(0, 2));
         println!("median ratio mio / floor:    {:.3}", ratio(1, 2));
+        local(rounds, arg(&args, "--passes", 200_000).max(1));
     }
 }
 
