@@ -1,17 +1,20 @@
 //! Cross-thread wake round trips: two threads, each running its own loop with one wake
 //! watcher, ping-pong: each handler wakes the other thread's watcher, 20,000 round trips per
 //! run. Variants: dasynq (`EventLoop` on each thread, `Waker::wake`), mio (`Poll` + `Waker`
-//! on each thread), and the floor, raw epoll with an edge-triggered eventfd per thread
-//! (write to poke, `epoll_wait` to take it, no read), all doing the same round trips (each
-//! side's wakes handled are checked and printed).
+//! on each thread), polling (`Poller::notify`), calloop (a `ping` source), and the floor, raw
+//! epoll with an edge-triggered eventfd per thread (write to poke, `epoll_wait` to take it,
+//! no read), all doing the same round trips (each side's wakes handled are checked and
+//! printed). polling and calloop (which runs over polling) make four or five more system
+//! calls per wake by their design (strace, one thread: one `timerfd_settime` and two
+//! `epoll_ctl` each, and reads of their eventfds, one for polling, two for calloop).
 //! Variants run interleaved over rounds (order rotating); figures are medians, ratios the
 //! median of per-round ratios.
 //!
 //! A cross-thread round trip is mostly the scheduler's (two thread wake-ups), so its ratios
 //! move widely on a busy machine. A second part times the loop's share alone, on one
 //! thread: a wake, then the wait that takes it and its handler, 200,000 times, for the same
-//! three variants (each makes one eventfd write and one `epoll_wait` per wake, no read;
-//! the wakes handled are checked and printed).
+//! variants (dasynq, mio and the floor make one eventfd write and one `epoll_wait` per wake,
+//! no read; the wakes handled are checked and printed).
 //!
 //! Run: `cargo bench --bench wake` (options: `--rounds N`, `--trips N`, `--passes N`).
 
@@ -261,13 +264,48 @@ mod imp {
         (t.elapsed().as_nanos() as f64 / n as f64, got)
     }
 
+    /// One thread, polling: `n` times `Poller::notify` and the `wait` it ends (a
+    /// notification ends the wait without an event: each return is counted).
+    fn polling_local(n: u64) -> (f64, u64) {
+        let poller = polling::Poller::new().expect("poller");
+        let mut events = polling::Events::new();
+        let mut got = 0;
+        let t = Instant::now();
+        for _ in 0..n {
+            poller.notify().expect("notify");
+            events.clear();
+            poller.wait(&mut events, None).expect("wait");
+            got += 1;
+        }
+        (t.elapsed().as_nanos() as f64 / n as f64, got)
+    }
+
+    /// One thread, calloop: `n` times `Ping::ping` and the `dispatch` that runs its source's
+    /// callback.
+    fn calloop_local(n: u64) -> (f64, u64) {
+        let (ping, source) = calloop::ping::make_ping().expect("ping");
+        let mut el: calloop::EventLoop<'_, u64> = calloop::EventLoop::try_new().expect("calloop");
+        el.handle()
+            .insert_source(source, |_, _, got: &mut u64| *got += 1)
+            .expect("source");
+        let mut got = 0;
+        let t = Instant::now();
+        for _ in 0..n {
+            ping.ping();
+            el.dispatch(None, &mut got).expect("dispatch");
+        }
+        (t.elapsed().as_nanos() as f64 / n as f64, got)
+    }
+
     /// The one-thread part (see the module's docs).
     fn local(rounds: usize, passes: u64) {
         type V = (&'static str, fn(u64) -> (f64, u64));
-        let variants: [V; 3] = [
+        let variants: [V; 5] = [
             ("dasynq EventLoop + Waker", dasynq_local),
             ("mio Poll + Waker", mio_local),
             ("raw epoll + eventfd (ET)", raw_local),
+            ("polling Poller::notify", polling_local),
+            ("calloop ping", calloop_local),
         ];
         println!();
         println!("wake and the wait that takes it, one thread: {passes} per run, {rounds} rounds");
@@ -294,6 +332,66 @@ mod imp {
         println!("median ratio dasynq / mio:   {:.3}", ratio(0, 1));
         println!("median ratio dasynq / floor: {:.3}", ratio(0, 2));
         println!("median ratio mio / floor:    {:.3}", ratio(1, 2));
+        println!("median ratio dasynq / polling: {:.3}", ratio(0, 3));
+        println!("median ratio dasynq / calloop: {:.3}", ratio(0, 4));
+    }
+
+    fn polling_side(
+        i: usize,
+        trips: u64,
+        mine: &Slot<Arc<polling::Poller>>,
+        other: &Slot<Arc<polling::Poller>>,
+        go: &dyn Fn(),
+    ) -> u64 {
+        let poller = Arc::new(polling::Poller::new().expect("poller"));
+        *mine.lock().expect("slot") = Some(poller.clone());
+        go();
+        if i == 0 {
+            poller.notify().expect("notify");
+        }
+        let mut events = polling::Events::new();
+        let mut got = 0;
+        while got < trips {
+            events.clear();
+            // A notification ends the wait without an event: count the wait's return (one
+            // notification is in flight at a time).
+            poller.wait(&mut events, None).expect("wait");
+            got += 1;
+            if let Some(o) = other.lock().expect("poller").as_ref() {
+                o.notify().expect("notify");
+            }
+        }
+        got
+    }
+
+    fn calloop_side(
+        i: usize,
+        trips: u64,
+        mine: &Slot<calloop::ping::Ping>,
+        other: &Slot<calloop::ping::Ping>,
+        go: &dyn Fn(),
+    ) -> u64 {
+        let (ping, source) = calloop::ping::make_ping().expect("ping");
+        let mut el: calloop::EventLoop<'_, u64> = calloop::EventLoop::try_new().expect("calloop");
+        let other = other.clone();
+        el.handle()
+            .insert_source(source, move |_, _, got: &mut u64| {
+                *got += 1;
+                if let Some(o) = other.lock().expect("ping").as_ref() {
+                    o.ping();
+                }
+            })
+            .expect("source");
+        *mine.lock().expect("slot") = Some(ping.clone());
+        go();
+        if i == 0 {
+            ping.ping();
+        }
+        let mut got = 0;
+        while got < trips {
+            el.dispatch(None, &mut got).expect("dispatch");
+        }
+        got
     }
 
     pub fn main() {
@@ -301,10 +399,12 @@ mod imp {
         let rounds = arg(&args, "--rounds", 7).max(3) as usize;
         let trips = arg(&args, "--trips", 20_000).max(1);
         type V = (&'static str, fn(u64) -> (f64, [u64; 2]));
-        let variants: [V; 3] = [
+        let variants: [V; 5] = [
             ("dasynq EventLoop + Waker", |n| ping_pong(n, dasynq_side)),
             ("mio Poll + Waker", |n| ping_pong(n, mio_side)),
             ("raw epoll + eventfd (ET)", |n| ping_pong(n, raw_side)),
+            ("polling Poller::notify", |n| ping_pong(n, polling_side)),
+            ("calloop ping", |n| ping_pong(n, calloop_side)),
         ];
         println!("wake round trips between two threads: {trips} per run, {rounds} rounds");
         // Warm-up, and the work check: each side of every variant handled one wake per
@@ -335,6 +435,8 @@ mod imp {
         println!("median ratio dasynq / mio:   {:.3}", ratio(0, 1));
         println!("median ratio dasynq / floor: {:.3}", ratio(0, 2));
         println!("median ratio mio / floor:    {:.3}", ratio(1, 2));
+        println!("median ratio dasynq / polling: {:.3}", ratio(0, 3));
+        println!("median ratio dasynq / calloop: {:.3}", ratio(0, 4));
         local(rounds, arg(&args, "--passes", 200_000).max(1));
     }
 }
