@@ -625,14 +625,21 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
     /// The single-threaded run loop: wait, take in, run a batch (events queued during the
     /// batch wait for the next one, in the deferred FIFO).
     fn run_single(&self, limit: usize, mode: Mode, data: &mut H::Data) -> usize {
+        // The lock sections of a call: one counts it in; one per wait readies it; one takes
+        // in what the wait returned, opens the batch and claims the first event; one per
+        // handler applies its answer and claims the next event; one closes the batch and
+        // ends the call. So a pass with one event takes five, and the guard's drop has
+        // nothing left to do.
         let Enter::Running(epoch) = self.state.with(State::enter_call) else {
             return 0;
         };
+        let mut call = CallGuard::new(self, epoch);
         let Some(cell) = self.bufs.first() else {
             return 0;
         };
-        let mut call = CallGuard::new(self, epoch);
         let mut ran = 0;
+        // The signal instance of a claimed signal watcher (see `Delivery::Signal`).
+        let mut info = SigInfo::new(Signal::from_raw(0));
         loop {
             let timeout = self.state.with(|s| {
                 if s.stopped(epoch) {
@@ -652,76 +659,91 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
             // call is the only other user of the buffer).
             let buf = unsafe { &mut *cell.0.get() };
             let r = self.backend.wait(buf, timeout);
-            let failed = self.state.with(|s| self.take_in(s, buf, r));
-            let (n, stopped) = self.run_batch(&mut call, epoch, limit - ran, data);
-            ran += n;
-            let expired = match mode {
-                Mode::Until(end) => self.backend.now(Clock::Monotonic) >= end,
-                _ => false,
+            let (failed, first) = self.state.with(|s| {
+                let failed = self.take_in(s, buf, r);
+                // The batch opens before the claim (what a claim queues is deferred).
+                s.batch_depth += 1;
+                if s.stopped(epoch) {
+                    return (failed, None);
+                }
+                (failed, s.next_dispatch(&mut info))
+            });
+            let Some(mut d) = first else {
+                // Nothing to run: close the batch; end the call or wait again.
+                self.state
+                    .with(|s| s.batch_depth = s.batch_depth.saturating_sub(1));
+                let expired = match mode {
+                    Mode::Until(end) => self.backend.now(Clock::Monotonic) >= end,
+                    _ => false,
+                };
+                if mode == Mode::Poll || failed || expired {
+                    return ran;
+                }
+                continue;
             };
-            if stopped || ran > 0 || mode == Mode::Poll || failed || expired || ran >= limit {
-                return ran;
+            // The batch: run up to `limit` handlers of the events queued now, then end the
+            // call (something ran).
+            call.batch = true;
+            loop {
+                call.dispatch = Some(d.claimed());
+                let rearm = self.call_handler(&d, data, &info);
+                call.dispatch = None;
+                ran += 1;
+                let mut finished = Some((d.claimed(), rearm));
+                // One lock section applies the handler's answer and claims the next event,
+                // except after a removal: `on_removed` runs before anything else is claimed.
+                let next = loop {
+                    let (removal, next) = self.state.with(|s| {
+                        let removal = finished.take().and_then(|(d, rearm)| {
+                            s.finish_dispatch(d, rearm, &self.backend, &self.wake)
+                                .map(|r| {
+                                    let h = self.take_handler(r.id.index);
+                                    (r, h)
+                                })
+                        });
+                        if removal.is_some() || ran >= limit {
+                            return (removal, Ok(None));
+                        }
+                        if s.stopped(epoch) {
+                            return (removal, Err(()));
+                        }
+                        (removal, Ok(s.next_dispatch(&mut info)))
+                    });
+                    let had_removal = removal.is_some();
+                    self.finish_removal(removal);
+                    match next {
+                        Ok(None) if had_removal && ran < limit => continue,
+                        Ok(next) => break next,
+                        Err(()) => break None,
+                    }
+                };
+                match next {
+                    Some(next) => d = next,
+                    None => break,
+                }
             }
+            // One lock section closes the batch and ends the call.
+            let poke = self.state.with(|s| {
+                s.batch_depth = s.batch_depth.saturating_sub(1);
+                self.leave_single(s, epoch)
+            });
+            call.batch = false;
+            return call.ended(poke, ran);
         }
     }
 
-    /// Run up to `limit` handlers of the events queued now (single-threaded). Returns how many
-    /// ran and whether a stop request ended the batch.
+    /// End a single-threaded run call (under the lock; what `CallGuard`'s drop does when a
+    /// call ends early). Returns whether the notifier must be poked after unlocking: the
+    /// loop's fd was lent to an embedding loop and work is left queued here.
     #[inline(always)]
-    fn run_batch(
-        &self,
-        call: &mut CallGuard<'_, H, B, F>,
-        epoch: u64,
-        limit: usize,
-        data: &mut H::Data,
-    ) -> (usize, bool) {
-        self.state.with(|s| s.batch_depth += 1);
-        call.batch = true;
-        let mut ran = 0;
-        let mut stopped = false;
-        let mut finished: Option<((u32, usize), Rearm)> = None;
-        // The signal instance of a claimed signal watcher (see `Delivery::Signal`).
-        let mut info = SigInfo::new(Signal::from_raw(0));
-        loop {
-            // One lock section applies the last handler's answer and claims the next event,
-            // except after a removal: `on_removed` runs before anything else is claimed.
-            let (removal, next) = self.state.with(|s| {
-                let removal = finished.take().and_then(|(d, rearm)| {
-                    s.finish_dispatch(d, rearm, &self.backend, &self.wake)
-                        .map(|r| {
-                            let h = self.take_handler(r.id.index);
-                            (r, h)
-                        })
-                });
-                if removal.is_some() || ran >= limit {
-                    return (removal, Ok(None));
-                }
-                if s.stopped(epoch) {
-                    return (removal, Err(()));
-                }
-                (removal, Ok(s.next_dispatch(&mut info)))
-            });
-            let had_removal = removal.is_some();
-            self.finish_removal(removal);
-            let d = match next {
-                Err(()) => {
-                    stopped = true;
-                    break;
-                }
-                Ok(Some(d)) => d,
-                Ok(None) if had_removal && ran < limit => continue,
-                Ok(None) => break,
-            };
-            call.dispatch = Some(d.claimed());
-            let rearm = self.call_handler(&d, data, &info);
-            call.dispatch = None;
-            ran += 1;
-            finished = Some((d.claimed(), rearm));
-        }
-        call.batch = false;
-        self.state
-            .with(|s| s.batch_depth = s.batch_depth.saturating_sub(1));
-        (ran, stopped)
+    fn leave_single(&self, s: &mut State, epoch: u64) -> bool {
+        // Outside run calls, `Deadline::AfterLoopTime` reads the clock afresh.
+        s.loop_time = [None, None];
+        let stopped = s.stopped(epoch);
+        // No events buffer is counted out (a single-threaded call takes none), so no call
+        // waits for one.
+        let _ = s.leave_call(None, stopped);
+        s.embedded && s.has_queued()
     }
 
     /// Take a free events buffer (under the lock), telling the backend how many are held.
@@ -1115,6 +1137,8 @@ struct CallGuard<'a, H: Handler, B: Backend, F: Flavor> {
     dispatch: Option<(u32, usize)>,
     /// Inside a single-threaded batch (`batch_depth` counts it).
     batch: bool,
+    /// The call was ended under the lock (`leave_single`): nothing left to do.
+    done: bool,
 }
 
 impl<'a, H: Handler, B: Backend, F: Flavor> CallGuard<'a, H, B, F> {
@@ -1125,13 +1149,29 @@ impl<'a, H: Handler, B: Backend, F: Flavor> CallGuard<'a, H, B, F> {
             buffer: None,
             dispatch: None,
             batch: false,
+            done: false,
         }
+    }
+
+    /// The call was ended in a lock section (`leave_single`, with no dispatch in progress and
+    /// the batch closed): poke the notifier if that said to, and return `ran`.
+    fn ended(mut self, poke: bool, ran: usize) -> usize {
+        self.done = true;
+        if poke {
+            // An embedding loop waits on our fd, which shows only kernel events: make it
+            // readable for what is queued here (see `AsFd for EventLoop`).
+            self.lp.wake.notify();
+        }
+        ran
     }
 }
 
 impl<H: Handler, B: Backend, F: Flavor> Drop for CallGuard<'_, H, B, F> {
     #[inline]
     fn drop(&mut self) {
+        if self.done {
+            return;
+        }
         let lp = self.lp;
         let d = self.dispatch.take();
         let (batch, buffer) = (self.batch, self.buffer.take());
