@@ -737,13 +737,10 @@ impl<H: Handler, B: Backend, F: Flavor> EventLoop<H, B, F> {
     /// loop's fd was lent to an embedding loop and work is left queued here.
     #[inline(always)]
     fn leave_single(&self, s: &mut State, epoch: u64) -> bool {
-        // Outside run calls, `Deadline::AfterLoopTime` reads the clock afresh.
-        s.loop_time = [None, None];
-        let stopped = s.stopped(epoch);
         // No events buffer is counted out (a single-threaded call takes none), so no call
         // waits for one.
-        let _ = s.leave_call(None, stopped);
-        s.embedded && s.has_queued()
+        let (_, poke) = s.end_call(epoch, None);
+        poke
     }
 
     /// Take a free events buffer (under the lock), telling the backend how many are held.
@@ -1189,14 +1186,10 @@ impl<H: Handler, B: Backend, F: Flavor> Drop for CallGuard<'_, H, B, F> {
                         (r, h)
                     })
             });
-            // Outside run calls, `Deadline::AfterLoopTime` reads the clock afresh.
-            s.loop_time = [None, None];
-            let stopped = s.stopped(self.epoch);
-            let waiters = s.leave_call(buffer, stopped);
+            let (waiters, poke) = s.end_call(self.epoch, buffer);
             if buffer.is_some() {
                 lp.backend.runners_changed(s.holding_buffers());
             }
-            let poke = s.embedded && s.has_queued();
             (removal, waiters, poke)
         });
         if waiters {

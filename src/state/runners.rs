@@ -141,6 +141,20 @@ impl State {
         buffer.is_some() && self.runners.buffer_waiters > 0
     }
 
+    /// End a run call that started in `epoch`, under the lock: the loop's time is dropped
+    /// (outside run calls `Deadline::AfterLoopTime` reads the clock afresh), the call is
+    /// counted out and its buffer given back (`leave_call`). Returns (whether a call waits
+    /// for a buffer, whether the notifier must be poked after unlocking: the loop's fd is
+    /// lent to an embedding loop and work is left queued here). The one ending of a call,
+    /// whether it returns normally or unwinds.
+    #[inline(always)]
+    pub(crate) fn end_call(&mut self, epoch: u64, buffer: Option<u32>) -> (bool, bool) {
+        self.loop_time = [None, None];
+        let stopped = self.stopped(epoch);
+        let waiters = self.leave_call(buffer, stopped);
+        (waiters, self.embedded && self.has_queued())
+    }
+
     /// `stop()`: end every call in progress after its current handler, or the next call if
     /// none is in progress. Returns whether calls sleep on the condition variable (to be
     /// woken).
