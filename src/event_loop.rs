@@ -165,8 +165,8 @@ type Marker<H, B, F> = fn() -> (H, B, F);
 /// | [`runners`](Self::runners) | 1; threaded: available parallelism, at most 64 | an events buffer per thread that may run the loop at once |
 /// | [`signal_instances`](Self::signal_instances) | 32 | a signal instance taken from the kernel and not yet delivered, beyond the first of each signal watcher |
 ///
-/// Memory is at most 168 bytes per watcher slot plus `size_of::<Option<H>>()` (the handler's
-/// size, or up to its alignment more when no bit pattern of `H` is spare), 32 bytes per timer,
+/// Memory is at most 164 bytes per watcher slot plus `size_of::<Option<H>>()` (the handler's
+/// size, or up to its alignment more when no bit pattern of `H` is spare), 16 bytes per timer,
 /// 28 per wake watcher, 84 per signal instance, and per runner an events buffer of the
 /// kernel's records (12 bytes each on x86_64 Linux): a daemon sized for 10,000 connections
 /// with a 1 KiB buffer in each handler and 5,000 timers spends about 12 MB, once

@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::heap::{HeapEntry, IndexedHeap};
+use crate::heap::{HeapEntry, IndexedHeap, Side};
 
 /// The clock a timer runs on (fixed at registration).
 #[derive(Copy, Clone, PartialEq, Eq, Hash, Debug)]
@@ -132,13 +132,23 @@ pub(crate) fn catch_up(due: u64, interval: u64, now: u64) -> (u64, u64) {
     (k, due.saturating_add(k.saturating_mul(interval)))
 }
 
-/// The timers of one clock, earliest first: an [`IndexedHeap`] keyed by (deadline, arm
-/// sequence), so timers due at the same time fire in the order they were armed. Re-arming and
-/// cancelling are O(log n) and leave no dead entries (calloop's cancel leak is the bug to avoid).
+/// The timers of both clocks, each clock's earliest first: two [`IndexedHeap`]s sharing one
+/// buffer of a place per timer (a timer's clock is fixed, so it is in one heap at most), keyed
+/// by (deadline, arm sequence), so timers due at the same time fire in the order they were
+/// armed. Re-arming and cancelling are O(log n) and leave no dead entries (calloop's cancel
+/// leak is the bug to avoid).
 #[derive(Debug)]
-pub(crate) struct TimerHeap {
+pub(crate) struct TimerHeaps {
     heap: IndexedHeap<TimerEntry>,
-    next_seq: u32,
+    next_seq: [u32; 2],
+}
+
+#[inline(always)]
+fn side(clock: Clock) -> Side {
+    match clock {
+        Clock::Monotonic => Side::A,
+        Clock::System => Side::B,
+    }
 }
 
 /// A timer's place in its heap: ordered by deadline, then arm sequence (ties fire in arm
@@ -177,50 +187,68 @@ impl HeapEntry for TimerEntry {
 
 const _: () = assert!(core::mem::size_of::<TimerEntry>() == 16);
 
-impl TimerHeap {
-    /// A heap for ids `0..ids` holding at most `capacity` of them at once.
+impl TimerHeaps {
+    /// Heaps for ids `0..ids` holding at most `capacity` of them at once, on both clocks
+    /// together.
     pub(crate) fn new(ids: usize, capacity: usize) -> Option<Self> {
-        Some(TimerHeap {
-            heap: IndexedHeap::new(ids, capacity)?,
-            next_seq: 0,
+        Some(TimerHeaps {
+            heap: IndexedHeap::new(ids, capacity, TimerEntry::new(0, 0, 0))?,
+            next_seq: [0, 0],
         })
     }
 
-    pub(crate) fn len(&self) -> usize {
-        self.heap.len()
+    /// Whether no timer is armed on either clock.
+    #[inline(always)]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.heap.is_empty()
     }
 
-    /// The earliest deadline and its id.
-    pub(crate) fn peek(&self) -> Option<(u32, u64)> {
-        self.heap.peek().map(|e| (e.id(), e.deadline))
+    /// How many timers of `clock` are armed.
+    pub(crate) fn len(&self, clock: Clock) -> usize {
+        self.heap.len(side(clock))
     }
 
-    /// Insert `id` or move it to `deadline`. Returns false if the id is out of range or the
-    /// heap is full (the loop reserves a place per timer at registration, so it never is).
+    /// The earliest deadline on `clock` and its id.
+    pub(crate) fn peek(&self, clock: Clock) -> Option<(u32, u64)> {
+        self.heap.peek(side(clock)).map(|e| (e.id(), e.deadline))
+    }
+
+    /// Insert `id` on `clock` or move it to `deadline`. Returns false if the id is out of
+    /// range or the heaps are full (the loop reserves a place per timer at registration, so
+    /// they never are). An id stays on one clock while it is armed.
     #[inline]
-    pub(crate) fn set(&mut self, id: u32, deadline: u64) -> bool {
-        if self.next_seq == u32::MAX {
-            // The sequence would wrap (after 4 billion arms): number the armed timers again
-            // from 0, in their order, once.
-            self.heap
-                .renumber(|k, rank| *k = TimerEntry::new(k.deadline, rank, k.id()));
-            self.next_seq = self.heap.len() as u32;
+    pub(crate) fn set(&mut self, clock: Clock, id: u32, deadline: u64) -> bool {
+        let c = clock.index();
+        let Some(&next) = self.next_seq.get(c) else {
+            return false;
+        };
+        let seq = if next == u32::MAX {
+            // The sequence would wrap (after 4 billion arms): number the clock's armed
+            // timers again from 0, in their order, once.
+            self.heap.renumber(side(clock), |k, rank| {
+                *k = TimerEntry::new(k.deadline, rank, k.id())
+            });
+            self.heap.len(side(clock)) as u32
+        } else {
+            next
+        };
+        if let Some(n) = self.next_seq.get_mut(c) {
+            *n = seq + 1;
         }
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        self.heap.set(TimerEntry::new(deadline, seq, id))
+        self.heap
+            .set(side(clock), TimerEntry::new(deadline, seq, id))
     }
 
-    /// Tests: start the arm sequence at `seq`.
+    /// Tests: start `clock`'s arm sequence at `seq`.
     #[cfg(test)]
-    fn with_seq(mut self, seq: u32) -> Self {
-        self.next_seq = seq;
+    fn with_seq(mut self, clock: Clock, seq: u32) -> Self {
+        self.next_seq[clock.index()] = seq;
         self
     }
 
-    /// Take `id` out of the heap. Returns whether it was there.
-    pub(crate) fn remove(&mut self, id: u32) -> bool {
-        self.heap.remove(id)
+    /// Take `id` out of `clock`'s heap. Returns whether it was there.
+    pub(crate) fn remove(&mut self, clock: Clock, id: u32) -> bool {
+        self.heap.remove(side(clock), id)
     }
 }
 
@@ -228,10 +256,12 @@ impl TimerHeap {
 mod tests {
     use super::*;
 
-    fn drain(h: &mut TimerHeap) -> Vec<(u32, u64)> {
+    const M: Clock = Clock::Monotonic;
+
+    fn drain(h: &mut TimerHeaps, clock: Clock) -> Vec<(u32, u64)> {
         std::iter::from_fn(|| {
-            let top = h.peek()?;
-            h.remove(top.0);
+            let top = h.peek(clock)?;
+            h.remove(clock, top.0);
             Some(top)
         })
         .collect()
@@ -240,35 +270,39 @@ mod tests {
     #[test]
     fn later_rearm_of_the_head_does_not_delay_others() {
         // The original's defect B7: A@100, B@500, C@300; moving A to 1000 left C behind B.
-        let mut h = TimerHeap::new(8, 8).unwrap();
-        h.set(0, 100);
-        h.set(1, 500);
-        h.set(2, 300);
-        h.set(0, 1000);
-        assert_eq!(drain(&mut h), vec![(2, 300), (1, 500), (0, 1000)]);
+        for clock in Clock::ALL {
+            let mut h = TimerHeaps::new(8, 8).unwrap();
+            h.set(clock, 0, 100);
+            h.set(clock, 1, 500);
+            h.set(clock, 2, 300);
+            h.set(clock, 0, 1000);
+            assert_eq!(drain(&mut h, clock), vec![(2, 300), (1, 500), (0, 1000)]);
+        }
     }
 
     #[test]
     fn arm_order_survives_the_sequence_wrapping() {
         // Ids 0..4 armed for 7 just before the sequence wraps, 4..8 after it.
-        let mut h = TimerHeap::new(8, 8).unwrap().with_seq(u32::MAX - 2);
-        for id in [5, 1, 6, 2, 7, 0, 4, 3] {
-            h.set(id, if id % 2 == 0 { 7 } else { 3 });
+        for clock in Clock::ALL {
+            let mut h = TimerHeaps::new(8, 8).unwrap().with_seq(clock, u32::MAX - 2);
+            for id in [5, 1, 6, 2, 7, 0, 4, 3] {
+                h.set(clock, id, if id % 2 == 0 { 7 } else { 3 });
+            }
+            assert_eq!(
+                drain(&mut h, clock).iter().map(|e| e.0).collect::<Vec<_>>(),
+                vec![5, 1, 7, 3, 6, 2, 0, 4]
+            );
         }
-        assert_eq!(
-            drain(&mut h).iter().map(|e| e.0).collect::<Vec<_>>(),
-            vec![5, 1, 7, 3, 6, 2, 0, 4]
-        );
     }
 
     #[test]
     fn equal_deadlines_keep_arm_order() {
-        let mut h = TimerHeap::new(8, 8).unwrap();
+        let mut h = TimerHeaps::new(8, 8).unwrap();
         for id in [3, 1, 2, 0] {
-            h.set(id, 7);
+            h.set(M, id, 7);
         }
         assert_eq!(
-            drain(&mut h).iter().map(|e| e.0).collect::<Vec<_>>(),
+            drain(&mut h, M).iter().map(|e| e.0).collect::<Vec<_>>(),
             vec![3, 1, 2, 0]
         );
     }
@@ -335,24 +369,37 @@ mod properties {
         }
     }
 
+    /// Ids below `IDS / 2` run on the monotonic clock, the rest on the system clock: the two
+    /// heaps share one buffer and one position index.
+    fn clock_of(id: u32) -> Clock {
+        if id < IDS / 2 {
+            Clock::Monotonic
+        } else {
+            Clock::System
+        }
+    }
+
+    type Model = [BTreeMap<(u64, u64), u32>; 2];
+
     fn heap_matches_model(ops: Vec<Op>) -> bool {
-        let mut h = TimerHeap::new(IDS as usize, IDS as usize).unwrap();
-        // (deadline, arm sequence) -> id, and id -> its key.
-        let mut by_time: BTreeMap<(u64, u64), u32> = BTreeMap::new();
+        let mut h = TimerHeaps::new(IDS as usize, IDS as usize).unwrap();
+        // Per clock, (deadline, arm sequence) -> id; and id -> its key.
+        let mut by_time: Model = [BTreeMap::new(), BTreeMap::new()];
         let mut key: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
         let mut seq = 0u64;
-        let mut arm = |h: &mut TimerHeap,
-                       by_time: &mut BTreeMap<(u64, u64), u32>,
+        let mut arm = |h: &mut TimerHeaps,
+                       by_time: &mut Model,
                        key: &mut BTreeMap<u32, (u64, u64)>,
                        id: u32,
                        at: u64| {
-            let ok = h.set(id, at);
+            let c = clock_of(id);
+            let ok = h.set(c, id, at);
             assert_eq!(ok, id < IDS, "set accepts exactly the ids in range");
             if ok {
                 if let Some(old) = key.remove(&id) {
-                    by_time.remove(&old);
+                    by_time[c.index()].remove(&old);
                 }
-                by_time.insert((at, seq), id);
+                by_time[c.index()].insert((at, seq), id);
                 key.insert(id, (at, seq));
             }
             seq += 1;
@@ -369,34 +416,47 @@ mod properties {
                 Op::Cancel(id) => {
                     let was = key.remove(&id);
                     if let Some(k) = was {
-                        by_time.remove(&k);
+                        by_time[clock_of(id).index()].remove(&k);
                     }
-                    assert_eq!(h.remove(id), was.is_some());
+                    assert_eq!(h.remove(clock_of(id), id), was.is_some());
+                    // The other clock's heap never holds it.
+                    let other = if clock_of(id) == Clock::Monotonic {
+                        Clock::System
+                    } else {
+                        Clock::Monotonic
+                    };
+                    assert!(!h.remove(other, id));
                 }
                 Op::PopDue(now) => {
                     let now = u64::from(now);
-                    let mut got = Vec::new();
-                    while let Some((id, at)) = h.peek().filter(|&(_, at)| at <= now) {
-                        assert!(h.remove(id));
-                        got.push((id, at));
-                    }
-                    let mut want = Vec::new();
-                    while let Some((&(at, s), &id)) = by_time.first_key_value() {
-                        if at > now {
-                            break;
+                    for c in Clock::ALL {
+                        let mut got = Vec::new();
+                        while let Some((id, at)) = h.peek(c).filter(|&(_, at)| at <= now) {
+                            assert!(h.remove(c, id));
+                            got.push((id, at));
                         }
-                        by_time.remove(&(at, s));
-                        key.remove(&id);
-                        want.push((id, at));
+                        let mut want = Vec::new();
+                        let model = &mut by_time[c.index()];
+                        while let Some((&(at, s), &id)) = model.first_key_value() {
+                            if at > now {
+                                break;
+                            }
+                            model.remove(&(at, s));
+                            key.remove(&id);
+                            want.push((id, at));
+                        }
+                        assert_eq!(got, want, "due timers, earliest (then first armed) first");
                     }
-                    assert_eq!(got, want, "due timers, earliest (then first armed) first");
                 }
             }
-            assert_eq!(h.len(), key.len());
-            assert_eq!(
-                h.peek(),
-                by_time.first_key_value().map(|(&(at, _), &id)| (id, at))
-            );
+            for c in Clock::ALL {
+                let model = &by_time[c.index()];
+                assert_eq!(h.len(c), model.len());
+                assert_eq!(
+                    h.peek(c),
+                    model.first_key_value().map(|(&(at, _), &id)| (id, at))
+                );
+            }
         }
         true
     }

@@ -22,7 +22,7 @@ use crate::interest::{Interest, Readiness};
 use crate::pool::Pool;
 use crate::queue::PendingQueue;
 use crate::signal::SigInfo;
-use crate::timer::{Clock, TimerHeap};
+use crate::timer::{Clock, TimerHeaps};
 use crate::waker::WakeShared;
 use crate::watch::{Detail, Half, WakeWatch, Watch};
 
@@ -118,7 +118,7 @@ pub(crate) struct Capacities {
 pub(crate) struct State {
     slots: Pool<Watch>,
     queue: PendingQueue,
-    timers: [TimerHeap; 2],
+    timers: TimerHeaps,
     /// The deadline each clock is armed for in the backend.
     armed: [Option<u64>; 2],
     clock_dirty: [bool; 2],
@@ -233,10 +233,7 @@ impl State {
     pub(crate) fn new(cap: &Capacities, oneshot: bool, threaded: bool, tag: u32) -> Option<Self> {
         let slots = Pool::with_capacity(cap.watchers)?;
         let queue = PendingQueue::with_nodes(cap.watchers * 2)?;
-        let timers = [
-            TimerHeap::new(cap.watchers, cap.timers)?,
-            TimerHeap::new(cap.watchers, cap.timers)?,
-        ];
+        let timers = TimerHeaps::new(cap.watchers, cap.timers)?;
         let mut wake_free = Vec::new();
         wake_free.try_reserve_exact(cap.wakers).ok()?;
         wake_free.extend((0..cap.wakers as u32).rev());
@@ -542,8 +539,9 @@ impl State {
             let c = clock.index();
             if self.clock_dirty[c] {
                 // The timer fd is out of order: wake in time for the earliest deadline.
-                let until = self.timers[c]
-                    .peek()
+                let until = self
+                    .timers
+                    .peek(clock)
                     .map(|(_, d)| Duration::from_nanos(d.saturating_sub(backend.now(clock))));
                 let b = until.map_or(RETRY, |u| u.min(RETRY));
                 bound = Some(bound.map_or(b, |x: Duration| x.min(b)));
@@ -971,8 +969,7 @@ impl State {
                 }
             }
             Some(Detail::Timer(t)) => {
-                let c = t.clock.index();
-                self.timers[c].remove(index);
+                self.timers.remove(t.clock, index);
                 self.timers_used -= 1;
             }
             Some(Detail::Wake(k)) => {

@@ -69,7 +69,7 @@ impl State {
         // A queued expiry of the old arming is dropped.
         unqueue(&mut self.queue, half, node(index, 0));
         let c = clock.index();
-        self.timers[c].set(index, deadline);
+        self.timers.set(clock, index, deadline);
         // The backend is armed no later than every timer (`sync_clock`): a deadline at or
         // after its armed one changes nothing there (a timer moved later, or another timer
         // now first, is no earlier than what was armed). The idle-timer re-arm ends here.
@@ -94,7 +94,7 @@ impl State {
         {
             t.expirations = 0;
         }
-        self.timers[clock.index()].remove(index);
+        self.timers.remove(clock, index);
         self.sync_clock(clock, false, backend);
         Ok(())
     }
@@ -115,7 +115,7 @@ impl State {
     /// timers pushed back on activity (idle timeouts).
     pub(super) fn sync_clock<B: Backend>(&mut self, clock: Clock, fired: bool, backend: &B) {
         let c = clock.index();
-        let head = self.timers[c].peek().map(|(_, d)| d);
+        let head = self.timers.peek(clock).map(|(_, d)| d);
         let earlier = match (head, self.armed[c]) {
             (Some(h), Some(a)) => h < a,
             (Some(_), None) => true,
@@ -148,8 +148,7 @@ impl State {
         // No timer pending, no clock fired, no clock change outstanding: nothing to count and
         // nothing `sync_clock` would change (its head is `None`, so it only acts when fired
         // or dirty). The common case of a loop without timers, checked inline.
-        if self.timers[0].len() == 0
-            && self.timers[1].len() == 0
+        if self.timers.is_empty()
             && !(fired[0] | fired[1] | self.clock_dirty[0] | self.clock_dirty[1])
         {
             return;
@@ -167,30 +166,30 @@ impl State {
         let mut queued = false;
         for clock in Clock::ALL {
             let c = clock.index();
-            if self.timers[c].len() > 0 {
+            if self.timers.len(clock) > 0 {
                 let now = backend.now(clock);
                 self.loop_time[c] = Some(now);
-                while let Some((index, due)) = self.timers[c].peek() {
+                while let Some((index, due)) = self.timers.peek(clock) {
                     if due > now {
                         break;
                     }
                     let Some(w) = self.slots.at_mut(index) else {
                         // Unreachable: timers leave the heap when removed.
-                        self.timers[c].remove(index);
+                        self.timers.remove(clock, index);
                         continue;
                     };
                     let Detail::Timer(t) = &mut w.detail else {
-                        self.timers[c].remove(index);
+                        self.timers.remove(clock, index);
                         continue;
                     };
                     if t.interval > 0 {
                         let (k, next) = catch_up(due, t.interval, now);
                         t.expirations = t.expirations.saturating_add(k);
                         t.deadline = next;
-                        self.timers[c].set(index, next);
+                        self.timers.set(clock, index, next);
                     } else {
                         t.expirations = t.expirations.saturating_add(1);
-                        self.timers[c].remove(index);
+                        self.timers.remove(clock, index);
                     }
                     // With the slot in hand (`maybe_queue` would look it up again).
                     queued |= queue_if_pending(&mut self.queue, in_batch, w, index, 0);
