@@ -440,8 +440,27 @@ fn take_out<E: HeapEntry, V: View<E>>(v: V, pos: &mut [u32], i: usize, id: u32) 
             return true;
         }
     }
-    sift_down(&mut v, pos, i, moved);
+    if i == 0 {
+        sift_down_from_root(&mut v, pos, moved);
+    } else {
+        sift_down(&mut v, pos, i, moved);
+    }
     true
+}
+
+/// Place `e` at the root's hole bottom-up (Floyd's): the hole descends along the smaller
+/// children to a leaf without comparing them with `e`, which then rises from there to its
+/// place. After a pop the root gets the last leaf, which belongs near the bottom, so this
+/// saves the per-level comparison with it for a step or two back up.
+#[inline(always)]
+fn sift_down_from_root<E: HeapEntry, V: View<E>>(v: &mut V, pos: &mut [u32], e: E) {
+    let mut i = 0;
+    while let Some((best, b)) = v.smallest_child(i) {
+        place(v, pos, b, i);
+        i = best;
+    }
+    let i = rise(v, pos, e, i, 0);
+    place(v, pos, e, i);
 }
 
 #[cfg(test)]
