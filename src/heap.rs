@@ -102,8 +102,12 @@ impl<E: HeapEntry> IndexedHeap<E> {
     }
 
     /// Insert `e` into `side`, or move its id's entry there to `e` if present. Returns false
-    /// if the id is out of range or the buffer is full. (The caller keeps an id on one side:
-    /// the position index does not say which.)
+    /// if the id is out of range, the buffer is full, or the id is held by the other side.
+    ///
+    /// The caller keeps an id on one side (a timer's clock is fixed). The position index does
+    /// not say which side holds an id, so a set on the wrong side finds another id's entry
+    /// (or none) at that position in this side's heap, and is refused: it never overwrites
+    /// the other heap's entry.
     #[inline]
     pub(crate) fn set(&mut self, side: Side, e: E) -> bool {
         let Some(&p) = self.pos.get(e.id() as usize) else {
@@ -384,6 +388,11 @@ fn change<E: HeapEntry, V: View<E>>(v: &mut V, pos: &mut [u32], i: usize, e: E) 
     let Some(old) = v.get(i) else {
         return false;
     };
+    if old.id() != e.id() {
+        // The id is armed on the other side: `pos` does not say which, so refuse rather
+        // than overwrite the other heap's entry.
+        return false;
+    }
     if e.before(&old) {
         let i = rise(v, pos, e, i, 0);
         place(v, pos, e, i);
@@ -532,6 +541,12 @@ mod tests {
         assert!(h.set(Side::A, T(0, 1)), "a move needs no room");
         h.check();
         assert!(!h.remove(Side::B, 0), "id 0 is on the other side");
+        for (id, key) in [(0, 9), (1, 0), (4, 0)] {
+            let side = if id < 4 { Side::B } else { Side::A };
+            assert!(!h.set(side, T(id, key)), "id {id} is on the other side");
+            h.check();
+        }
+        assert_eq!(h.peek(Side::B).map(|e| (e.0, e.1)), Some((5, 3)));
         assert_eq!((h.len(Side::A), h.len(Side::B)), (4, 2));
         assert_eq!(h.peek(Side::A).map(|e| e.0), Some(0));
         assert_eq!(h.peek(Side::B).map(|e| e.0), Some(5));
@@ -547,9 +562,15 @@ mod tests {
     #[test]
     fn renumbering_keeps_each_side_in_order() {
         for side in [Side::A, Side::B] {
-            let mut h = IndexedHeap::new(16, 16, FILLER).unwrap();
+            // Sixteen on the side renumbered, five on the other (ids 16..21), which must
+            // keep their keys and places.
+            let other = if side == Side::A { Side::B } else { Side::A };
+            let mut h = IndexedHeap::new(21, 21, FILLER).unwrap();
             for id in 0..16u32 {
                 h.set(side, T(id, u64::from((id * 7) % 16) * 10));
+            }
+            for id in 16..21u32 {
+                h.set(other, T(id, u64::from(id * 3)));
             }
             let mut ranks = Vec::new();
             h.renumber(side, |e, rank| {
@@ -561,6 +582,13 @@ mod tests {
             assert!(ranks.iter().enumerate().all(|(i, r)| r.1 as usize == i));
             let keys: Vec<u64> = drain(&mut h, side).into_iter().map(|e| e.1).collect();
             assert_eq!(keys, (0..16).collect::<Vec<u64>>());
+            let rest: Vec<(u32, u64)> = drain(&mut h, other);
+            assert_eq!(
+                rest,
+                (16..21)
+                    .map(|id| (id, u64::from(id * 3)))
+                    .collect::<Vec<_>>()
+            );
         }
     }
 

@@ -344,7 +344,10 @@ mod properties {
     use quickcheck::{Arbitrary, Gen, QuickCheck};
     use std::collections::BTreeMap;
 
-    const IDS: u32 = 10;
+    /// Enough ids for both heaps to reach a third level (six entries or more) together, and,
+    /// with `CAPACITY` below it, for the shared buffer to fill (about once in 40 cases).
+    const IDS: u32 = 40;
+    const CAPACITY: usize = 20;
 
     #[derive(Clone, Debug)]
     enum Op {
@@ -360,10 +363,12 @@ mod properties {
     impl Arbitrary for Op {
         fn arbitrary(g: &mut Gen) -> Op {
             let id = u32::arbitrary(g) % (IDS + 1);
-            match u8::arbitrary(g) % 8 {
-                0..=2 => Op::Arm(id, u16::arbitrary(g) % 200),
-                3..=4 => Op::Move(id, i16::arbitrary(g) % 100),
-                5 => Op::Cancel(id),
+            // Arms outnumber pops so that the heaps grow deep and the buffer fills.
+            match u8::arbitrary(g) % 10 {
+                0..=4 => Op::Arm(id, u16::arbitrary(g) % 200),
+                5..=6 => Op::Move(id, i16::arbitrary(g) % 100),
+                7 => Op::Cancel(id),
+                8 => Op::PopDue(u16::arbitrary(g) % 60),
                 _ => Op::PopDue(u16::arbitrary(g) % 250),
             }
         }
@@ -379,10 +384,18 @@ mod properties {
         }
     }
 
+    fn other(c: Clock) -> Clock {
+        if c == Clock::Monotonic {
+            Clock::System
+        } else {
+            Clock::Monotonic
+        }
+    }
+
     type Model = [BTreeMap<(u64, u64), u32>; 2];
 
     fn heap_matches_model(ops: Vec<Op>) -> bool {
-        let mut h = TimerHeaps::new(IDS as usize, IDS as usize).unwrap();
+        let mut h = TimerHeaps::new(IDS as usize, CAPACITY).unwrap();
         // Per clock, (deadline, arm sequence) -> id; and id -> its key.
         let mut by_time: Model = [BTreeMap::new(), BTreeMap::new()];
         let mut key: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
@@ -393,8 +406,20 @@ mod properties {
                        id: u32,
                        at: u64| {
             let c = clock_of(id);
+            let armed = key.contains_key(&id);
+            if armed {
+                assert!(
+                    !h.set(other(c), id, at),
+                    "an armed id is refused on the other clock"
+                );
+            }
+            let room = key.len() < CAPACITY || armed;
             let ok = h.set(c, id, at);
-            assert_eq!(ok, id < IDS, "set accepts exactly the ids in range");
+            assert_eq!(
+                ok,
+                id < IDS && room,
+                "set accepts the ids in range while there is room (a move needs none)"
+            );
             if ok {
                 if let Some(old) = key.remove(&id) {
                     by_time[c.index()].remove(&old);
@@ -414,18 +439,13 @@ mod properties {
                     }
                 }
                 Op::Cancel(id) => {
+                    // The other clock's heap never holds it.
+                    assert!(!h.remove(other(clock_of(id)), id));
                     let was = key.remove(&id);
                     if let Some(k) = was {
                         by_time[clock_of(id).index()].remove(&k);
                     }
                     assert_eq!(h.remove(clock_of(id), id), was.is_some());
-                    // The other clock's heap never holds it.
-                    let other = if clock_of(id) == Clock::Monotonic {
-                        Clock::System
-                    } else {
-                        Clock::Monotonic
-                    };
-                    assert!(!h.remove(other, id));
                 }
                 Op::PopDue(now) => {
                     let now = u64::from(now);
